@@ -1,0 +1,327 @@
+"""Driver side: reserve Spark executors as a TF cluster, watch it, and collect its results.
+
+``TFCluster.run`` starts one barrier stage with one task per TF node (so Spark gang-schedules
+the whole cluster), serves the control channel the nodes report to, and returns once every node
+has its ``TF_CONFIG`` and is running ``main_fun``. ``shutdown`` waits for the nodes to finish,
+stops the parameter servers and evaluator, and returns each node's return value, or raises the
+first node's failure as a :class:`~tfspark.errors.NodeError`.
+"""
+from __future__ import annotations
+
+import collections
+import enum
+import functools
+import getpass
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from . import constants, preflight
+from .context import resolve_path
+from .control import Connection, ControlServer, Message, new_secret
+from .errors import NodeError, ReservationError, TFSparkError
+from .node import ERROR, OK, STOPPED, NodePlan, run_node
+from .roles import EVALUATOR, PS, TRAINING_ROLES, Role
+
+logger = logging.getLogger(__name__)
+
+
+class InputMode(enum.IntEnum):
+    """How training data reaches TF: read by TF itself, or fed from Spark RDDs/DataFrames."""
+
+    TENSORFLOW = 0
+    SPARK = 1
+
+
+class _NodeState:
+    """What the driver knows of one node."""
+
+    def __init__(self, role: Role):
+        self.role = role
+        self.host = "?"
+        self.connection: Optional[Connection] = None
+        self.started = False
+        self.status: Optional[str] = None  # OK, ERROR or STOPPED once finished
+        self.message = ""
+        self.traceback = ""
+        self.output: Deque[str] = collections.deque(maxlen=constants.OUTPUT_TAIL_LINES)
+
+    def error(self, message: str, traceback_text: str = "") -> NodeError:
+        return NodeError(self.role.job_name, self.role.task_index, self.host, message,
+                         traceback_text, list(self.output))
+
+
+class TFCluster:
+    """A TensorFlow cluster running on Spark executors. Create it with :meth:`TFCluster.run`."""
+
+    def __init__(self, sc: Any, roles: List[Role], reservation_timeout: float):
+        self._sc = sc
+        self._nodes = {role.worker_num: _NodeState(role) for role in roles}
+        self._reservation_timeout = reservation_timeout
+        self._changed = threading.Condition()
+        self._failure: Optional[TFSparkError] = None
+        self._job_group = f"tfspark-{uuid.uuid4().hex[:12]}"
+        self._job_result: Optional[list] = None
+        self._job_error: Optional[BaseException] = None
+        self._job_done = threading.Event()
+        self._server: Optional[ControlServer] = None
+        self._results: Optional[List[Any]] = None
+        self.tensorboard_url: Optional[str] = None
+
+    # ----------------------------------------------------------------------------- starting
+    @classmethod
+    def run(cls, sc: Any, main_fun: Callable[[Any, Any], Any], args: Any, num_executors: int,
+            num_ps: int = 0, tensorboard: bool = False,
+            input_mode: InputMode = InputMode.TENSORFLOW, log_dir: Optional[str] = None, *,
+            master_node: Optional[str] = None, eval_node: bool = False,
+            reservation_timeout: float = 600, env: Optional[Dict[str, str]] = None
+            ) -> "TFCluster":
+        """Start ``main_fun(args, ctx)`` on ``num_executors`` Spark tasks as one TF cluster.
+
+        Parameters
+        ----------
+        sc : the application's SparkContext.
+        main_fun : runs on every node as ``main_fun(args, ctx)`` in a fresh Python process
+            (``ctx`` is a :class:`~tfspark.context.NodeContext`); its return value comes back
+            from :meth:`shutdown`.
+        args : any picklable value handed to ``main_fun``.
+        num_executors : number of TF nodes = barrier tasks; Spark needs that many task slots.
+        num_ps : parameter servers (ParameterServerStrategy); needs ``master_node="chief"``.
+        tensorboard : serve TensorBoard on ``log_dir`` from the chief (or worker 0).
+        input_mode : ``InputMode.TENSORFLOW`` (TF reads its own data).
+        log_dir : TensorBoard/log directory, resolved like ``ctx.absolute_path``.
+        master_node : ``"chief"`` to make one node the chief, else worker 0 leads.
+        eval_node : add one evaluator node (outside the cluster spec, as TF expects).
+        reservation_timeout : seconds to wait for all nodes to start before giving up.
+        env : extra environment variables for the nodes' processes, set before TF is imported.
+            tfspark sets ``TF_USE_LEGACY_KERAS=1`` (tf-keras) unless ``env`` sets it; pass
+            ``{"TF_USE_LEGACY_KERAS": "0"}`` to run Keras 3 (custom training loops only).
+
+        The positional order of the first eight parameters is TensorFlowOnSpark's.
+
+        Returns
+        -------
+        The running cluster; call :meth:`shutdown` to wait for it and get the results.
+        """
+        roles = preflight.check_arguments(num_executors, num_ps, master_node, eval_node,
+                                          reservation_timeout, env, input_mode,
+                                          (InputMode.TENSORFLOW,))
+        if tensorboard and not log_dir:
+            raise preflight.PreflightError("tensorboard=True needs a log_dir to serve")
+        conf = preflight.spark_conf(sc)
+        preflight.check_dynamic_allocation(conf)
+        from pyspark import cloudpickle
+        payload = preflight.check_pickles(cloudpickle.dumps, main_fun, args)
+        preflight.wait_for_slots(num_executors, conf, sc.master,
+                                 functools.partial(preflight.current_slots, sc),
+                                 reservation_timeout)
+
+        cluster = cls(sc, roles, reservation_timeout)
+        default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+        user = os.environ.get("HADOOP_USER_NAME") or sc.sparkUser() or getpass.getuser()
+        plan = NodePlan(
+            roles=tuple(roles), driver_address=cluster._start_server(conf),
+            secret=cluster._secret, payload=payload, env=dict(env or {}),
+            default_fs=default_fs, working_dir=os.getcwd(),
+            log_dir=resolve_path(log_dir, default_fs, os.getcwd(), user) if log_dir else None,
+            tensorboard=tensorboard, user=user)
+        cluster._start_job(plan)
+        cluster._await_reservation()
+        return cluster
+
+    def _start_server(self, conf: Dict[str, str]):
+        self._secret = new_secret()
+        host = conf.get("spark.driver.host") or "127.0.0.1"
+        bind = conf.get("spark.driver.bindAddress") or host
+        self._server = ControlServer(self._secret, self._on_message, host=bind,
+                                     on_disconnect=self._on_disconnect).start()
+        return host, self._server.address[1]
+
+    def _start_job(self, plan: NodePlan) -> None:
+        from pyspark import InheritableThread
+
+        def job() -> None:
+            try:
+                self._sc.setJobGroup(self._job_group, f"tfspark: TF cluster of {len(self._nodes)}"
+                                     " nodes", interruptOnCancel=True)
+                nodes = self._sc.parallelize(range(len(self._nodes)), len(self._nodes))
+                self._job_result = nodes.barrier().mapPartitions(
+                    functools.partial(run_node, plan)).collect()
+            except BaseException as e:  # noqa: B902 - reported by shutdown()
+                self._job_error = e
+            finally:
+                self._job_done.set()
+                with self._changed:
+                    self._changed.notify_all()
+
+        InheritableThread(target=job, name="tfspark-cluster-job", daemon=True).start()
+
+    def _await_reservation(self) -> None:
+        deadline = time.monotonic() + self._reservation_timeout
+        with self._changed:
+            while not self._all_started() and self._failure is None and not self._job_done.is_set():
+                if not self._changed.wait(max(0.0, deadline - time.monotonic())):
+                    break
+            started = self._all_started()
+        if started:
+            return
+        if self._failure is None and not self._job_done.is_set():
+            waiting = [n.role.label for n in self._nodes.values() if not n.started]
+            self._fail(ReservationError(
+                f"{len(waiting)} of {len(self._nodes)} TF nodes did not start within "
+                f"reservation_timeout={self._reservation_timeout}s (waiting for "
+                f"{', '.join(waiting)}). Check that the application has {len(self._nodes)} free "
+                "task slots and that executors can reach the driver."))
+        self._abort()
+        if self._failure is not None:
+            raise self._failure
+        raise ReservationError(f"the TF cluster's Spark job ended before all nodes started: "
+                               f"{self._job_error}") from self._job_error
+
+    def _all_started(self) -> bool:
+        return all(n.started for n in self._nodes.values())
+
+    # ----------------------------------------------------------------------------- messages
+    def _on_message(self, connection: Connection, message: Message) -> None:
+        node = self._nodes[message["worker_num"]]
+        kind = message["type"]
+        if kind == "log":
+            self._print(node, message["stream"], message["line"])
+            return
+        with self._changed:
+            if kind == "hello":
+                node.host, node.connection = message["host"], connection
+                if self._failure is not None:
+                    connection.send({"type": "stop", "reason": "the TF cluster has failed"})
+            elif kind == "started":
+                node.started = True
+                if message.get("tensorboard_url"):
+                    self.tensorboard_url = message["tensorboard_url"]
+                    logger.warning("tfspark: TensorBoard at %s", self.tensorboard_url)
+            elif kind == "finished":
+                node.status, node.message = message["status"], message.get("message", "")
+                node.traceback = message.get("traceback", "")
+                self._on_finished(node)
+            self._changed.notify_all()
+
+    def _on_finished(self, node: _NodeState) -> None:
+        if node.status == ERROR:
+            self._fail(node.error(node.message, node.traceback))
+        elif node.status == STOPPED and node.role.job_name in TRAINING_ROLES and not self._failure:
+            self._fail(node.error(f"it was stopped: {node.message}"))
+        elif self._training_done():
+            self._stop_nodes(PS, reason="training finished")
+
+    def _on_disconnect(self, connection: Connection) -> None:
+        with self._changed:
+            for node in self._nodes.values():
+                if node.connection is connection and node.status is None:
+                    self._fail(node.error(
+                        "the driver lost contact with it before it finished (its executor or "
+                        "Python worker died, or was killed; see the executor's log)"))
+            self._changed.notify_all()
+
+    def _print(self, node: _NodeState, stream: str, line: str) -> None:
+        node.output.append(line)
+        out = sys.stderr if stream == "stderr" else sys.stdout
+        out.write(f"[{node.role.label}] {line}\n")
+        out.flush()
+
+    def _training_done(self) -> bool:
+        return all(n.status is not None for n in self._nodes.values()
+                   if n.role.job_name in TRAINING_ROLES)
+
+    def _fail(self, error: TFSparkError) -> None:
+        """Record the first failure and stop every node (call with ``_changed`` held)."""
+        with self._changed:
+            if self._failure is None:
+                self._failure = error
+                logger.error("tfspark: %s", str(error).splitlines()[0])
+                self._stop_nodes(None, reason=f"the TF cluster failed: {str(error).splitlines()[0]}")
+            self._changed.notify_all()
+
+    def _stop_nodes(self, job_name: Optional[str], reason: str) -> None:
+        for node in self._nodes.values():
+            if node.status is None and node.connection is not None and (
+                    job_name is None or node.role.job_name == job_name):
+                try:
+                    node.connection.send({"type": "stop", "reason": reason})
+                except OSError:
+                    pass
+
+    # ----------------------------------------------------------------------------- finishing
+    def shutdown(self, timeout: Optional[float] = None, grace_secs: float = 30.0) -> List[Any]:
+        """Wait for the cluster to finish and return each node's ``main_fun`` return value.
+
+        Parameters
+        ----------
+        timeout : seconds to wait for the chief and workers to finish; ``None`` waits as long as
+            training runs (a failed or lost node still ends the wait at once).
+        grace_secs : once training is done, how long the evaluator may keep running before it is
+            stopped. Parameter servers are stopped as soon as training is done.
+
+        Returns
+        -------
+        A list indexed by ``ctx.worker_num``: each node's return value (``None`` for nodes that
+        were stopped, such as parameter servers).
+
+        Raises
+        ------
+        NodeError : a node's ``main_fun`` raised, its process died, or its executor was lost.
+        TFSparkError : ``timeout`` passed, or the Spark job failed.
+        """
+        if self._results is not None:
+            return self._results
+        try:
+            self._wait_for(self._training_done, timeout,
+                           lambda: TFSparkError(f"TF training did not finish within "
+                                                f"timeout={timeout}s; the cluster was stopped"))
+            with self._changed:
+                self._stop_nodes(PS, reason="training finished")
+            self._wait_for(lambda: all(n.status is not None for n in self._nodes.values()
+                                       if n.role.job_name == EVALUATOR), grace_secs, None)
+            with self._changed:
+                self._stop_nodes(EVALUATOR, reason=f"training finished {grace_secs}s ago")
+            # Every node has been told to stop; its task ends within the stop grace period.
+            if not self._job_done.wait(constants.NODE_STOP_GRACE_SECS + 60):
+                self._fail(TFSparkError("the TF cluster's Spark job did not end after all nodes "
+                                        "were stopped; it was cancelled"))
+        finally:
+            self._abort()
+        if self._failure is not None:
+            raise self._failure
+        if self._job_error is not None:
+            raise TFSparkError(f"the TF cluster's Spark job failed: {self._job_error}") \
+                from self._job_error
+        from pyspark import cloudpickle
+        results: List[Any] = [None] * len(self._nodes)
+        for worker_num, status, value in self._job_result or []:
+            results[worker_num] = cloudpickle.loads(value) if status == OK else None
+        self._results = results
+        return results
+
+    def _wait_for(self, done: Callable[[], bool], timeout: Optional[float],
+                  on_timeout: Optional[Callable[[], TFSparkError]]) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not done() and self._failure is None and not self._job_done.is_set():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    if on_timeout is not None:
+                        self._fail(on_timeout())
+                    return
+                self._changed.wait(remaining if remaining is not None else 1.0)
+
+    def _abort(self) -> None:
+        """After a failure or at the end: cancel the Spark job if it still runs; stop the server."""
+        if self._failure is not None and not self._job_done.wait(
+                constants.NODE_STOP_GRACE_SECS + 5):
+            self._sc.cancelJobGroup(self._job_group)
+            self._job_done.wait(30)
+        if self._job_done.is_set() and self._server is not None:
+            self._server.stop()
+            self._server = None

@@ -1,0 +1,27 @@
+"""Names of the environment variables and settings tfspark reads or sets, with their defaults."""
+
+#: TensorFlow reads the cluster layout and this node's role from it.
+TF_CONFIG = "TF_CONFIG"
+
+#: Set to "1" before TF is imported, TF 2.16+ uses tf-keras (Keras 2) as ``tf.keras``. Keras 3
+#: cannot ``model.fit`` under MultiWorkerMirroredStrategy nor ParameterServerStrategy, so tfspark
+#: sets it on every node unless the user's ``env`` gives another value.
+TF_USE_LEGACY_KERAS = "TF_USE_LEGACY_KERAS"
+DEFAULT_LEGACY_KERAS = "1"
+
+#: Seconds a node's process gets to exit after SIGTERM before it is killed.
+NODE_STOP_GRACE_SECS = 10.0
+
+#: Seconds between checks, in a node's process, that its Spark task is still alive.
+PARENT_WATCH_INTERVAL_SECS = 1.0
+
+#: How many of a node's last output lines the driver keeps for error messages.
+OUTPUT_TAIL_LINES = 40
+
+#: Upper bound, in seconds, on waiting for task slots when Spark cannot say how many will come.
+SLOT_WAIT_SECS = 20.0
+
+
+def is_true(value: object) -> bool:
+    """Environment-style truth: "1", "true", "yes", "on" (any case)."""
+    return str(value).strip().lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,85 @@
+"""``ctx``: what a TF node's ``main_fun(args, ctx)`` knows about its place in the cluster.
+
+Built by the node's Spark task and handed to the node's process; plain data only, so it pickles.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+from urllib.parse import urlparse
+
+
+@dataclass
+class NodeContext:
+    """A TF node's view of the cluster.
+
+    Attributes
+    ----------
+    job_name : "chief", "worker", "ps" or "evaluator".
+    task_index : index of this node within its ``job_name``.
+    worker_num : global index of this node (its Spark partition), unique over the cluster.
+    num_workers : number of nodes that train (chief + workers); shard input data over these.
+    cluster_spec : the TF cluster spec, ``{"worker": ["host:port", ...], ...}`` (no evaluator).
+    tf_config : the JSON string that is set in ``TF_CONFIG``.
+    executor_id : the Spark executor this node runs in.
+    host, port : this node's TF server address (the port was reserved for it).
+    default_fs : the cluster's default filesystem (``fs.defaultFS``), e.g. ``hdfs://nn:8020``.
+    working_dir : the driver's working directory; relative local paths resolve against it.
+    log_dir : TensorBoard log directory (absolute), if one was given to ``TFCluster.run``.
+    """
+
+    job_name: str
+    task_index: int
+    worker_num: int
+    num_workers: int
+    cluster_spec: Dict[str, List[str]]
+    tf_config: str
+    executor_id: str
+    host: str
+    port: int
+    default_fs: str = "file:///"
+    working_dir: str = field(default_factory=os.getcwd)
+    log_dir: Optional[str] = None
+    user: Optional[str] = None
+
+    @property
+    def is_chief(self) -> bool:
+        """True on the node that writes checkpoints and exports: the chief, else worker 0."""
+        if "chief" in self.cluster_spec:
+            return self.job_name == "chief"
+        return self.job_name == "worker" and self.task_index == 0
+
+    @property
+    def task(self) -> Dict[str, object]:
+        return json.loads(self.tf_config)["task"]
+
+    def absolute_path(self, path: str) -> str:
+        """Resolve ``path`` for use on this node.
+
+        A path with a scheme (``hdfs://``, ``file://``, ...) is returned unchanged. A relative path
+        resolves against the default filesystem: for ``hdfs://nn:port`` that is the user's HDFS
+        home (``hdfs://nn:port/user/<user>/path``); for a local default FS, the driver's working
+        directory. An absolute path gets the default filesystem's scheme and authority.
+        """
+        return resolve_path(path, self.default_fs, self.working_dir, self.user)
+
+
+def resolve_path(path: str, default_fs: str, working_dir: str, user: Optional[str] = None) -> str:
+    """See :meth:`NodeContext.absolute_path`."""
+    if urlparse(path).scheme:
+        return path
+    fs_url = urlparse(default_fs or "file:///")
+    if fs_url.scheme in ("", "file"):
+        return os.path.normpath(os.path.join(working_dir, path))
+    if not path.startswith("/"):
+        user = user or os.environ.get("HADOOP_USER_NAME") or _os_user()
+        path = posixpath.join("/user", user, path)
+    return f"{fs_url.scheme}://{fs_url.netloc}{posixpath.normpath(path)}"
+
+
+def _os_user() -> str:
+    import getpass
+    return getpass.getuser()

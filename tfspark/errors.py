@@ -1,0 +1,47 @@
+"""Exception types raised by tfspark.
+
+Every error a user sees from tfspark is a :class:`TFSparkError`; the subclasses say at which
+stage it happened so callers can tell a bad setting from a failed node.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class TFSparkError(Exception):
+    """Base class of every error tfspark raises."""
+
+
+class PreflightError(TFSparkError):
+    """A setting or argument cannot work; raised on the driver before anything is started."""
+
+
+class ReservationError(TFSparkError):
+    """The TF nodes could not be reserved (the barrier stage did not start or finish gathering)."""
+
+
+class FileSystemError(TFSparkError):
+    """A path could not be read, written, listed or found."""
+
+
+class NodeError(TFSparkError):
+    """A TF node failed: its ``main_fun`` raised, its process died, or it stopped answering.
+
+    Carries where it happened (``role``, ``index``, ``host``), the node's traceback text and the
+    last lines the node printed.
+    """
+
+    def __init__(self, role: str, index: int, host: str, message: str,
+                 traceback_text: str = "", output_tail: Optional[list] = None):
+        self.role = role
+        self.index = index
+        self.host = host
+        self.traceback_text = traceback_text
+        self.output_tail = list(output_tail or [])
+        text = f"TF node {role}:{index} on {host} failed: {message}"
+        if traceback_text:
+            text += f"\n--- traceback from {role}:{index} ---\n{traceback_text.rstrip()}"
+        if self.output_tail:
+            tail = "\n".join(self.output_tail)
+            text += f"\n--- last output lines of {role}:{index} ---\n{tail}"
+        super().__init__(text)

@@ -1,0 +1,248 @@
+"""Task side of a TF node: one barrier task of the cluster's Spark stage.
+
+The task registers with the driver, reserves its TF port, learns every node's address through
+``BarrierTaskContext.allGather``, and then runs the user's ``main_fun`` in a fresh Python process
+(see :mod:`tfspark.node_process`) whose environment carries ``TF_CONFIG`` and the Keras choice
+before TensorFlow is imported. It forwards that process's output lines to the driver, stops it
+when the driver says so (or the driver goes away), and reports how it ended.
+
+Never imports TensorFlow or ``pyspark.sql``: the Python worker that runs this stays light.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from . import constants
+from .context import NodeContext
+from .control import ControlClient, Message
+from .roles import Role, cluster_spec, num_training_nodes, tf_config
+
+#: How a node ended, as reported to the driver and returned from the Spark task.
+OK, ERROR, STOPPED = "ok", "error", "stopped"
+
+OUTCOME_FILE, VALUE_FILE, PAYLOAD_FILE, CONTEXT_FILE = (
+    "outcome.json", "value.pkl", "payload.pkl", "context.pkl")
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """Everything a node's task needs, computed on the driver; plain values only."""
+
+    roles: Tuple[Role, ...]
+    driver_address: Tuple[str, int]
+    secret: bytes
+    payload: bytes  # cloudpickled (main_fun, args)
+    env: Dict[str, str]
+    default_fs: str
+    working_dir: str
+    log_dir: Optional[str]
+    tensorboard: bool
+    user: str
+
+
+def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, bytes]]:
+    """The barrier stage's ``mapPartitions`` function: yields ``(worker_num, status, value)``."""
+    from pyspark import BarrierTaskContext
+
+    task = BarrierTaskContext.get()
+    worker_num = task.partitionId()
+    executor_address = task.getTaskInfos()[worker_num].address
+    host = executor_address.rsplit(":", 1)[0]
+    node = _Node(plan, plan.roles[worker_num], host, executor_address)
+    try:
+        yield node.run(task)
+    finally:
+        node.close()
+
+
+def node_environment(user_env: Dict[str, str], tf_config_json: str) -> Dict[str, str]:
+    """The environment of a node's process: this one's, plus TF settings, plus the user's ``env``.
+
+    ``PYTHONPATH`` carries this worker's ``sys.path`` so files shipped with ``--py-files`` import
+    in the node's process too.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env[constants.TF_USE_LEGACY_KERAS] = constants.DEFAULT_LEGACY_KERAS
+    env.update(user_env)
+    env[constants.TF_CONFIG] = tf_config_json
+    return env
+
+
+@contextmanager
+def reserved_port(host: str) -> Iterator[int]:
+    """Reserve a free TCP port on ``host`` for as long as the block runs.
+
+    The socket is bound (with ``SO_REUSEADDR``) but never listens: other processes cannot bind the
+    port, while TensorFlow's gRPC server, which also sets ``SO_REUSEADDR``, can. So no other
+    process can take the port between reservation and the TF server's start.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+class _Node:
+    def __init__(self, plan: NodePlan, role: Role, host: str, executor_address: str):
+        self.plan = plan
+        self.role = role
+        self.host = host
+        self.executor_address = executor_address
+        self.stop_requested = threading.Event()
+        self.stop_reason = ""
+        self.client = ControlClient(plan.driver_address, plan.secret, self._on_driver_message)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _on_driver_message(self, message: Message) -> None:
+        if message["type"] == "stop":
+            self._request_stop(message.get("reason", "stopped by the driver"))
+        elif message["type"] == "disconnected":
+            self._request_stop("lost the connection to the driver")
+
+    def _request_stop(self, reason: str) -> None:
+        if not self.stop_requested.is_set():
+            self.stop_reason = reason
+            self.stop_requested.set()
+
+    def _send(self, message_type: str, **fields) -> None:
+        self.client.send(dict(fields, type=message_type, worker_num=self.role.worker_num))
+
+    def run(self, task) -> Tuple[int, str, bytes]:
+        self._send("hello", label=self.role.label, host=self.host, attempt=task.attemptNumber())
+        with reserved_port(self.host) as port:
+            gathered = task.allGather(json.dumps({"address": f"{self.host}:{port}"}))
+            addresses = [json.loads(item)["address"] for item in gathered]
+            spec = cluster_spec(self.plan.roles, addresses)
+            ctx = NodeContext(
+                job_name=self.role.job_name, task_index=self.role.task_index,
+                worker_num=self.role.worker_num,
+                num_workers=num_training_nodes(self.plan.roles), cluster_spec=spec,
+                tf_config=tf_config(spec, self.role), executor_id=self.executor_address,
+                host=self.host, port=port, default_fs=self.plan.default_fs,
+                working_dir=self.plan.working_dir, log_dir=self.plan.log_dir, user=self.plan.user)
+            with self._tensorboard(ctx) as tensorboard_url:
+                self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
+                           tensorboard_url=tensorboard_url)
+                status, fields, value = self._run_process(ctx)
+        self._send("finished", status=status, **fields)
+        return self.role.worker_num, status, value
+
+    def _run_process(self, ctx: NodeContext) -> Tuple[str, Dict[str, str], bytes]:
+        if self.stop_requested.is_set():
+            return STOPPED, {"message": self.stop_reason}, b""
+        workdir = tempfile.mkdtemp(prefix=f"tfspark-{self.role.job_name}-{self.role.task_index}-")
+        try:
+            with open(os.path.join(workdir, PAYLOAD_FILE), "wb") as f:
+                f.write(self.plan.payload)
+            with open(os.path.join(workdir, CONTEXT_FILE), "wb") as f:
+                import pickle
+                pickle.dump(ctx, f)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tfspark.node_process", workdir],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=node_environment(self.plan.env, ctx.tf_config), start_new_session=True)
+            forwarders = [self._forward(process.stdout, "stdout"),
+                          self._forward(process.stderr, "stderr")]
+            stopped = self._wait(process)
+            for forwarder in forwarders:
+                forwarder.join()
+            return self._outcome(workdir, process.returncode, stopped)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _wait(self, process: subprocess.Popen) -> bool:
+        """Wait for the node's process; stop it if asked to. True if it was stopped."""
+        while process.poll() is None:
+            if self.stop_requested.wait(0.5):
+                _terminate(process)
+                return True
+        return False
+
+    def _outcome(self, workdir: str, returncode: int, stopped: bool):
+        outcome_path = os.path.join(workdir, OUTCOME_FILE)
+        if os.path.exists(outcome_path):
+            with open(outcome_path) as f:
+                outcome = json.load(f)
+            if outcome["status"] == OK:
+                with open(os.path.join(workdir, VALUE_FILE), "rb") as f:
+                    return OK, {}, f.read()
+            return ERROR, {"message": outcome["message"], "traceback": outcome["traceback"]}, b""
+        if stopped:
+            return STOPPED, {"message": self.stop_reason}, b""
+        return ERROR, {"message": _exit_description(returncode)}, b""
+
+    def _forward(self, pipe, stream: str) -> threading.Thread:
+        """Copy the process's lines to the driver (best effort) and to this executor's log."""
+        def copy() -> None:
+            to_driver = True
+            for raw in iter(pipe.readline, b""):
+                # A progress bar redraws with '\r': keep what a terminal would show last.
+                line = raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1]
+                print(f"[{self.role.label}] {line}", file=sys.stderr, flush=True)
+                if to_driver:
+                    try:
+                        self._send("log", stream=stream, line=line)
+                    except OSError:
+                        to_driver = False
+            pipe.close()
+
+        thread = threading.Thread(target=copy, name=f"tfspark-{stream}", daemon=True)
+        thread.start()
+        return thread
+
+    @contextmanager
+    def _tensorboard(self, ctx: NodeContext) -> Iterator[Optional[str]]:
+        """Serve TensorBoard from the chief while the node runs, if asked to."""
+        if not (self.plan.tensorboard and ctx.is_chief):
+            yield None
+            return
+        with reserved_port(self.host) as port:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tensorboard.main", "--logdir", ctx.log_dir,
+                 "--host", self.host, "--port", str(port)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+            try:
+                yield f"http://{self.host}:{port}"
+            finally:
+                _terminate(process)
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    """SIGTERM the process group, then SIGKILL it if it has not exited within the grace period."""
+    for sig, wait in ((signal.SIGTERM, constants.NODE_STOP_GRACE_SECS), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _exit_description(returncode: int) -> str:
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
+        return f"its process was killed by signal {-returncode} {name}".rstrip()
+    return f"its process exited with code {returncode} without reporting a result"

@@ -1,0 +1,94 @@
+"""A TF node's own process: runs ``main_fun(args, ctx)`` once, in a fresh interpreter.
+
+Started by :mod:`tfspark.node` with ``TF_CONFIG`` and ``TF_USE_LEGACY_KERAS`` already in its
+environment, so whatever TensorFlow and Keras a reused Spark Python worker imported before cannot
+leak in. Writes how ``main_fun`` ended to ``outcome.json`` (and its pickled return value to
+``value.pkl``) in the folder it is given; exits when its parent task goes away.
+
+Usage (internal): ``python -m tfspark.node_process WORKDIR``
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+
+from . import constants
+from .node import CONTEXT_FILE, ERROR, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
+
+_KERAS3_HINT = (
+    "\nHint: this node ran with Keras 3 (TF_USE_LEGACY_KERAS is off), whose model.fit does not "
+    "support MultiWorkerMirroredStrategy or ParameterServerStrategy. Remove "
+    "TF_USE_LEGACY_KERAS from TFCluster.run(env=...) to use tf-keras (the default).")
+
+
+def _exit_with_parent() -> None:
+    """End this process soon after the Spark task that started it is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(constants.PARENT_WATCH_INTERVAL_SECS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tfspark-parent-watch", daemon=True).start()
+
+
+def _check_keras() -> None:
+    if constants.is_true(os.environ.get(constants.TF_USE_LEGACY_KERAS, "")):
+        if importlib.util.find_spec("tf_keras") is None:
+            raise RuntimeError(
+                "tfspark runs TF nodes with TF_USE_LEGACY_KERAS=1 (tf-keras), but the package "
+                f"tf-keras is not installed in the executors' Python ({sys.executable}). Install "
+                "tf-keras matching your TensorFlow version there, or pass "
+                "env={'TF_USE_LEGACY_KERAS': '0'} to TFCluster.run to use Keras 3 (custom "
+                "training loops only).")
+
+
+def _write_outcome(workdir: str, outcome: dict) -> None:
+    tmp = os.path.join(workdir, OUTCOME_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(outcome, f)
+    os.replace(tmp, os.path.join(workdir, OUTCOME_FILE))
+
+
+def main(workdir: str) -> int:
+    _exit_with_parent()
+    try:
+        _check_keras()
+        with open(os.path.join(workdir, PAYLOAD_FILE), "rb") as f:
+            main_fun, args = pickle.load(f)
+        with open(os.path.join(workdir, CONTEXT_FILE), "rb") as f:
+            ctx = pickle.load(f)
+        value = main_fun(args, ctx)
+        from pyspark import cloudpickle
+        try:
+            data = cloudpickle.dumps(value)
+        except Exception as e:
+            raise TypeError(f"main_fun's return value of type {type(value).__name__} cannot be "
+                            f"pickled to send it to the driver: {e}") from e
+        with open(os.path.join(workdir, VALUE_FILE), "wb") as f:
+            f.write(data)
+        _write_outcome(workdir, {"status": OK})
+        return 0
+    except BaseException as e:  # noqa: B902 - every way main_fun can end is reported
+        message = f"{type(e).__name__}: {e}"
+        text = traceback.format_exc()
+        if "PerReplica" in message and not constants.is_true(
+                os.environ.get(constants.TF_USE_LEGACY_KERAS, "")):
+            message += _KERAS3_HINT
+        _write_outcome(workdir, {"status": ERROR, "message": message, "traceback": text})
+        sys.stderr.write(text)
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

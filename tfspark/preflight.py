@@ -1,0 +1,152 @@
+"""Driver-side checks that fail fast, before anything waits on the cluster.
+
+Each check raises :class:`~tfspark.errors.PreflightError` with a message that says what to change.
+Reads Spark's configuration and scheduler state; starts nothing.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from . import constants
+from .errors import PreflightError
+from .roles import Role, assign_roles
+
+logger = logging.getLogger(__name__)
+
+
+def check_arguments(num_executors: Any, num_ps: Any, master_node: Any, eval_node: Any,
+                    reservation_timeout: Any, env: Any, input_mode: Any,
+                    valid_input_modes: tuple) -> List[Role]:
+    """Validate ``TFCluster.run``'s arguments; return the roles they describe."""
+    for name, value in (("num_executors", num_executors), ("num_ps", num_ps)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PreflightError(f"{name} must be an int, got {value!r}")
+    if num_executors < 1:
+        raise PreflightError(f"num_executors must be >= 1, got {num_executors}")
+    if num_ps < 0:
+        raise PreflightError(f"num_ps must be >= 0, got {num_ps}")
+    if master_node not in (None, "chief"):
+        raise PreflightError(f"master_node must be None or 'chief', got {master_node!r}")
+    if num_ps > 0 and master_node is None:
+        raise PreflightError(
+            f"num_ps={num_ps} needs a chief to coordinate ParameterServerStrategy: pass "
+            "master_node='chief' (or num_ps=0 for MultiWorkerMirroredStrategy)")
+    if not isinstance(eval_node, bool):
+        raise PreflightError(f"eval_node must be True or False, got {eval_node!r}")
+    if not isinstance(reservation_timeout, (int, float)) or reservation_timeout <= 0:
+        raise PreflightError(f"reservation_timeout must be a positive number of seconds, "
+                             f"got {reservation_timeout!r}")
+    if input_mode not in valid_input_modes:
+        raise PreflightError(f"input_mode must be one of {list(valid_input_modes)}, "
+                             f"got {input_mode!r}")
+    check_env(env or {}, num_ps)
+    try:
+        return assign_roles(num_executors, num_ps, chief=master_node == "chief",
+                            evaluator=eval_node)
+    except ValueError as e:
+        raise PreflightError(f"{e}: raise num_executors or lower num_ps/eval_node") from None
+
+
+def check_env(env: Mapping[str, Any], num_ps: int) -> None:
+    """``env`` must map str to str, and must not pick Keras 3 where it cannot work."""
+    if not isinstance(env, Mapping):
+        raise PreflightError(f"env must be a dict of environment variables, got {type(env)}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise PreflightError(f"env must map str to str; {key!r}: {value!r} is not")
+    if constants.TF_CONFIG in env:
+        raise PreflightError("env must not set TF_CONFIG: tfspark builds it for every node")
+    keras3 = not constants.is_true(env.get(constants.TF_USE_LEGACY_KERAS,
+                                           constants.DEFAULT_LEGACY_KERAS))
+    if keras3 and num_ps > 0:
+        raise PreflightError(
+            "env sets TF_USE_LEGACY_KERAS to off (Keras 3), but Keras 3 does not support "
+            "ParameterServerStrategy (num_ps > 0). Leave TF_USE_LEGACY_KERAS unset so tfspark "
+            "uses tf-keras.")
+    if keras3:
+        logger.warning("tfspark: TF nodes will run Keras 3, whose model.fit fails under "
+                       "MultiWorkerMirroredStrategy; use it with custom training loops only.")
+
+
+def check_pickles(dumps: Callable[[Any], bytes], main_fun: Any, args: Any) -> bytes:
+    """Pickle ``(main_fun, args)`` for the nodes, or say which one cannot be shipped."""
+    if not callable(main_fun):
+        raise PreflightError(f"main_fun must be callable as main_fun(args, ctx), got {main_fun!r}")
+    for name, value in (("main_fun", main_fun), ("args", args)):
+        try:
+            dumps(value)
+        except Exception as e:
+            raise PreflightError(f"{name} cannot be pickled to ship it to the executors: "
+                                 f"{type(e).__name__}: {e}") from e
+    return dumps((main_fun, args))
+
+
+def check_dynamic_allocation(conf: Mapping[str, str]) -> None:
+    if constants.is_true(conf.get("spark.dynamicAllocation.enabled", "false")):
+        raise PreflightError(
+            "spark.dynamicAllocation.enabled is true, but a TF cluster runs as one barrier stage, "
+            "which Spark cannot schedule with dynamic allocation. Set "
+            "spark.dynamicAllocation.enabled=false and size the application with "
+            "spark.executor.instances (YARN/Kubernetes) or spark.cores.max (standalone).")
+
+
+def expected_slots(conf: Mapping[str, str], master: str) -> Optional[int]:
+    """Most concurrent tasks the application can ever have, where the settings tell; else None."""
+    task_cpus = int(conf.get("spark.task.cpus", "1"))
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master)
+    if local:
+        import os
+        threads = local.group(1) or "1"
+        return (os.cpu_count() or 1) if threads == "*" else int(threads) // task_cpus
+    local_cluster = re.fullmatch(r"local-cluster\[(\d+),\s*(\d+),\s*(\d+)\]", master)
+    if local_cluster:
+        return int(local_cluster.group(1)) * (int(local_cluster.group(2)) // task_cpus)
+    if "spark.executor.instances" in conf and "spark.executor.cores" in conf:
+        return int(conf["spark.executor.instances"]) * (
+            int(conf["spark.executor.cores"]) // task_cpus)
+    if master.startswith("spark://") and "spark.cores.max" in conf:
+        return int(conf["spark.cores.max"]) // task_cpus
+    return None
+
+
+def wait_for_slots(needed: int, conf: Mapping[str, str], master: str,
+                   current_slots: Callable[[], int], timeout: float) -> None:
+    """Wait until Spark has ``needed`` concurrent task slots, or raise saying what is missing.
+
+    Fails at once when the settings cap the application below ``needed``; otherwise waits for
+    executors to register, up to ``timeout`` when the settings promise enough slots, or up to
+    ``SLOT_WAIT_SECS`` when they say nothing.
+    """
+    cap = expected_slots(conf, master)
+    have = current_slots()
+    if have >= needed:
+        return
+    if cap is None or cap >= needed:
+        limit = timeout if cap is not None else min(timeout, constants.SLOT_WAIT_SECS)
+        deadline = time.monotonic() + limit
+        while have < needed and time.monotonic() < deadline:
+            time.sleep(0.5)
+            have = current_slots()
+        if have >= needed:
+            return
+    raise PreflightError(
+        f"The TF cluster needs {needed} task slots (num_executors={needed}, one barrier task per "
+        f"node), but the Spark application ({master}) has {max(have, 0)} task slots"
+        + (f" and its settings allow at most {cap}" if cap is not None and cap < needed else "")
+        + ". Lower num_executors, or give the application more executors or cores "
+        "(spark.executor.instances, spark.executor.cores, spark.cores.max; task slots = "
+        "executor cores / spark.task.cpus).")
+
+
+def spark_conf(sc: Any) -> Dict[str, str]:
+    return dict(sc.getConf().getAll())
+
+
+def current_slots(sc: Any) -> int:
+    """How many tasks Spark can run at once right now (over all registered executors)."""
+    scala_sc = sc._jsc.sc()
+    profile = scala_sc.resourceProfileManager().defaultResourceProfile()
+    return int(scala_sc.maxNumConcurrentTasks(profile))

@@ -1,0 +1,569 @@
+"""A real single-node HDFS + YARN cluster for tests, run from Hadoop jars on Maven Central.
+
+Nothing is mocked: a NameNode, a DataNode, a ResourceManager and a NodeManager are started
+as plain ``java`` processes, every one bound to 127.0.0.1 on free ports chosen at start.
+Only Java and Maven are needed; the jars are fetched once (``conf/hadoop/pom.xml``) into
+``$TFSPARK_HADOOP_HOME`` (default ``~/.cache/tfspark/hadoop-<version>``).
+
+From Python::
+
+    with HadoopCluster("/tmp/hc") as cluster:
+        os.environ.update(cluster.env())     # HADOOP_CONF_DIR for Spark / tfspark.fs
+        ... cluster.default_fs, cluster.webhdfs_url, cluster.rm_address ...
+
+From a shell (the daemons keep running after the command returns)::
+
+    python -m tfspark.testing.hadoop start --dir /tmp/hc    # prints `export ...` lines
+    python -m tfspark.testing.hadoop status --dir /tmp/hc
+    python -m tfspark.testing.hadoop stop --dir /tmp/hc
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import grp
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+from xml.sax.saxutils import escape
+
+HADOOP_VERSION = "3.5.0"
+POM = Path(__file__).resolve().parents[2] / "conf" / "hadoop" / "pom.xml"
+STATE_FILE = "cluster.json"
+
+# Hadoop reflects into JDK internals; Java 17 refuses that unless these packages are opened.
+JAVA_17_OPENS = [f"--add-opens=java.base/{pkg}=ALL-UNNAMED" for pkg in (
+    "java.lang", "java.lang.reflect", "java.util", "java.util.concurrent", "java.io",
+    "java.net", "java.nio", "sun.nio.ch", "sun.net.util", "sun.security.util")]
+
+MAIN_CLASSES = {
+    "namenode": "org.apache.hadoop.hdfs.server.namenode.NameNode",
+    "datanode": "org.apache.hadoop.hdfs.server.datanode.DataNode",
+    "resourcemanager": "org.apache.hadoop.yarn.server.resourcemanager.ResourceManager",
+    "nodemanager": "org.apache.hadoop.yarn.server.nodemanager.NodeManager",
+}
+
+LOG4J_PROPERTIES = """\
+log4j.rootLogger=INFO,console
+log4j.appender.console=org.apache.log4j.ConsoleAppender
+log4j.appender.console.target=System.err
+log4j.appender.console.layout=org.apache.log4j.PatternLayout
+log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n
+log4j.logger.org.apache.hadoop.util.NativeCodeLoader=ERROR
+log4j.logger.org.eclipse.jetty=WARN
+"""
+
+
+class HadoopClusterError(RuntimeError):
+    """The test cluster could not be fetched, configured or started."""
+
+
+# ---------------------------------------------------------------------------------------------
+# jars and java
+
+
+def hadoop_home() -> Path:
+    """Folder holding the jar cache (``lib/``) and Maven's local repository (``m2/``)."""
+    default = Path.home() / ".cache" / "tfspark" / f"hadoop-{HADOOP_VERSION}"
+    return Path(os.environ.get("TFSPARK_HADOOP_HOME", default)).expanduser()
+
+
+def ensure_jars(home: Optional[Path] = None) -> Path:
+    """Return the folder of Hadoop jars, downloading them with Maven on first use."""
+    home = Path(home or hadoop_home())
+    lib = home / "lib"
+    if (lib / ".complete").exists():
+        return lib
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise HadoopClusterError(f"Hadoop jars are not in {lib} and `mvn` is not on PATH "
+                                 "to fetch them (install Maven, or set TFSPARK_HADOOP_HOME)")
+    if not POM.exists():
+        raise HadoopClusterError(f"{POM} is missing; it lists the Hadoop jars to fetch")
+    staging = home / "lib.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [mvn, "-q", "-B", "-f", str(POM), f"-Dmaven.repo.local={home / 'm2'}",
+           "dependency:copy-dependencies", f"-DoutputDirectory={staging}"]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        raise HadoopClusterError(f"fetching Hadoop jars failed: {' '.join(cmd)}\n"
+                                 f"{_tail(done.stdout)}")
+    (staging / ".complete").write_text(HADOOP_VERSION + "\n")
+    shutil.rmtree(lib, ignore_errors=True)
+    staging.rename(lib)
+    return lib
+
+
+def java_home() -> str:
+    """JAVA_HOME from the environment, else derived from the ``java`` on PATH."""
+    if os.environ.get("JAVA_HOME"):
+        return os.environ["JAVA_HOME"]
+    java = shutil.which("java")
+    if not java:
+        raise HadoopClusterError("`java` is not on PATH and JAVA_HOME is not set")
+    return str(Path(os.path.realpath(java)).parent.parent)
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(text: str, lines: int = 60, width: int = 400) -> str:
+    """The last ``lines`` lines of ``text``, each cut to ``width`` characters."""
+    return "\n".join(line if len(line) <= width else line[:width] + " ..."
+                     for line in text.splitlines()[-lines:])
+
+
+def _file_tail(path: Path, lines: int = 60) -> str:
+    try:
+        return _tail(path.read_text(errors="replace"), lines)
+    except OSError as e:
+        return f"(cannot read {path}: {e})"
+
+
+def _write_site(path: Path, props: Dict[str, object]) -> None:
+    body = "".join(f"  <property><name>{escape(k)}</name><value>{escape(str(v))}</value>"
+                   "</property>\n" for k, v in props.items())
+    path.write_text(f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n')
+
+
+def _get_json(url: str, timeout: float = 5.0) -> dict:
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read().decode())
+
+
+def _descendants(pid: int) -> List[int]:
+    """Every live process below ``pid`` (YARN containers run in their own sessions)."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited; only its parent has not collected it yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_tree(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM ``pid`` and all its descendants, then SIGKILL whatever is left after ``grace``."""
+    pids = [pid] + _descendants(pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not any(_alive(p) for p in pids):
+            return
+
+
+# ---------------------------------------------------------------------------------------------
+# the cluster
+
+
+class HadoopCluster:
+    """NameNode + DataNode (+ ResourceManager + NodeManager when ``yarn``) under ``base_dir``.
+
+    ``base_dir`` gets ``conf/`` (the HADOOP_CONF_DIR), ``logs/<daemon>.log`` and the data of
+    every daemon.  The OS user running it is the HDFS superuser; permissions are enforced.
+    """
+
+    def __init__(self, base_dir, yarn: bool = True, start_timeout: float = 180.0,
+                 nm_memory_mb: int = 8192, nm_vcores: int = 4, daemon_heap: str = "512m"):
+        self.base_dir = Path(base_dir).resolve()
+        self.yarn = yarn
+        self.start_timeout = start_timeout
+        self.nm_memory_mb = nm_memory_mb
+        self.nm_vcores = nm_vcores
+        self.daemon_heap = daemon_heap
+        self.user = getpass.getuser()
+        self.ports: Dict[str, int] = {}
+        self.pids: Dict[str, int] = {}
+        self._procs: Dict[str, subprocess.Popen] = {}
+        self.lib: Optional[Path] = None
+        self.start_seconds: Optional[float] = None
+
+    # -- public properties ---------------------------------------------------------------------
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.base_dir / "conf"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.base_dir / "logs"
+
+    @property
+    def default_fs(self) -> str:
+        return f"hdfs://127.0.0.1:{self.ports['nn_rpc']}"
+
+    @property
+    def webhdfs_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['nn_http']}"
+
+    @property
+    def rm_address(self) -> str:
+        return f"127.0.0.1:{self.ports['rm']}"
+
+    @property
+    def rm_web_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['rm_web']}"
+
+    def env(self) -> Dict[str, str]:
+        """Environment variables a Hadoop/Spark/tfspark client needs to use this cluster."""
+        return {"HADOOP_CONF_DIR": str(self.conf_dir), "YARN_CONF_DIR": str(self.conf_dir),
+                "JAVA_HOME": java_home()}
+
+    def log_file(self, daemon: str) -> Path:
+        return self.log_dir / f"{daemon}.log"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> "HadoopCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "HadoopCluster":
+        """Fetch jars if needed, write the config, format HDFS and start every daemon.
+
+        Returns once HDFS accepts writes and (with ``yarn``) the NodeManager is RUNNING.
+        """
+        self.lib = ensure_jars()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        started = time.monotonic()
+        deadline = started + self.start_timeout
+        for sub in ("conf", "logs", "dfs/name", "dfs/data", "tmp", "nm-local", "nm-logs"):
+            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
+        names = ["nn_rpc", "nn_http", "nn_https", "snn_http", "dn", "dn_http", "dn_https",
+                 "dn_ipc"]
+        if self.yarn:
+            names += ["rm", "rm_scheduler", "rm_tracker", "rm_admin", "rm_web", "rm_web_https",
+                      "nm", "nm_localizer", "nm_web"]
+        self.ports = {name: _free_port() for name in names}
+        self._write_config()
+
+        fmt = self._launch("namenode-format", MAIN_CLASSES["namenode"],
+                           ["-format", "-nonInteractive", "-force"])
+        try:
+            fmt.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            fmt.kill()
+        if fmt.returncode != 0:
+            raise HadoopClusterError("formatting the NameNode failed; end of "
+                                     f"{self.log_file('namenode-format')}:\n"
+                                     f"{_file_tail(self.log_file('namenode-format'))}")
+        daemons = ["namenode", "datanode"] + (["resourcemanager", "nodemanager"]
+                                              if self.yarn else [])
+        for daemon in daemons:
+            self._procs[daemon] = self._launch(daemon, MAIN_CLASSES[daemon])
+            self.pids[daemon] = self._procs[daemon].pid
+        self._write_state()
+
+        self._wait("namenode", deadline, self._namenode_up)
+        self._wait("datanode", deadline, self._datanode_live)
+        self._prepare_hdfs()
+        if self.yarn:
+            self._wait("resourcemanager", deadline, self._rm_up)
+            self._wait("nodemanager", deadline, self._nodemanager_running)
+        self.start_seconds = time.monotonic() - started
+
+    def stop(self) -> None:
+        """Kill every daemon and its children; safe to call more than once."""
+        for daemon in reversed(list(self.pids)):
+            kill_tree(self.pids[daemon])
+            proc = self._procs.get(daemon)
+            if proc is not None:
+                proc.wait()
+        self.pids.clear()
+        self._procs.clear()
+        state = self.base_dir / STATE_FILE
+        if state.exists():
+            state.unlink()
+
+    def running(self) -> Dict[str, bool]:
+        return {daemon: _alive(pid) for daemon, pid in self.pids.items()}
+
+    # -- state file for the CLI ----------------------------------------------------------------
+
+    def _write_state(self) -> None:
+        state = {"yarn": self.yarn, "ports": self.ports, "pids": self.pids,
+                 "user": self.user}
+        (self.base_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+    @classmethod
+    def from_state(cls, base_dir) -> "HadoopCluster":
+        """The cluster a previous ``start`` (maybe in another process) left in ``base_dir``."""
+        path = Path(base_dir) / STATE_FILE
+        if not path.exists():
+            raise HadoopClusterError(f"no cluster state at {path}")
+        state = json.loads(path.read_text())
+        cluster = cls(base_dir, yarn=state["yarn"])
+        cluster.ports, cluster.pids = state["ports"], state["pids"]
+        return cluster
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        base, p, conf = self.base_dir, self.ports, self.conf_dir
+        local = "127.0.0.1"
+        _write_site(conf / "core-site.xml", {
+            "fs.defaultFS": self.default_fs,
+            "hadoop.tmp.dir": base / "tmp",
+            "hadoop.security.authentication": "simple",
+        })
+        _write_site(conf / "hdfs-site.xml", {
+            "dfs.replication": 1,
+            "dfs.namenode.name.dir": f"file://{base}/dfs/name",
+            "dfs.datanode.data.dir": f"file://{base}/dfs/data",
+            "dfs.namenode.rpc-address": f"{local}:{p['nn_rpc']}",
+            "dfs.namenode.http-address": f"{local}:{p['nn_http']}",
+            "dfs.namenode.https-address": f"{local}:{p['nn_https']}",
+            "dfs.namenode.secondary.http-address": f"{local}:{p['snn_http']}",
+            "dfs.datanode.address": f"{local}:{p['dn']}",
+            "dfs.datanode.http.address": f"{local}:{p['dn_http']}",
+            "dfs.datanode.https.address": f"{local}:{p['dn_https']}",
+            "dfs.datanode.ipc.address": f"{local}:{p['dn_ipc']}",
+            "dfs.datanode.hostname": local,
+            "dfs.namenode.datanode.registration.ip-hostname-check": "false",
+            "dfs.webhdfs.enabled": "true",
+            "dfs.permissions.enabled": "true",
+            "dfs.permissions.superusergroup": grp.getgrgid(os.getgid()).gr_name,
+            "dfs.namenode.safemode.threshold-pct": 0,
+            "dfs.namenode.safemode.extension": 0,
+            "dfs.heartbeat.interval": 1,
+            "dfs.datanode.du.reserved": 0,
+        })
+        if self.yarn:
+            self._write_yarn_config()
+        (conf / "log4j.properties").write_text(LOG4J_PROPERTIES)
+        # The hadoop-hdfs jar on Maven Central leaves out the web UI; its HTTP servers (which
+        # carry WebHDFS and JMX) only need the webapp folders to exist on the classpath.
+        for webapp in ("hdfs", "datanode", "secondary"):
+            page = conf / "webapps" / webapp / "index.html"
+            page.parent.mkdir(parents=True, exist_ok=True)
+            page.write_text(f"<html><body>{webapp}: no web UI in this test cluster</body></html>\n")
+
+    def _write_yarn_config(self) -> None:
+        base, p, conf = self.base_dir, self.ports, self.conf_dir
+        local = "127.0.0.1"
+        _write_site(conf / "yarn-site.xml", {
+            "yarn.resourcemanager.hostname": local,
+            "yarn.resourcemanager.address": f"{local}:{p['rm']}",
+            "yarn.resourcemanager.scheduler.address": f"{local}:{p['rm_scheduler']}",
+            "yarn.resourcemanager.resource-tracker.address": f"{local}:{p['rm_tracker']}",
+            "yarn.resourcemanager.admin.address": f"{local}:{p['rm_admin']}",
+            "yarn.resourcemanager.webapp.address": f"{local}:{p['rm_web']}",
+            "yarn.resourcemanager.webapp.https.address": f"{local}:{p['rm_web_https']}",
+            "yarn.nodemanager.hostname": local,
+            "yarn.nodemanager.address": f"{local}:{p['nm']}",
+            "yarn.nodemanager.localizer.address": f"{local}:{p['nm_localizer']}",
+            "yarn.nodemanager.webapp.address": f"{local}:{p['nm_web']}",
+            "yarn.nodemanager.local-dirs": base / "nm-local",
+            "yarn.nodemanager.log-dirs": base / "nm-logs",
+            "yarn.nodemanager.resource.memory-mb": self.nm_memory_mb,
+            "yarn.nodemanager.resource.cpu-vcores": self.nm_vcores,
+            "yarn.scheduler.minimum-allocation-mb": 256,
+            "yarn.scheduler.maximum-allocation-mb": self.nm_memory_mb,
+            "yarn.scheduler.maximum-allocation-vcores": self.nm_vcores,
+            "yarn.nodemanager.vmem-check-enabled": "false",
+            "yarn.nodemanager.pmem-check-enabled": "false",
+            # containers (Spark's AM and executors) start `$JAVA_HOME/bin/java`
+            "yarn.nodemanager.env-whitelist": "JAVA_HOME,PATH,HADOOP_CONF_DIR,YARN_CONF_DIR,"
+                                              "LANG,TZ,HADOOP_USER_NAME",
+            "yarn.nodemanager.admin-env": f"MALLOC_ARENA_MAX=$MALLOC_ARENA_MAX,"
+                                          f"JAVA_HOME={java_home()}",
+            "yarn.nodemanager.disk-health-checker.max-disk-utilization-per-disk-percentage":
+                99.9,
+            "yarn.log-aggregation-enable": "false",
+            "yarn.resourcemanager.nodemanagers.heartbeat-interval-ms": 500,
+        })
+        _write_site(conf / "capacity-scheduler.xml", {
+            "yarn.scheduler.capacity.root.queues": "default",
+            "yarn.scheduler.capacity.root.default.capacity": 100,
+            "yarn.scheduler.capacity.root.default.maximum-capacity": 100,
+            "yarn.scheduler.capacity.root.default.state": "RUNNING",
+            # Spark's AM alone is ~1 GB; the default 10% of the node would queue it forever
+            "yarn.scheduler.capacity.maximum-am-resource-percent": 0.5,
+            "yarn.scheduler.capacity.root.default.acl_submit_applications": "*",
+            "yarn.scheduler.capacity.root.default.acl_administer_queue": "*",
+        })
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def _launch(self, name: str, main_class: str, args=()) -> subprocess.Popen:
+        env = dict(os.environ, **self.env())
+        env.pop("HADOOP_USER_NAME", None)  # every daemon runs as the OS user (the superuser)
+        cmd = [str(Path(java_home()) / "bin" / "java"), f"-Xmx{self.daemon_heap}",
+               "-Djava.net.preferIPv4Stack=true", f"-Dhadoop.log.dir={self.log_dir}",
+               f"-Dhadoop.home.dir={self.lib.parent}", f"-Dproc_{name}", *JAVA_17_OPENS,
+               "-cp", f"{self.conf_dir}:{self.lib}/*", main_class, *args]
+        with open(self.log_file(name), "ab") as log:
+            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, env=env, cwd=self.base_dir,
+                                    start_new_session=True)
+
+    def _wait(self, daemon: str, deadline: float, ready: Callable[[], bool]) -> None:
+        """Poll ``ready`` until true; fail early if the daemon exits or the deadline passes."""
+        last_error = None
+        while True:
+            proc = self._procs[daemon]
+            if proc.poll() is not None:
+                raise HadoopClusterError(
+                    f"{daemon} exited with status {proc.returncode} while starting; end of "
+                    f"{self.log_file(daemon)}:\n{_file_tail(self.log_file(daemon))}")
+            try:
+                if ready():
+                    return
+            except (OSError, ValueError, KeyError) as e:
+                last_error = e
+            if time.monotonic() > deadline:
+                raise HadoopClusterError(
+                    f"{daemon} was not ready after {self.start_timeout:.0f}s (last check: "
+                    f"{last_error!r}); end of {self.log_file(daemon)}:\n"
+                    f"{_file_tail(self.log_file(daemon))}")
+            time.sleep(0.5)
+
+    def _webhdfs(self, path: str, op: str, method: str = "GET", **params) -> dict:
+        query = "&".join(f"{k}={v}" for k, v in dict(op=op, **{"user.name": self.user},
+                                                      **params).items())
+        req = urllib.request.Request(f"{self.webhdfs_url}/webhdfs/v1{path}?{query}",
+                                     method=method)
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read().decode() or "{}")
+
+    def _namenode_up(self) -> bool:
+        return "FileStatus" in self._webhdfs("/", "GETFILESTATUS")
+
+    def _datanode_live(self) -> bool:
+        beans = _get_json(f"{self.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,"
+                          "name=FSNamesystemState")["beans"]
+        info = _get_json(f"{self.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,"
+                         "name=NameNodeInfo")["beans"]
+        return (bool(beans) and beans[0]["NumLiveDataNodes"] >= 1
+                and beans[0]["CapacityRemaining"] > 0 and info[0]["Safemode"] == "")
+
+    def _prepare_hdfs(self) -> None:
+        """World-writable /tmp, a home for the current user, and a probe write."""
+        self._webhdfs("/tmp", "MKDIRS", "PUT", permission="1777")
+        self._webhdfs("/tmp", "SETPERMISSION", "PUT", permission="1777")
+        self._webhdfs(f"/user/{self.user}", "MKDIRS", "PUT")
+        # creating a file proves the DataNode accepts blocks (two-step WebHDFS create)
+        url = (f"{self.webhdfs_url}/webhdfs/v1/tmp/.probe?op=CREATE&overwrite=true"
+               f"&user.name={self.user}&noredirect=true")
+        with urllib.request.urlopen(urllib.request.Request(url, method="PUT"),
+                                    timeout=10) as resp:
+            location = json.loads(resp.read().decode())["Location"]
+        data_req = urllib.request.Request(location, data=b"ok", method="PUT")
+        urllib.request.urlopen(data_req, timeout=30).close()
+        self._webhdfs("/tmp/.probe", "DELETE", "DELETE")
+
+    def _rm_up(self) -> bool:
+        return _get_json(f"{self.rm_web_url}/ws/v1/cluster/info")["clusterInfo"]["state"] \
+            == "STARTED"
+
+    def _nodemanager_running(self) -> bool:
+        nodes = (_get_json(f"{self.rm_web_url}/ws/v1/cluster/nodes").get("nodes") or {})
+        return any(n.get("state") == "RUNNING" for n in nodes.get("node", []))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def _exports(cluster: HadoopCluster) -> str:
+    lines = [f"export {k}={v}" for k, v in cluster.env().items()]
+    lines.append(f"# fs.defaultFS={cluster.default_fs} webhdfs={cluster.webhdfs_url}")
+    if cluster.yarn:
+        lines.append(f"# resourcemanager={cluster.rm_address} web={cluster.rm_web_url}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfspark.testing.hadoop",
+                                     description="single-node HDFS + YARN for tests")
+    parser.add_argument("command", choices=["start", "stop", "status", "fetch"])
+    parser.add_argument("--dir", default="/tmp/tfspark-hadoop",
+                        help="base folder for config, logs and data (default %(default)s)")
+    parser.add_argument("--no-yarn", action="store_true", help="start HDFS only")
+    args = parser.parse_args(argv)
+
+    if args.command == "fetch":
+        print(ensure_jars())
+        return 0
+    if args.command == "start":
+        if (Path(args.dir) / STATE_FILE).exists():
+            print(f"a cluster is already recorded in {args.dir}; stop it first",
+                  file=sys.stderr)
+            return 1
+        cluster = HadoopCluster(args.dir, yarn=not args.no_yarn).start()
+        print(f"# started in {cluster.start_seconds:.1f}s; logs in {cluster.log_dir}",
+              file=sys.stderr)
+        print(_exports(cluster))
+        return 0
+    try:
+        cluster = HadoopCluster.from_state(args.dir)
+    except HadoopClusterError as e:
+        print(e, file=sys.stderr)
+        return 0 if args.command == "stop" else 1
+    if args.command == "stop":
+        cluster.stop()
+        return 0
+    alive = cluster.running()
+    for daemon, up in alive.items():
+        print(f"{daemon}: {'running' if up else 'DEAD'} (pid {cluster.pids[daemon]})")
+    print(_exports(cluster))
+    return 0 if all(alive.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""A real Spark standalone cluster (one master, N workers) on 127.0.0.1, from pip's pyspark.
+
+pip's pyspark has no ``sbin`` scripts, so the daemons start through ``bin/spark-class``. Ports are
+chosen by the daemons (port 0) and read back from the master's web UI, which is also how
+readiness is awaited: the cluster is up when the master's ``/json`` lists every worker ALIVE.
+
+    with StandaloneCluster(base_dir, num_workers=2, cores_per_worker=2) as cluster:
+        spark = SparkSession.builder.master(cluster.master_url)...
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Dict, List, Optional
+
+
+def spark_home() -> str:
+    """pip's pyspark package folder, which is a usable SPARK_HOME."""
+    import pyspark
+    return os.path.dirname(pyspark.__file__)
+
+
+class StandaloneCluster:
+    """Start/stop a Spark standalone master and workers bound to 127.0.0.1."""
+
+    def __init__(self, base_dir: str, num_workers: int = 2, cores_per_worker: int = 2,
+                 memory_per_worker: str = "4g", start_timeout: float = 120.0):
+        self.base_dir = os.path.abspath(base_dir)
+        self.num_workers = num_workers
+        self.cores_per_worker = cores_per_worker
+        self.memory_per_worker = memory_per_worker
+        self.start_timeout = start_timeout
+        self.master_url: Optional[str] = None
+        self.web_url: Optional[str] = None
+        self._processes: List[subprocess.Popen] = []
+
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env.update(SPARK_HOME=spark_home(), SPARK_LOCAL_IP="127.0.0.1",
+                   SPARK_DAEMON_MEMORY="256m", PYSPARK_PYTHON=sys.executable,
+                   SPARK_LOG_DIR=self.base_dir, SPARK_NO_DAEMONIZE="1")
+        return env
+
+    def _spawn(self, name: str, args: List[str]) -> str:
+        log_path = os.path.join(self.base_dir, f"{name}.log")
+        with open(log_path, "wb") as log:
+            self._processes.append(subprocess.Popen(
+                [os.path.join(spark_home(), "bin", "spark-class"), *args],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env(),
+                cwd=self.base_dir, start_new_session=True))
+        return log_path
+
+    def start(self) -> "StandaloneCluster":
+        os.makedirs(self.base_dir, exist_ok=True)
+        try:
+            master_log = self._spawn("master", [
+                "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0",
+                "--webui-port", "0"])
+            self.master_url = self._await_log(master_log, r"Starting Spark master at (spark://\S+)")
+            self.web_url = self._await_log(master_log, r"started at (http://\S+)")
+            for i in range(self.num_workers):
+                work_dir = os.path.join(self.base_dir, f"worker-{i}")
+                self._spawn(f"worker-{i}", [
+                    "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                    "--port", "0", "--webui-port", "0", "--cores", str(self.cores_per_worker),
+                    "--memory", self.memory_per_worker, "--work-dir", work_dir, self.master_url])
+            self._await(lambda: self.alive_workers() >= self.num_workers,
+                        f"{self.num_workers} workers to register with {self.master_url}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive_workers(self) -> int:
+        with urllib.request.urlopen(f"{self.web_url}/json/", timeout=5) as response:
+            state = json.load(response)
+        return sum(1 for w in state.get("workers", []) if w.get("state") == "ALIVE")
+
+    def _await_log(self, path: str, pattern: str) -> str:
+        found: List[str] = []
+
+        def match() -> bool:
+            with open(path, errors="replace") as f:
+                m = re.search(pattern, f.read())
+            if m:
+                found.append(m.group(1))
+            return bool(m)
+
+        self._await(match, f"'{pattern}' in {path}")
+        return found[0]
+
+    def _await(self, condition, what: str) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            dead = [p for p in self._processes if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a Spark daemon exited while waiting for {what}:\n"
+                                   + self._log_tails())
+            try:
+                if condition():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"timed out after {self.start_timeout}s waiting for {what}:\n"
+                           + self._log_tails())
+
+    def _log_tails(self, lines: int = 20) -> str:
+        out = []
+        for name in sorted(os.listdir(self.base_dir)):
+            if name.endswith(".log"):
+                with open(os.path.join(self.base_dir, name), errors="replace") as f:
+                    out.append(f"--- {name} ---\n" + "".join(f.readlines()[-lines:]))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self._processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self._processes = []
+
+    def __enter__(self) -> "StandaloneCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
