@@ -57,12 +57,22 @@ def _write_outcome(workdir: str, outcome: dict) -> None:
     os.replace(tmp, os.path.join(workdir, OUTCOME_FILE))
 
 
+def _load_payload(path: str):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"{e}: main_fun or args refer to module '{e.name}', which the executors cannot "
+            "import. Ship it with spark-submit --py-files (or sc.addPyFile), install it on the "
+            "executors, or define main_fun in the driver script.", name=e.name) from e
+
+
 def main(workdir: str) -> int:
     _exit_with_parent()
     try:
         _check_keras()
-        with open(os.path.join(workdir, PAYLOAD_FILE), "rb") as f:
-            main_fun, args = pickle.load(f)
+        main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))
         with open(os.path.join(workdir, CONTEXT_FILE), "rb") as f:
             ctx = pickle.load(f)
         value = main_fun(args, ctx)
