@@ -1,0 +1,84 @@
+"""Driver-side checks that need neither Spark nor TF."""
+import pickle
+
+import pytest
+
+from tfspark.errors import PreflightError
+from tfspark.preflight import (check_arguments, check_dynamic_allocation, check_pickles,
+                               expected_slots, wait_for_slots)
+
+MODES = (0,)
+
+
+def _args(**overrides):
+    values = dict(num_executors=2, num_ps=0, master_node=None, eval_node=False,
+                  reservation_timeout=600, env=None, input_mode=0, valid_input_modes=MODES)
+    values.update(overrides)
+    return values
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"num_executors": 0}, "num_executors must be >= 1"),
+    ({"num_executors": "2"}, "num_executors must be an int"),
+    ({"num_ps": -1}, "num_ps must be >= 0"),
+    ({"num_ps": 1}, "needs a chief"),
+    ({"master_node": "master"}, "master_node must be None or 'chief'"),
+    ({"eval_node": 1}, "eval_node must be True or False"),
+    ({"reservation_timeout": 0}, "reservation_timeout must be a positive"),
+    ({"input_mode": 7}, "input_mode must be one of"),
+    ({"env": {"A": 1}}, "env must map str to str"),
+    ({"env": {"TF_CONFIG": "{}"}}, "must not set TF_CONFIG"),
+    ({"num_executors": 2, "num_ps": 1, "master_node": "chief", "eval_node": True},
+     "leaves no chief or worker"),
+    ({"num_ps": 1, "num_executors": 3, "master_node": "chief",
+      "env": {"TF_USE_LEGACY_KERAS": "0"}}, "Keras 3 does not support ParameterServerStrategy"),
+])
+def test_bad_arguments_are_named(overrides, message):
+    with pytest.raises(PreflightError, match=message):
+        check_arguments(**_args(**overrides))
+
+
+def test_good_arguments_give_roles():
+    roles = check_arguments(**_args(num_executors=4, num_ps=1, master_node="chief",
+                                    eval_node=True))
+    assert [r.job_name for r in roles] == ["ps", "chief", "worker", "evaluator"]
+
+
+def test_dynamic_allocation():
+    check_dynamic_allocation({"spark.dynamicAllocation.enabled": "false"})
+    with pytest.raises(PreflightError, match="spark.dynamicAllocation.enabled=false"):
+        check_dynamic_allocation({"spark.dynamicAllocation.enabled": "true"})
+
+
+@pytest.mark.parametrize("master, conf, slots", [
+    ("local", {}, 1),
+    ("local[3]", {}, 3),
+    ("local[4,2]", {"spark.task.cpus": "2"}, 2),
+    ("local-cluster[2,2,1024]", {}, 4),
+    ("yarn", {"spark.executor.instances": "3", "spark.executor.cores": "2"}, 6),
+    ("spark://m:7077", {"spark.cores.max": "5"}, 5),
+    ("spark://m:7077", {}, None),
+])
+def test_expected_slots(master, conf, slots):
+    assert expected_slots(conf, master) == slots
+
+
+def test_capped_application_fails_without_waiting():
+    calls = []
+    with pytest.raises(PreflightError, match="needs 3 task slots .* has 2 .* at most 2"):
+        wait_for_slots(3, {}, "local[2]", lambda: calls.append(1) or 2, timeout=600)
+    assert len(calls) == 1
+
+
+def test_waits_for_executors_to_register():
+    counts = iter([0, 1, 2, 4])
+    wait_for_slots(4, {"spark.executor.instances": "2", "spark.executor.cores": "2"}, "yarn",
+                   lambda: next(counts), timeout=30)
+
+
+def test_unpicklable_args_are_named():
+    import threading
+    with pytest.raises(PreflightError, match="args cannot be pickled"):
+        check_pickles(pickle.dumps, print, threading.Lock())
+    with pytest.raises(PreflightError, match="main_fun must be callable"):
+        check_pickles(pickle.dumps, "not a function", None)
