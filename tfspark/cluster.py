@@ -14,6 +14,7 @@ import functools
 import getpass
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -63,6 +64,7 @@ class TFCluster:
         self._nodes = {role.worker_num: _NodeState(role) for role in roles}
         self._reservation_timeout = reservation_timeout
         self._changed = threading.Condition()
+        self._print_lock = threading.Lock()
         self._failure: Optional[TFSparkError] = None
         self._job_group = f"tfspark-{uuid.uuid4().hex[:12]}"
         self._job_result: Optional[list] = None
@@ -128,7 +130,8 @@ class TFCluster:
             secret=cluster._secret, payload=payload, env=dict(env or {}),
             default_fs=default_fs, working_dir=os.getcwd(),
             log_dir=resolve_path(log_dir, default_fs, os.getcwd(), user) if log_dir else None,
-            tensorboard=tensorboard, user=user)
+            tensorboard=tensorboard, user=user,
+            echo_output=not re.fullmatch(r"local(\[.*\])?", sc.master))
         cluster._start_job(plan)
         cluster._await_reservation()
         return cluster
@@ -226,10 +229,11 @@ class TFCluster:
             self._changed.notify_all()
 
     def _print(self, node: _NodeState, stream: str, line: str) -> None:
-        node.output.append(line)
         out = sys.stderr if stream == "stderr" else sys.stdout
-        out.write(f"[{node.role.label}] {line}\n")
-        out.flush()
+        with self._print_lock:
+            node.output.append(line)
+            out.write(f"[{node.role.label}] {line}\n")
+            out.flush()
 
     def _training_done(self) -> bool:
         return all(n.status is not None for n in self._nodes.values()

@@ -49,6 +49,8 @@ class NodePlan:
     log_dir: Optional[str]
     tensorboard: bool
     user: str
+    echo_output: bool  # also copy node output to the executor's log (not in local mode,
+    #                    where that log is the driver's terminal)
 
 
 def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, bytes]]:
@@ -197,7 +199,8 @@ class _Node:
             for raw in iter(pipe.readline, b""):
                 # A progress bar redraws with '\r': keep what a terminal would show last.
                 line = raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1]
-                print(f"[{self.role.label}] {line}", file=sys.stderr, flush=True)
+                if self.plan.echo_output:
+                    print(f"[{self.role.label}] {line}", file=sys.stderr, flush=True)
                 if to_driver:
                     try:
                         self._send("log", stream=stream, line=line)

@@ -1,0 +1,100 @@
+"""The test Hadoop cluster works: HDFS answers and Spark runs on YARN and writes to HDFS."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.request
+import uuid
+
+import pyspark
+import pytest
+
+from tfspark import fs
+
+SPARK_HOME = os.path.dirname(pyspark.__file__)
+SPARK_SUBMIT = os.path.join(os.path.dirname(sys.executable), "spark-submit")
+TIMEOUT = 420
+
+JOB = textwrap.dedent("""\
+    import sys
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName("tfspark-smoke").getOrCreate()
+    rows = [(i, "row%d" % i) for i in range(10)]
+    spark.createDataFrame(rows, "id INT, name STRING").repartition(2).write.json(sys.argv[1])
+    spark.stop()
+""")
+
+LOCAL_JOB = textwrap.dedent("""\
+    import sys
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[2]").appName("tfspark-local-hdfs")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    df = spark.range(100).selectExpr("id", "id * id AS square")
+    df.write.parquet(sys.argv[1])
+    back = spark.read.parquet(sys.argv[1])
+    print("RESULT", back.count(), back.agg({"square": "sum"}).first()[0])
+    spark.stop()
+""")
+
+
+def _run(cmd, env, cwd):
+    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
+    tail = "\n".join(proc.stdout.splitlines()[-80:])
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}"
+    return proc.stdout
+
+
+def _spark_env(cluster):
+    env = dict(os.environ, **cluster.env(), PYSPARK_PYTHON=sys.executable,
+               SPARK_LOCAL_IP="127.0.0.1")
+    env.pop("HADOOP_USER_NAME", None)
+    env.pop("SPARK_HOME", None)
+    return env
+
+
+def test_hdfs_and_yarn_answer(hadoop_cluster):
+    with urllib.request.urlopen(f"{hadoop_cluster.webhdfs_url}/webhdfs/v1/?op=GETFILESTATUS"
+                                "&user.name=nobody", timeout=10) as resp:
+        assert json.load(resp)["FileStatus"]["type"] == "DIRECTORY"
+    with urllib.request.urlopen(f"{hadoop_cluster.rm_web_url}/ws/v1/cluster/nodes",
+                                timeout=10) as resp:
+        nodes = json.load(resp)["nodes"]["node"]
+    assert [n["state"] for n in nodes] == ["RUNNING"]
+    assert all(hadoop_cluster.running().values())
+
+
+@pytest.mark.parametrize("deploy_mode", ["client", "cluster"])
+def test_spark_submit_on_yarn_writes_to_hdfs(yarn_cluster, hadoop_env, tmp_path, deploy_mode):
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    out = f"{yarn_cluster.default_fs}/tmp/out_{deploy_mode}_{uuid.uuid4().hex[:8]}"
+    python = sys.executable
+    cmd = [SPARK_SUBMIT, "--master", "yarn", "--deploy-mode", deploy_mode,
+           "--driver-memory", "512m", "--executor-memory", "512m",
+           "--num-executors", "1", "--executor-cores", "1",
+           # the NodeManager is on this machine: use Spark's jars in place, no upload
+           "--conf", f"spark.yarn.jars=local:{SPARK_HOME}/jars/*",
+           "--conf", f"spark.yarn.appMasterEnv.PYSPARK_PYTHON={python}",
+           "--conf", f"spark.executorEnv.PYSPARK_PYTHON={python}",
+           "--conf", "spark.ui.enabled=false",
+           str(job), out]
+    _run(cmd, _spark_env(yarn_cluster), tmp_path)
+    names = fs.listdir(out)
+    assert "_SUCCESS" in names
+    parts = [n for n in names if n.startswith("part-")]
+    rows = [json.loads(line) for part in parts
+            for line in fs.read_bytes(fs.join(out, part)).decode().splitlines()]
+    assert sorted(r["id"] for r in rows) == list(range(10))
+
+
+def test_spark_local_mode_reads_and_writes_hdfs(hdfs_cluster, hadoop_env, tmp_path):
+    job = tmp_path / "local_job.py"
+    job.write_text(LOCAL_JOB)
+    out = f"{hdfs_cluster.default_fs}/tmp/local_{uuid.uuid4().hex[:8]}.parquet"
+    output = _run([sys.executable, str(job), out], _spark_env(hdfs_cluster), tmp_path)
+    assert "RESULT 100 328350" in output, output[-3000:]
+    assert any(n.endswith(".parquet") for n in fs.listdir(out))
