@@ -27,6 +27,7 @@ import io
 import os
 import posixpath
 import pwd
+import queue
 import re
 import shutil
 import stat as stat_mod
@@ -456,8 +457,9 @@ class FileSystem:
         except BaseException:
             try:
                 raw.close()
-            finally:
-                self._discard(tmp)
+            except Exception:
+                pass  # the caller's exception is the one that matters
+            self._discard(tmp)
             raise
         try:
             with _translated("write", self.url(native), self):
@@ -625,25 +627,65 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-class _AsyncWriterFile(io.RawIOBase):
-    """File-like face of HdfsCLI's streaming writer; ``close()`` waits for the upload."""
+class _HdfsWriter(io.RawIOBase):
+    """Writable stream to a new HDFS file.
 
-    def __init__(self, writer):
+    A sender thread runs HdfsCLI's ``client.write`` over a generator fed from a small bounded
+    queue, so memory stays at a few chunks however large the file.  Errors of the sender
+    (permission, DataNode failure) surface at the next ``write()`` or at ``close()``, which
+    waits until HDFS has the whole file.
+    """
+
+    def __init__(self, client, native: str, queue_size: int = 8):
         super().__init__()
-        self._writer = writer
-        writer.__enter__()
+        self._queue: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=queue_size)
+        self._error: Optional[BaseException] = None
+        self._sender = threading.Thread(target=self._send, args=(client, native),
+                                        name=f"hdfs-write {native}", daemon=True)
+        self._sender.start()
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            yield chunk
+
+    def _send(self, client, native: str) -> None:
+        try:
+            client.write(native, data=self._chunks(), overwrite=False)
+        except BaseException as e:  # handed to the writing thread
+            self._error = e
+
+    def _put(self, item: Optional[bytes]) -> None:
+        while True:
+            if not self._sender.is_alive():
+                if self._error is not None:
+                    raise self._error
+                return
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
-        self._writer.write(bytes(data))
+        if self._error is not None:
+            raise self._error
+        self._put(bytes(data))
         return len(data)
 
     def close(self) -> None:
-        if not self.closed:
-            super().close()
-            self._writer.__exit__(None, None, None)
+        if self.closed:
+            return
+        super().close()
+        self._put(None)
+        self._sender.join()
+        if self._error is not None:
+            raise self._error
 
 
 class HdfsFileSystem(FileSystem):
@@ -717,7 +759,7 @@ class HdfsFileSystem(FileSystem):
         return io.BufferedReader(_ClosingRaw(response), CHUNK)
 
     def _writer(self, native: str) -> IO[bytes]:
-        return _AsyncWriterFile(self.client.write(native, overwrite=False))
+        return _HdfsWriter(self.client, native)
 
 
 class _ClosingRaw(io.RawIOBase):

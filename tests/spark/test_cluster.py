@@ -216,3 +216,23 @@ def _assert_no_active_jobs(sc, timeout=30):
     while sc.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not sc.statusTracker().getActiveJobsIds()
+
+
+def test_tensorboard_is_served_from_the_chief_while_training(sc, tmp_path):
+    import urllib.request
+    release = str(tmp_path / "release")
+    cluster = TFCluster.run(sc, _wait_for_release, release, 2, tensorboard=True,
+                            log_dir=str(tmp_path / "logs"))
+    try:
+        assert cluster.tensorboard_url and cluster.tensorboard_url.startswith("http://127.0.0.1:")
+        deadline, status = time.monotonic() + 60, None
+        while status != 200 and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(cluster.tensorboard_url, timeout=5) as response:
+                    status = response.status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+    finally:
+        open(release, "w").close()
+    cluster.shutdown(timeout=120)
