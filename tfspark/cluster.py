@@ -9,19 +9,21 @@ first node's failure as a :class:`~tfspark.errors.NodeError`.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import functools
 import getpass
 import logging
 import os
+import pickle
 import re
 import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from . import constants, preflight
+from . import constants, preflight, spark_feed
 from .context import resolve_path
 from .control import Connection, ControlServer, Message, new_secret
 from .errors import NodeError, ReservationError, TFSparkError
@@ -45,6 +47,7 @@ class _NodeState:
         self.role = role
         self.host = "?"
         self.connection: Optional[Connection] = None
+        self.feed_address: Optional[Tuple[str, int]] = None
         self.started = False
         self.status: Optional[str] = None  # OK, ERROR or STOPPED once finished
         self.message = ""
@@ -73,6 +76,8 @@ class TFCluster:
         self._server: Optional[ControlServer] = None
         self._results: Optional[List[Any]] = None
         self.tensorboard_url: Optional[str] = None
+        self._input_mode = InputMode.TENSORFLOW
+        self._feeds = 0
 
     # ----------------------------------------------------------------------------- starting
     @classmethod
@@ -94,7 +99,8 @@ class TFCluster:
         num_executors : number of TF nodes = barrier tasks; Spark needs that many task slots.
         num_ps : parameter servers (ParameterServerStrategy); needs ``master_node="chief"``.
         tensorboard : serve TensorBoard on ``log_dir`` from the chief (or worker 0).
-        input_mode : ``InputMode.TENSORFLOW`` (TF reads its own data).
+        input_mode : ``InputMode.TENSORFLOW`` (TF reads its own data) or ``InputMode.SPARK``
+            (feed RDDs/DataFrames with :meth:`train` and :meth:`inference`).
         log_dir : TensorBoard/log directory, resolved like ``ctx.absolute_path``.
         master_node : ``"chief"`` to make one node the chief, else worker 0 leads.
         eval_node : add one evaluator node (outside the cluster spec, as TF expects).
@@ -111,7 +117,7 @@ class TFCluster:
         """
         roles = preflight.check_arguments(num_executors, num_ps, master_node, eval_node,
                                           reservation_timeout, env, input_mode,
-                                          (InputMode.TENSORFLOW,))
+                                          tuple(InputMode))
         if tensorboard and not log_dir:
             raise preflight.PreflightError("tensorboard=True needs a log_dir to serve")
         conf = preflight.spark_conf(sc)
@@ -123,6 +129,7 @@ class TFCluster:
                                  reservation_timeout)
 
         cluster = cls(sc, roles, reservation_timeout)
+        cluster._input_mode = InputMode(input_mode)
         default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
         user = os.environ.get("HADOOP_USER_NAME") or sc.sparkUser() or getpass.getuser()
         plan = NodePlan(
@@ -130,7 +137,7 @@ class TFCluster:
             secret=cluster._secret, payload=payload, env=dict(env or {}),
             default_fs=default_fs, working_dir=os.getcwd(),
             log_dir=resolve_path(log_dir, default_fs, os.getcwd(), user) if log_dir else None,
-            tensorboard=tensorboard, user=user,
+            tensorboard=tensorboard, user=user, input_mode=int(input_mode),
             echo_output=not re.fullmatch(r"local(\[.*\])?", sc.master))
         cluster._start_job(plan)
         cluster._await_reservation()
@@ -183,7 +190,7 @@ class TFCluster:
         if self._failure is not None:
             raise self._failure
         raise ReservationError(f"the TF cluster's Spark job ended before all nodes started: "
-                               f"{self._job_error}") from self._job_error
+                               f"{_spark_error_summary(self._job_error)}") from self._job_error
 
     def _all_started(self) -> bool:
         return all(n.started for n in self._nodes.values())
@@ -202,6 +209,7 @@ class TFCluster:
                     connection.send({"type": "stop", "reason": "the TF cluster has failed"})
             elif kind == "started":
                 node.started = True
+                node.feed_address = message.get("feed_address")
                 if message.get("tensorboard_url"):
                     self.tensorboard_url = message["tensorboard_url"]
                     logger.warning("tfspark: TensorBoard at %s", self.tensorboard_url)
@@ -257,6 +265,107 @@ class TFCluster:
                 except OSError:
                     pass
 
+    # ----------------------------------------------------------------------------- feeding
+    def train(self, data: Any, num_epochs: int = 1, feed_timeout: float = 600) -> None:
+        """Feed an RDD or DataFrame to the chief and workers for training (``InputMode.SPARK``).
+
+        Runs one Spark job over ``data``; its tasks stream their partitions to the training
+        nodes, which spill them to local disk, so ``num_epochs`` passes never recompute ``data``.
+        Returns when every row is stored on a node (training goes on; call :meth:`shutdown`).
+
+        Row ``i`` of partition ``p`` goes to training node ``(p + i) % n``: each node gets an
+        equal share of every partition, so uneven or empty partitions are fine.
+        ``feed_timeout`` bounds how long a feeding task waits for a node to take its data.
+        """
+        if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+            raise preflight.PreflightError(f"num_epochs must be an int >= 1, got {num_epochs!r}")
+        plan = self._feed_plan(data, spark_feed.TRAIN, feed_timeout)
+        if spark_feed.is_dataframe(data):
+            rows = [(r.node, r.rows) for r in self._run_feed_job(lambda: spark_feed.vectors_as_arrays(
+                data).mapInArrow(functools.partial(spark_feed.dataframe_train_task, plan),
+                                 "node int, rows long").collect())]
+        else:
+            rows = [(node, count) for counts in self._run_feed_job(lambda: data.mapPartitionsWithIndex(
+                functools.partial(spark_feed.rdd_train_task, plan)).collect())
+                for node, count in enumerate(counts)]
+        rows_per_node = [sum(count for node, count in rows if node == i)
+                         for i in range(len(plan.addresses))]
+        logger.info("tfspark: feed %d delivered rows per node %s", plan.feed_id, rows_per_node)
+        spark_feed.tell_nodes(plan, {"type": "end", "feed_id": plan.feed_id,
+                                     "rows_per_node": rows_per_node, "num_epochs": num_epochs})
+
+    def inference(self, data: Any, feed_timeout: float = 600) -> Any:
+        """Feed ``data`` to the nodes for inference; an RDD with one result per input row.
+
+        Lazy like any RDD: partitions are sent when an action runs. Partition ``p`` goes whole to
+        training node ``p % n``, whose ``main_fun`` answers its rows in order with
+        ``feed.batch_results``; results keep the partition order of ``data``.
+        """
+        plan = self._feed_plan(data, spark_feed.INFERENCE, feed_timeout)
+        if spark_feed.is_dataframe(data):
+            results = spark_feed.vectors_as_arrays(data).mapInArrow(
+                functools.partial(spark_feed.dataframe_inference_task, plan), "result binary")
+            return results.rdd.map(lambda row: pickle.loads(row.result))
+        return data.mapPartitionsWithIndex(
+            functools.partial(spark_feed.rdd_inference_task, plan))
+
+    def _feed_plan(self, data: Any, mode: str, feed_timeout: float) -> "spark_feed.FeedPlan":
+        if self._input_mode != InputMode.SPARK:
+            raise preflight.PreflightError("train()/inference() feed data to the nodes: start "
+                                           "the cluster with input_mode=InputMode.SPARK")
+        if not (spark_feed.is_dataframe(data) or hasattr(data, "mapPartitionsWithIndex")):
+            raise preflight.PreflightError(f"data must be an RDD or a DataFrame, got {type(data)}")
+        if not isinstance(feed_timeout, (int, float)) or feed_timeout <= 0:
+            raise preflight.PreflightError(f"feed_timeout must be a positive number of seconds, "
+                                           f"got {feed_timeout!r}")
+        if self._failure is not None:
+            raise self._failure
+        slots = preflight.current_slots(self._sc)
+        if slots <= len(self._nodes):
+            raise preflight.PreflightError(
+                f"InputMode.SPARK feeds data with a second Spark job while the {len(self._nodes)}"
+                f" TF nodes hold {len(self._nodes)} task slots, but the application has {slots} "
+                "slots in all: none is free for it. Give the application more executor cores "
+                "than num_executors (e.g. spark.executor.cores=2).")
+        trainers = [n for n in self._nodes.values() if n.role.job_name in TRAINING_ROLES]
+        self._feeds += 1
+        return spark_feed.FeedPlan(
+            feed_id=self._feeds, addresses=tuple(tuple(n.feed_address) for n in trainers),
+            labels=tuple(n.role.label for n in trainers), secret=self._secret, mode=mode,
+            timeout=float(feed_timeout))
+
+    def _run_feed_job(self, collect: Callable[[], list]) -> list:
+        """Run a feeding Spark job; if a TF node fails meanwhile, cancel it and raise that."""
+        from pyspark import InheritableThread
+        group, outcome, done = f"{self._job_group}-feed-{self._feeds}", {}, threading.Event()
+
+        def job() -> None:
+            try:
+                self._sc.setJobGroup(group, f"tfspark: feed {self._feeds}", interruptOnCancel=True)
+                outcome["value"] = collect()
+            except BaseException as e:  # noqa: B902 - raised below
+                outcome["error"] = e
+            finally:
+                done.set()
+                with self._changed:
+                    self._changed.notify_all()
+
+        InheritableThread(target=job, name="tfspark-feed-job", daemon=True).start()
+        with self._changed:
+            while not done.is_set() and self._failure is None:
+                self._changed.wait(1.0)
+        if not done.is_set():
+            self._sc.cancelJobGroup(group)
+            raise self._failure
+        if "error" in outcome:
+            error = spark_feed.FeedError(f"feeding data to the TF nodes failed: "
+                                         f"{_spark_error_summary(outcome['error'])}")
+            error.__cause__ = outcome["error"]
+            self._fail(error)  # the nodes would wait for this data forever
+            self._abort()
+            raise error
+        return outcome["value"]
+
     # ----------------------------------------------------------------------------- finishing
     def shutdown(self, timeout: Optional[float] = None, grace_secs: float = 30.0) -> List[Any]:
         """Wait for the cluster to finish and return each node's ``main_fun`` return value.
@@ -280,6 +389,8 @@ class TFCluster:
         """
         if self._results is not None:
             return self._results
+        if self._input_mode == InputMode.SPARK and self._failure is None:
+            self._tell_feeds_done()
         try:
             self._wait_for(self._training_done, timeout,
                            lambda: TFSparkError(f"TF training did not finish within "
@@ -299,7 +410,8 @@ class TFCluster:
         if self._failure is not None:
             raise self._failure
         if self._job_error is not None:
-            raise TFSparkError(f"the TF cluster's Spark job failed: {self._job_error}") \
+            raise TFSparkError(f"the TF cluster's Spark job failed: "
+                               f"{_spark_error_summary(self._job_error)}") \
                 from self._job_error
         from pyspark import cloudpickle
         results: List[Any] = [None] * len(self._nodes)
@@ -307,6 +419,21 @@ class TFCluster:
             results[worker_num] = cloudpickle.loads(value) if status == OK else None
         self._results = results
         return results
+
+    def _tell_feeds_done(self) -> None:
+        """Tell the training nodes that no more data will come (ends next_batch loops)."""
+        trainers = [n for n in self._nodes.values()
+                    if n.role.job_name in TRAINING_ROLES and n.status is None and n.feed_address]
+        plan = spark_feed.FeedPlan(0, tuple(tuple(n.feed_address) for n in trainers),
+                                   tuple(n.role.label for n in trainers), self._secret,
+                                   spark_feed.TRAIN, timeout=30.0)
+        for node in range(len(trainers)):
+            try:
+                spark_feed.tell_nodes(dataclasses.replace(
+                    plan, addresses=plan.addresses[node:node + 1],
+                    labels=plan.labels[node:node + 1]), {"type": "done"})
+            except (OSError, TFSparkError):
+                pass  # that node has finished already
 
     def _wait_for(self, done: Callable[[], bool], timeout: Optional[float],
                   on_timeout: Optional[Callable[[], TFSparkError]]) -> None:
@@ -329,3 +456,14 @@ class TFCluster:
         if self._job_done.is_set() and self._server is not None:
             self._server.stop()
             self._server = None
+
+
+def _spark_error_summary(error: BaseException, max_lines: int = 30) -> str:
+    """The useful part of a Spark job error: the Python traceback from the executor if any,
+    without the JVM stack trace."""
+    text = str(error)
+    marker = "An exception was thrown from the Python worker"
+    if marker in text:
+        text = text[text.index(marker):]
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("at ")]
+    return "\n".join(lines[:max_lines])

@@ -29,6 +29,7 @@ class NodeContext:
     default_fs : the cluster's default filesystem (``fs.defaultFS``), e.g. ``hdfs://nn:8020``.
     working_dir : the driver's working directory; relative local paths resolve against it.
     log_dir : TensorBoard log directory (absolute), if one was given to ``TFCluster.run``.
+    input_mode, feed_port, feed_index : where Spark-fed data arrives (``InputMode.SPARK``).
     """
 
     job_name: str
@@ -44,6 +45,10 @@ class NodeContext:
     working_dir: str = field(default_factory=os.getcwd)
     log_dir: Optional[str] = None
     user: Optional[str] = None
+    input_mode: int = 0  # InputMode.TENSORFLOW
+    feed_port: Optional[int] = None  # where this node receives Spark-fed data (InputMode.SPARK)
+    feed_index: Optional[int] = None  # this node's index among the training nodes
+    secret: bytes = field(default=b"", repr=False)
 
     @property
     def is_chief(self) -> bool:
@@ -55,6 +60,15 @@ class NodeContext:
     @property
     def task(self) -> Dict[str, object]:
         return json.loads(self.tf_config)["task"]
+
+    def get_data_feed(self, train_mode: bool = True):
+        """This node's :class:`~tfspark.feed.DataFeed` (``InputMode.SPARK``, chief/workers).
+
+        ``train_mode=False`` for inference: rows taken with ``next_batch`` must be answered, in
+        order, with ``batch_results``.
+        """
+        from .feed import get_data_feed
+        return get_data_feed(train_mode)
 
     def absolute_path(self, path: str) -> str:
         """Resolve ``path`` for use on this node.

@@ -86,6 +86,29 @@ def _client_handshake(sock: socket.socket, secret: bytes) -> None:
         raise ChannelError("driver failed authentication")
 
 
+def accept_authenticated(sock: socket.socket, secret: bytes) -> None:
+    """Run the driver side of the handshake on a just-accepted socket (bounded in time)."""
+    sock.settimeout(_HANDSHAKE_TIMEOUT)
+    try:
+        _server_handshake(sock, secret)
+    except ValueError as e:
+        raise ChannelError(f"malformed handshake: {e}") from e
+    sock.settimeout(None)
+
+
+def connect_authenticated(address: Tuple[str, int], secret: bytes,
+                          timeout: float = 30.0) -> socket.socket:
+    """Open a TCP connection to ``address`` and prove we hold ``secret`` (and that it does)."""
+    sock = socket.create_connection(address, timeout=timeout)
+    try:
+        _client_handshake(sock, secret)
+    except BaseException:
+        sock.close()
+        raise
+    sock.settimeout(None)
+    return sock
+
+
 class Connection:
     """An authenticated, framed, thread-safe-for-sending socket."""
 
@@ -151,13 +174,11 @@ class ControlServer:
 
     def _serve(self, sock: socket.socket) -> None:
         peer = sock.getpeername()
-        sock.settimeout(_HANDSHAKE_TIMEOUT)
         try:
-            _server_handshake(sock, self._secret)
-        except (ChannelError, OSError, ValueError) as e:
+            accept_authenticated(sock, self._secret)
+        except (ChannelError, OSError) as e:
             logger.warning("tfspark: refused control connection from %s: %s", peer, e)
             return
-        sock.settimeout(None)
         connection = Connection(sock)
         try:
             while True:
@@ -175,14 +196,7 @@ class ControlClient:
 
     def __init__(self, address: Tuple[str, int], secret: bytes,
                  on_message: Callable[[Message], None], connect_timeout: float = 30.0):
-        sock = socket.create_connection(address, timeout=connect_timeout)
-        try:
-            _client_handshake(sock, secret)
-        except Exception:
-            sock.close()
-            raise
-        sock.settimeout(None)
-        self._connection = Connection(sock)
+        self._connection = Connection(connect_authenticated(address, secret, connect_timeout))
         self._on_message = on_message
         self._reader = threading.Thread(target=self._read, name="tfspark-control-reader",
                                         daemon=True)

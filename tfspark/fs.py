@@ -20,7 +20,6 @@ place once complete, so an interrupted write never leaves a partial file at the 
 """
 from __future__ import annotations
 
-import codecs
 import getpass
 import grp
 import io
@@ -69,6 +68,8 @@ def _classify(exc: BaseException) -> Tuple[str, str]:
         return "permission", "permission denied"
     if isinstance(exc, FileExistsError):
         return "exists", "already exists"
+    if isinstance(exc, (IsADirectoryError, NotADirectoryError)):
+        return "io", "is a directory" if isinstance(exc, IsADirectoryError) else "not a directory"
     remote = getattr(exc, "exception", None) or ""  # HdfsCLI: Java exception class name
     text = str(exc)
     if remote == "FileNotFoundException" or "does not exist" in text:
@@ -90,6 +91,15 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))
 
 
+def _unreachable(exc: BaseException, fs: "HdfsFileSystem") -> str:
+    """Which server a requests connection error failed to reach: the NameNode or a DataNode."""
+    failed = getattr(getattr(exc, "request", None), "url", None) or ""
+    if failed and not any(failed.startswith(u) for u in fs.http_urls):
+        return f"cannot reach the DataNode at {failed.split('/webhdfs')[0]} ({type(exc).__name__})"
+    return f"cannot reach the NameNode WebHDFS at {' or '.join(fs.http_urls)} " \
+           f"({type(exc).__name__})"
+
+
 @contextmanager
 def _translated(action: str, url: str, fs: Optional["FileSystem"] = None) -> Iterator[None]:
     """Re-raise any failure inside as ``FileSystemError("could not <action> <url>: ...")``."""
@@ -99,8 +109,7 @@ def _translated(action: str, url: str, fs: Optional["FileSystem"] = None) -> Ite
         raise
     except Exception as e:
         if _is_connection_error(e) and isinstance(fs, HdfsFileSystem):
-            raise _error("unreachable", f"could not {action} {url}: cannot reach the NameNode "
-                         f"WebHDFS at {' or '.join(fs.http_urls)} ({type(e).__name__})") from e
+            raise _error("unreachable", f"could not {action} {url}: {_unreachable(e, fs)}") from e
         reason, problem = _classify(e)
         raise _error(reason, f"could not {action} {url}: {problem}") from e
 
@@ -452,18 +461,19 @@ class FileSystem:
         tmp = self._prepare_target(native, overwrite)
         with _translated("write", self.url(native), self):
             raw = self._writer(tmp)
+        stream = io.TextIOWrapper(raw, encoding=encoding) if mode == "w" else raw
         try:
-            yield codecs.getwriter(encoding)(raw) if mode == "w" else raw
+            yield stream
         except BaseException:
             try:
-                raw.close()
+                stream.close()
             except Exception:
                 pass  # the caller's exception is the one that matters
             self._discard(tmp)
             raise
         try:
             with _translated("write", self.url(native), self):
-                raw.close()
+                stream.close()  # for HDFS: waits until the DataNode has every byte
         except BaseException:
             self._discard(tmp)
             raise
@@ -702,8 +712,8 @@ class HdfsFileSystem(FileSystem):
             try:
                 from hdfs.ext.kerberos import KerberosClient
             except ImportError as e:
-                raise _error("unsupported", f"{scheme}://{authority} uses Kerberos, which needs "
-                             "`pip install hdfs[kerberos]` (requests-kerberos)") from e
+                raise _error("unsupported", f"{scheme}://{authority} uses Kerberos, which "
+                             "needs requests-kerberos (pip install 'tfspark[kerberos]')") from e
             self.client = KerberosClient(";".join(http_urls), **options)
         else:
             self.client = InsecureClient(";".join(http_urls), user=user, **options)
@@ -759,7 +769,7 @@ class HdfsFileSystem(FileSystem):
         return io.BufferedReader(_ClosingRaw(response), CHUNK)
 
     def _writer(self, native: str) -> IO[bytes]:
-        return _HdfsWriter(self.client, native)
+        return io.BufferedWriter(_HdfsWriter(self.client, native), CHUNK)  # few big chunks
 
 
 class _ClosingRaw(io.RawIOBase):

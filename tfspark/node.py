@@ -19,14 +19,16 @@ import sys
 import tempfile
 import threading
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import constants
 from .context import NodeContext
 from .control import ControlClient, Message
-from .roles import Role, cluster_spec, num_training_nodes, tf_config
+from .roles import TRAINING_ROLES, Role, cluster_spec, num_training_nodes, tf_config
+
+SPARK_INPUT = 1  # InputMode.SPARK
 
 #: How a node ended, as reported to the driver and returned from the Spark task.
 OK, ERROR, STOPPED = "ok", "error", "stopped"
@@ -49,6 +51,7 @@ class NodePlan:
     log_dir: Optional[str]
     tensorboard: bool
     user: str
+    input_mode: int  # InputMode value: 1 means nodes that train receive Spark-fed data
     echo_output: bool  # also copy node output to the executor's log (not in local mode,
     #                    where that log is the driver's terminal)
 
@@ -130,7 +133,9 @@ class _Node:
 
     def run(self, task) -> Tuple[int, str, bytes]:
         self._send("hello", label=self.role.label, host=self.host, attempt=task.attemptNumber())
-        with reserved_port(self.host) as port:
+        feeds = self.plan.input_mode == SPARK_INPUT and self.role.job_name in TRAINING_ROLES
+        with reserved_port(self.host) as port, \
+                (reserved_port(self.host) if feeds else nullcontext()) as feed_port:
             gathered = task.allGather(json.dumps({"address": f"{self.host}:{port}"}))
             addresses = [json.loads(item)["address"] for item in gathered]
             spec = cluster_spec(self.plan.roles, addresses)
@@ -140,10 +145,14 @@ class _Node:
                 num_workers=num_training_nodes(self.plan.roles), cluster_spec=spec,
                 tf_config=tf_config(spec, self.role), executor_id=self.executor_address,
                 host=self.host, port=port, default_fs=self.plan.default_fs,
-                working_dir=self.plan.working_dir, log_dir=self.plan.log_dir, user=self.plan.user)
+                working_dir=self.plan.working_dir, log_dir=self.plan.log_dir, user=self.plan.user,
+                input_mode=self.plan.input_mode, feed_port=feed_port,
+                feed_index=_training_index(self.plan.roles, self.role) if feeds else None,
+                secret=self.plan.secret)
             with self._tensorboard(ctx) as tensorboard_url:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
-                           tensorboard_url=tensorboard_url)
+                           tensorboard_url=tensorboard_url,
+                           feed_address=(self.host, feed_port) if feeds else None)
                 status, fields, value = self._run_process(ctx)
         self._send("finished", status=status, **fields)
         return self.role.worker_num, status, value
@@ -151,7 +160,8 @@ class _Node:
     def _run_process(self, ctx: NodeContext) -> Tuple[str, Dict[str, str], bytes]:
         if self.stop_requested.is_set():
             return STOPPED, {"message": self.stop_reason}, b""
-        workdir = tempfile.mkdtemp(prefix=f"tfspark-{self.role.job_name}-{self.role.task_index}-")
+        workdir = tempfile.mkdtemp(prefix=f"tfspark-{self.role.job_name}-{self.role.task_index}-",
+                                   dir=_local_dir())
         try:
             with open(os.path.join(workdir, PAYLOAD_FILE), "wb") as f:
                 f.write(self.plan.payload)
@@ -228,6 +238,20 @@ class _Node:
                 yield f"http://{self.host}:{port}"
             finally:
                 _terminate(process)
+
+
+def _training_index(roles: Tuple[Role, ...], role: Role) -> int:
+    trainers = [r for r in roles if r.job_name in TRAINING_ROLES]
+    return trainers.index(role)
+
+
+def _local_dir() -> Optional[str]:
+    """The executor's scratch disk (YARN's/Spark's local dirs), else the system temp dir."""
+    for variable in ("SPARK_LOCAL_DIRS", "LOCAL_DIRS"):
+        for folder in os.environ.get(variable, "").split(","):
+            if folder and os.path.isdir(folder):
+                return folder
+    return None
 
 
 def _terminate(process: subprocess.Popen) -> None:

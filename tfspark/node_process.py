@@ -75,6 +75,10 @@ def main(workdir: str) -> int:
         main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))
         with open(os.path.join(workdir, CONTEXT_FILE), "rb") as f:
             ctx = pickle.load(f)
+        if ctx.feed_port is not None:
+            from . import feed
+            feed.start(ctx.feed_index, ctx.host, ctx.feed_port, ctx.secret,
+                       os.path.join(workdir, "spill"))
         value = main_fun(args, ctx)
         from pyspark import cloudpickle
         try:

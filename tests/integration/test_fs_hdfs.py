@@ -230,3 +230,19 @@ def test_unreachable_namenode_fails_fast(tmp_path, monkeypatch):
     assert f"http://127.0.0.1:{port}" in str(err.value) and "hdfs://127.0.0.1:1/data" in \
         str(err.value)
     assert time.monotonic() - started < 20
+
+
+def test_ha_nameservice_uses_the_namenode_that_answers(base, hdfs_cluster, tmp_path,
+                                                       monkeypatch):
+    fs.write(fs.join(base, "f"), b"ha")
+    live = hdfs_cluster.webhdfs_url.split("//")[1]
+    props = {"dfs.nameservices": "testns", "dfs.ha.namenodes.testns": "nn1,nn2",
+             "dfs.namenode.http-address.testns.nn1": f"127.0.0.1:{_closed_port()}",
+             "dfs.namenode.http-address.testns.nn2": live}
+    (tmp_path / "hdfs-site.xml").write_text("<configuration>" + "".join(
+        f"<property><name>{k}</name><value>{v}</value></property>" for k, v in props.items())
+        + "</configuration>")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
+    ha_url = "hdfs://testns" + fs.split_url(base)[2] + "/f"
+    assert fs.get_filesystem(ha_url).http_urls[1] == f"http://{live}"
+    assert fs.read_bytes(ha_url) == b"ha"

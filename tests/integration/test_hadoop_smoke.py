@@ -7,12 +7,10 @@ import textwrap
 import urllib.request
 import uuid
 
-import pyspark
 import pytest
 
 from tfspark import fs
 
-SPARK_HOME = os.path.dirname(pyspark.__file__)
 SPARK_SUBMIT = os.path.join(os.path.dirname(sys.executable), "spark-submit")
 TIMEOUT = 420
 
@@ -67,21 +65,18 @@ def test_hdfs_and_yarn_answer(hadoop_cluster):
     assert all(hadoop_cluster.running().values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deploy_mode", ["client", "cluster"])
 def test_spark_submit_on_yarn_writes_to_hdfs(yarn_cluster, hadoop_env, tmp_path, deploy_mode):
     job = tmp_path / "job.py"
     job.write_text(JOB)
     out = f"{yarn_cluster.default_fs}/tmp/out_{deploy_mode}_{uuid.uuid4().hex[:8]}"
-    python = sys.executable
     cmd = [SPARK_SUBMIT, "--master", "yarn", "--deploy-mode", deploy_mode,
            "--driver-memory", "512m", "--executor-memory", "512m",
-           "--num-executors", "1", "--executor-cores", "1",
-           # the NodeManager is on this machine: use Spark's jars in place, no upload
-           "--conf", f"spark.yarn.jars=local:{SPARK_HOME}/jars/*",
-           "--conf", f"spark.yarn.appMasterEnv.PYSPARK_PYTHON={python}",
-           "--conf", f"spark.executorEnv.PYSPARK_PYTHON={python}",
-           "--conf", "spark.ui.enabled=false",
-           str(job), out]
+           "--num-executors", "1", "--executor-cores", "1", "--conf", "spark.ui.enabled=false"]
+    for key, value in yarn_cluster.spark_yarn_conf().items():
+        cmd += ["--conf", f"{key}={value}"]
+    cmd += [str(job), out]
     _run(cmd, _spark_env(yarn_cluster), tmp_path)
     names = fs.listdir(out)
     assert "_SUCCESS" in names
@@ -98,3 +93,30 @@ def test_spark_local_mode_reads_and_writes_hdfs(hdfs_cluster, hadoop_env, tmp_pa
     output = _run([sys.executable, str(job), out], _spark_env(hdfs_cluster), tmp_path)
     assert "RESULT 100 328350" in output, output[-3000:]
     assert any(n.endswith(".parquet") for n in fs.listdir(out))
+
+
+def test_start_failure_names_the_daemon_and_shows_its_log(tmp_path):
+    from tfspark.testing.hadoop import HadoopCluster, HadoopClusterError
+    cluster = HadoopCluster(tmp_path / "bad", yarn=False, daemon_heap="1k")  # JVM refuses
+    with pytest.raises(HadoopClusterError) as err:
+        cluster.start()
+    assert "formatting the NameNode failed" in str(err.value)
+    assert "heap" in str(err.value).lower()
+    cluster.stop()  # a second stop is harmless
+
+
+@pytest.mark.slow
+def test_command_line_start_status_stop(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "conf", "hadoop", "cluster.sh")
+    env = dict(os.environ, PYTHON=sys.executable)
+    base = str(tmp_path / "cli")
+    try:
+        started = _run([script, "start", "--dir", base, "--no-yarn"], env, tmp_path)
+        assert f"export HADOOP_CONF_DIR={base}/conf" in started
+        status = _run([script, "status", "--dir", base], env, tmp_path)
+        assert "namenode: running" in status and "datanode: running" in status
+    finally:
+        _run([script, "stop", "--dir", base], env, tmp_path)
+    stopped = subprocess.run([script, "status", "--dir", base], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert stopped.returncode == 1 and "no cluster state" in stopped.stderr

@@ -213,3 +213,18 @@ def test_namenode_http_address_from_config(tmp_path, monkeypatch):
     assert (hdfs_fs.authority, hdfs_fs.http_urls, hdfs_fs.user) == (
         "nn1:8020", ["http://nn1:50070"], "carol")
     assert fs.get_filesystem("hdfs://nn1:8020/y", user="carol") is hdfs_fs
+
+
+def test_hdfs_path_without_namenode_needs_a_default_fs(monkeypatch):
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    with pytest.raises(FileSystemError, match="names no NameNode"):
+        fs.get_filesystem("hdfs:///data")
+
+
+def test_open_a_directory_or_bad_mode(tmp_path):
+    with pytest.raises(FileSystemError, match="is a directory"):
+        with fs.open(str(tmp_path)):
+            pass
+    with pytest.raises(ValueError):
+        with fs.open(str(tmp_path / "x"), "a"):
+            pass

@@ -20,6 +20,8 @@ From a shell (the daemons keep running after the command returns)::
 from __future__ import annotations
 
 import argparse
+import ctypes
+import fcntl
 import getpass
 import grp
 import json
@@ -37,7 +39,9 @@ from typing import Callable, Dict, List, Optional
 from xml.sax.saxutils import escape
 
 HADOOP_VERSION = "3.5.0"
-POM = Path(__file__).resolve().parents[2] / "conf" / "hadoop" / "pom.xml"
+# the Maven project listing the jars; in a source checkout it is conf/hadoop/pom.xml
+POM = Path(os.environ.get("TFSPARK_HADOOP_POM")
+           or Path(__file__).resolve().parents[2] / "conf" / "hadoop" / "pom.xml")
 STATE_FILE = "cluster.json"
 
 # Hadoop reflects into JDK internals; Java 17 refuses that unless these packages are opened.
@@ -72,7 +76,7 @@ class HadoopClusterError(RuntimeError):
 
 
 def hadoop_home() -> Path:
-    """Folder holding the jar cache (``lib/``) and Maven's local repository (``m2/``)."""
+    """Folder of the jar cache (``lib/``; ``m2/`` is Maven's repository while fetching)."""
     default = Path.home() / ".cache" / "tfspark" / f"hadoop-{HADOOP_VERSION}"
     return Path(os.environ.get("TFSPARK_HADOOP_HOME", default)).expanduser()
 
@@ -83,6 +87,15 @@ def ensure_jars(home: Optional[Path] = None) -> Path:
     lib = home / "lib"
     if (lib / ".complete").exists():
         return lib
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be fetching right now
+        if not (lib / ".complete").exists():
+            _fetch_jars(home, lib)
+    return lib
+
+
+def _fetch_jars(home: Path, lib: Path) -> None:
     mvn = shutil.which("mvn")
     if not mvn:
         raise HadoopClusterError(f"Hadoop jars are not in {lib} and `mvn` is not on PATH "
@@ -100,7 +113,7 @@ def ensure_jars(home: Optional[Path] = None) -> Path:
     (staging / ".complete").write_text(HADOOP_VERSION + "\n")
     shutil.rmtree(lib, ignore_errors=True)
     staging.rename(lib)
-    return lib
+    shutil.rmtree(home / "m2", ignore_errors=True)  # only lib/ is used from now on
 
 
 def java_home() -> str:
@@ -181,7 +194,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_tree(pid: int, grace: float = 10.0) -> None:
+def _die_with_parent() -> None:
+    """In a child before exec: ask Linux to SIGTERM it when its parent dies."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux/glibc: `stop()` is then the only way the daemons end
+
+
+def kill_tree(pid: int, grace: float = 5.0) -> None:
     """SIGTERM ``pid`` and all its descendants, then SIGKILL whatever is left after ``grace``."""
     pids = [pid] + _descendants(pid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -208,9 +229,13 @@ class HadoopCluster:
     every daemon.  The OS user running it is the HDFS superuser; permissions are enforced.
     """
 
-    def __init__(self, base_dir, yarn: bool = True, start_timeout: float = 180.0,
-                 nm_memory_mb: int = 8192, nm_vcores: int = 4, daemon_heap: str = "512m"):
+    def __init__(self, base_dir, yarn: bool = True, start_timeout: float = 300.0,
+                 nm_memory_mb: int = 8192, nm_vcores: int = 4, daemon_heap: str = "512m",
+                 die_with_parent: bool = True):
         self.base_dir = Path(base_dir).resolve()
+        # daemons get SIGTERM if this process dies (a killed test run leaves no daemons);
+        # the command line turns it off so the daemons outlive `start`
+        self.die_with_parent = die_with_parent
         self.yarn = yarn
         self.start_timeout = start_timeout
         self.nm_memory_mb = nm_memory_mb
@@ -254,6 +279,20 @@ class HadoopCluster:
         return {"HADOOP_CONF_DIR": str(self.conf_dir), "YARN_CONF_DIR": str(self.conf_dir),
                 "JAVA_HOME": java_home()}
 
+    def spark_yarn_conf(self, python: str = sys.executable) -> Dict[str, str]:
+        """Spark settings to run on this YARN with ``python`` on the driver, AM and executors.
+
+        Spark's own jars are used in place (the NodeManager is on this machine), so nothing
+        is zipped and uploaded per application.
+        """
+        import pyspark
+        jars = Path(pyspark.__file__).parent / "jars"
+        return {"spark.master": "yarn",
+                "spark.yarn.jars": f"local:{jars}/*",
+                "spark.pyspark.python": python,
+                "spark.yarn.appMasterEnv.PYSPARK_PYTHON": python,
+                "spark.executorEnv.PYSPARK_PYTHON": python}
+
     def log_file(self, daemon: str) -> Path:
         return self.log_dir / f"{daemon}.log"
 
@@ -272,16 +311,25 @@ class HadoopCluster:
         Returns once HDFS accepts writes and (with ``yarn``) the NodeManager is RUNNING.
         """
         self.lib = ensure_jars()
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in (1, 2):
+            try:
+                self._start()
+                return self
+            except HadoopClusterError as e:
+                self.stop()
+                # a free port picked at start may have been taken meanwhile: retry once
+                if attempt == 2 or "Address already in use" not in str(e):
+                    raise
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _start(self) -> None:
         started = time.monotonic()
         deadline = started + self.start_timeout
+        for sub in ("conf", "dfs", "tmp", "nm-local", "nm-logs"):  # fresh on every (re)try
+            shutil.rmtree(self.base_dir / sub, ignore_errors=True)
         for sub in ("conf", "logs", "dfs/name", "dfs/data", "tmp", "nm-local", "nm-logs"):
             (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
         names = ["nn_rpc", "nn_http", "nn_https", "snn_http", "dn", "dn_http", "dn_https",
@@ -298,6 +346,7 @@ class HadoopCluster:
             fmt.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             fmt.kill()
+            fmt.wait()
         if fmt.returncode != 0:
             raise HadoopClusterError("formatting the NameNode failed; end of "
                                      f"{self.log_file('namenode-format')}:\n"
@@ -310,8 +359,7 @@ class HadoopCluster:
         self._write_state()
 
         self._wait("namenode", deadline, self._namenode_up)
-        self._wait("datanode", deadline, self._datanode_live)
-        self._prepare_hdfs()
+        self._wait("datanode", deadline, lambda: self._datanode_live() and self._prepare_hdfs())
         if self.yarn:
             self._wait("resourcemanager", deadline, self._rm_up)
             self._wait("nodemanager", deadline, self._nodemanager_running)
@@ -426,6 +474,8 @@ class HadoopCluster:
                 99.9,
             "yarn.log-aggregation-enable": "false",
             "yarn.resourcemanager.nodemanagers.heartbeat-interval-ms": 500,
+            # a stopping NodeManager waits this long (+ ~1 s) for containers: keep stop() quick
+            "yarn.nodemanager.process-kill-wait.ms": 1000,
         })
         _write_site(conf / "capacity-scheduler.xml", {
             "yarn.scheduler.capacity.root.queues": "default",
@@ -450,7 +500,8 @@ class HadoopCluster:
         with open(self.log_file(name), "ab") as log:
             return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, env=env, cwd=self.base_dir,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=_die_with_parent if self.die_with_parent else None)
 
     def _wait(self, daemon: str, deadline: float, ready: Callable[[], bool]) -> None:
         """Poll ``ready`` until true; fail early if the daemon exits or the deadline passes."""
@@ -492,7 +543,7 @@ class HadoopCluster:
         return (bool(beans) and beans[0]["NumLiveDataNodes"] >= 1
                 and beans[0]["CapacityRemaining"] > 0 and info[0]["Safemode"] == "")
 
-    def _prepare_hdfs(self) -> None:
+    def _prepare_hdfs(self) -> bool:
         """World-writable /tmp, a home for the current user, and a probe write."""
         self._webhdfs("/tmp", "MKDIRS", "PUT", permission="1777")
         self._webhdfs("/tmp", "SETPERMISSION", "PUT", permission="1777")
@@ -506,6 +557,7 @@ class HadoopCluster:
         data_req = urllib.request.Request(location, data=b"ok", method="PUT")
         urllib.request.urlopen(data_req, timeout=30).close()
         self._webhdfs("/tmp/.probe", "DELETE", "DELETE")
+        return True
 
     def _rm_up(self) -> bool:
         return _get_json(f"{self.rm_web_url}/ws/v1/cluster/info")["clusterInfo"]["state"] \
@@ -545,7 +597,12 @@ def main(argv=None) -> int:
             print(f"a cluster is already recorded in {args.dir}; stop it first",
                   file=sys.stderr)
             return 1
-        cluster = HadoopCluster(args.dir, yarn=not args.no_yarn).start()
+        try:
+            cluster = HadoopCluster(args.dir, yarn=not args.no_yarn,
+                                    die_with_parent=False).start()
+        except HadoopClusterError as e:
+            print(e, file=sys.stderr)
+            return 1
         print(f"# started in {cluster.start_seconds:.1f}s; logs in {cluster.log_dir}",
               file=sys.stderr)
         print(_exports(cluster))

@@ -1,0 +1,385 @@
+"""Node side of the Spark feed: receive partitions, spill them to local disk, serve them to TF.
+
+Runs inside a TF node's own process (``InputMode.SPARK``, chief and workers only). A
+:class:`FeedReceiver` accepts authenticated connections from the feeding Spark tasks; each
+carries one Arrow stream, written to an Arrow file on local disk (bounded memory: one record
+batch at a time) and published by rename when complete. :class:`DataFeed` serves those files:
+
+* ``dataset(batch_size)`` -- a ``tf.data.Dataset`` of one epoch of the next ``train()`` feed.
+  It starts once the feed is complete, because MultiWorkerMirroredStrategy needs every worker
+  to run the same number of steps: every worker yields ``ceil(max rows on a worker /
+  batch_size)`` full batches per epoch, wrapping around its own rows when it has fewer. Later
+  epochs re-read the spilled files; the Spark data is never recomputed.
+* ``next_batch``/``should_stop``/``batch_results``/``terminate`` -- TensorFlowOnSpark's API:
+  rows stream in as partitions arrive, ``num_epochs`` passes in all.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import socketserver
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+from .arrow_columns import FeedDataError, numpy_columns, row_shape, rows_of, structure_of
+from .control import ChannelError, Connection, accept_authenticated
+
+from .feed_protocol import INFERENCE, TRAIN
+
+
+@dataclass
+class _TrainFeed:
+    feed_id: int
+    files: List[Tuple[int, str, int]] = field(default_factory=list)  # (partition, path, rows)
+    ended: bool = False
+    rows_per_node: List[int] = field(default_factory=list)
+    num_epochs: int = 1
+
+
+class _InferencePartition:
+    def __init__(self, path: Optional[str], rows: int):
+        self.path, self.rows = path, rows
+        self.results: List[Any] = []
+        self.done = threading.Event()
+        if rows == 0:
+            self.done.set()
+
+
+class DataFeed:
+    """This node's share of the data that ``TFCluster.train``/``inference`` feed from Spark."""
+
+    def __init__(self, node_index: int, train_mode: bool = True):
+        self.node_index = node_index  # among the training nodes (chief + workers)
+        self.train_mode = train_mode
+        self.steps_per_epoch: Optional[int] = None
+        self.num_epochs: Optional[int] = None
+        self._changed = threading.Condition()
+        self._feeds: Dict[int, _TrainFeed] = {}
+        self._next_dataset_feed = 1
+        self._inference: Deque[_InferencePartition] = deque()
+        self._pending_results: Deque[List[Any]] = deque()  # [partition, rows not yet answered]
+        self._stream: Optional[Iterator[pa.RecordBatch]] = None
+        self._leftover: Optional[pa.RecordBatch] = None
+        self._driver_done = False  # the driver will feed no more data
+        self._terminated = False  # this node wants no more data
+
+    # ------------------------------------------------------------ called by the receiver
+    def add_train_file(self, feed_id: int, partition: int, path: Optional[str], rows: int) -> None:
+        with self._changed:
+            if path is not None:
+                self._feeds.setdefault(feed_id, _TrainFeed(feed_id)).files.append(
+                    (partition, path, rows))
+            self._changed.notify_all()
+
+    def end_feed(self, feed_id: int, rows_per_node: List[int], num_epochs: int) -> None:
+        with self._changed:
+            feed = self._feeds.setdefault(feed_id, _TrainFeed(feed_id))
+            feed.ended, feed.rows_per_node, feed.num_epochs = True, rows_per_node, num_epochs
+            self._changed.notify_all()
+
+    def add_inference_partition(self, path: Optional[str], rows: int) -> _InferencePartition:
+        partition = _InferencePartition(path, rows)
+        with self._changed:
+            if rows:
+                self._inference.append(partition)
+            self._changed.notify_all()
+        return partition
+
+    def driver_done(self) -> None:
+        with self._changed:
+            self._driver_done = True
+            self._changed.notify_all()
+
+    @property
+    def discarding(self) -> bool:
+        return self._terminated
+
+    # ------------------------------------------------------------ tf.data
+    def dataset(self, batch_size: int, label: Optional[str] = None,
+                timeout: Optional[float] = None):
+        """One epoch of the next ``train()`` feed as a ``tf.data.Dataset`` of full batches.
+
+        Elements: a dict ``{column: tensor}`` for DataFrames; for RDDs, a tuple of tensors when
+        elements are tuples/lists (``(features, label)`` for pairs), else one tensor. With
+        ``label="col"`` a DataFrame's elements are ``(features, label)``, features being the
+        one remaining column's tensor or a dict of the remaining columns.
+        """
+        import tensorflow as tf
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        feed = self._wait_for_feed(self._next_dataset_feed, timeout)
+        self._next_dataset_feed += 1
+        mine = feed.rows_per_node[self.node_index] if feed.rows_per_node else 0
+        if mine == 0:
+            raise FeedDataError(
+                f"training node {self.node_index} received no rows from feed {feed.feed_id} "
+                f"(rows per node: {feed.rows_per_node}); feed more rows or partitions than "
+                "there are workers")
+        steps = math.ceil(max(feed.rows_per_node) / batch_size)
+        self.steps_per_epoch, self.num_epochs = steps, feed.num_epochs
+        paths = [path for _, path, _ in sorted(feed.files)]
+        schema = pa.ipc.open_file(pa.memory_map(paths[0])).schema
+
+        def batches():
+            yield from _full_batches(paths, batch_size, steps)
+
+        signature = {f.name: tf.TensorSpec((batch_size,) + row_shape(f), _tf_dtype(tf, f))
+                     for f in schema}
+        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+        return dataset.map(_structurer(structure_of(schema), list(signature), label),
+                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+    def _wait_for_feed(self, feed_id: int, timeout: Optional[float]) -> _TrainFeed:
+        with self._changed:
+            ready = self._changed.wait_for(
+                lambda: (feed_id in self._feeds and self._feeds[feed_id].ended)
+                or self._driver_done, timeout)
+            if not ready or feed_id not in self._feeds:
+                raise FeedDataError(f"no data arrived for feed {feed_id} "
+                                    f"{'within ' + str(timeout) + 's' if not ready else ''}; "
+                                    "call cluster.train(data) on the driver")
+            return self._feeds[feed_id]
+
+    # ------------------------------------------------------------ TensorFlowOnSpark API
+    def next_batch(self, batch_size: int) -> List[Any]:
+        """Up to ``batch_size`` rows; fewer (possibly none) only when the data has run out."""
+        rows: List[Any] = []
+        while len(rows) < batch_size:
+            batch = self._next_rows(batch_size - len(rows))
+            if batch is None:
+                break
+            rows.extend(rows_of(numpy_columns(batch), structure_of(batch.schema)))
+        return rows
+
+    def should_stop(self) -> bool:
+        """True once no more data will come: the feed ended (or was terminated) and is used up."""
+        with self._changed:
+            if self._terminated:
+                return True
+            if not self._driver_done:
+                return False
+        return self._peek_exhausted()
+
+    def batch_results(self, results: List[Any]) -> None:
+        """Inference: hand back one result per row taken by ``next_batch``, in order."""
+        results = list(results)
+        with self._changed:
+            while results:
+                if not self._pending_results:
+                    raise FeedDataError(f"batch_results got {len(results)} more results than "
+                                        "rows were taken with next_batch")
+                pending = self._pending_results[0]
+                partition, missing = pending
+                taken, results = results[:missing], results[missing:]
+                partition.results.extend(taken)
+                pending[1] -= len(taken)
+                if pending[1] == 0:
+                    self._pending_results.popleft()
+                    if len(partition.results) == partition.rows:
+                        partition.done.set()
+
+    def terminate(self) -> None:
+        """Stop taking data: what is still being fed is received and dropped."""
+        with self._changed:
+            self._terminated = True
+            self._changed.notify_all()
+        with self._changed:
+            waiting = list(self._inference) + [p for p, _ in self._pending_results]
+        for partition in waiting:
+            partition.done.set()
+
+    def _next_rows(self, limit: int) -> Optional[pa.RecordBatch]:
+        if self._leftover is None:
+            self._leftover = next(self._batches(), None)
+            if self._leftover is None:
+                return None
+        batch, rest = self._leftover.slice(0, limit), self._leftover.slice(limit)
+        self._leftover = rest if rest.num_rows else None
+        if not self.train_mode:
+            with self._changed:
+                self._pending_results.append([self._current_partition, batch.num_rows])
+        return batch
+
+    def _peek_exhausted(self) -> bool:
+        if self._leftover is None:
+            self._leftover = next(self._batches(), None)
+        return self._leftover is None
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        if self._stream is None:
+            self._stream = self._train_stream() if self.train_mode else self._inference_stream()
+        return self._stream
+
+    def _wait(self, ready) -> bool:
+        """Wait until ``ready()``; False if the data ran out first."""
+        with self._changed:
+            self._changed.wait_for(lambda: ready() or self._driver_done or self._terminated)
+            return ready() and not self._terminated
+
+    def _train_stream(self) -> Iterator[pa.RecordBatch]:
+        feed_id = 1
+        while self._wait(lambda: feed_id in self._feeds):
+            feed = self._feeds[feed_id]
+            seen = 0
+            while self._wait(lambda: len(feed.files) > seen or feed.ended):
+                if len(feed.files) > seen:
+                    seen += 1
+                    yield from _read_batches(feed.files[seen - 1][1])
+                elif feed.ended:
+                    break
+            for _ in range(feed.num_epochs - 1):
+                for _, path, _ in feed.files:
+                    yield from _read_batches(path)
+            feed_id += 1
+
+    def _inference_stream(self) -> Iterator[pa.RecordBatch]:
+        while self._wait(lambda: bool(self._inference)):
+            with self._changed:
+                partition = self._inference.popleft()
+            self._current_partition = partition
+            yield from _read_batches(partition.path)
+
+
+def _read_batches(path: str) -> Iterator[pa.RecordBatch]:
+    reader = pa.ipc.open_file(pa.memory_map(path))
+    for i in range(reader.num_record_batches):
+        yield reader.get_batch(i)
+
+
+def _full_batches(paths: List[str], batch_size: int, steps: int) -> Iterator[Dict[str, Any]]:
+    """``steps`` batches of exactly ``batch_size`` rows from ``paths``, wrapping around."""
+    pending: List[Dict[str, np.ndarray]] = []
+    have = produced = 0
+    while produced < steps:
+        for path in paths:
+            for batch in _read_batches(path):
+                columns = numpy_columns(batch)
+                start = 0
+                while start < batch.num_rows:
+                    take = min(batch_size - have, batch.num_rows - start)
+                    pending.append({k: v[start:start + take] for k, v in columns.items()})
+                    have, start = have + take, start + take
+                    if have == batch_size:
+                        yield {k: np.concatenate([p[k] for p in pending]) if len(pending) > 1
+                               else pending[0][k] for k in pending[0]}
+                        pending, have, produced = [], 0, produced + 1
+                        if produced == steps:
+                            return
+
+
+def _tf_dtype(tf, f: pa.Field):
+    value_type = f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type
+    if pa.types.is_string(value_type) or pa.types.is_binary(value_type):
+        return tf.string
+    return tf.as_dtype(value_type.to_pandas_dtype())
+
+
+def _structurer(structure: str, names: List[str], label: Optional[str]):
+    if label is not None and label not in names:
+        raise FeedDataError(f"label column '{label}' is not among the fed columns {names}")
+
+    def to_structure(columns):
+        if structure == "single":
+            return columns[names[0]]
+        if structure == "tuple":
+            return tuple(columns[n] for n in names)
+        if label is None:
+            return columns
+        features = {n: columns[n] for n in names if n != label}
+        return (next(iter(features.values())) if len(features) == 1 else features), columns[label]
+
+    return to_structure
+
+
+class FeedReceiver:
+    """Accepts the feeding tasks' connections on ``(host, port)`` and spills what they send."""
+
+    def __init__(self, feed: DataFeed, host: str, port: int, secret: bytes, spill_dir: str):
+        receiver = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                receiver._serve(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True  # the node's Spark task holds the port reserved for us
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self.feed, self.secret, self.spill_dir = feed, secret, spill_dir
+        os.makedirs(spill_dir, exist_ok=True)
+        self._server = Server((host, port), Handler)
+        threading.Thread(target=self._server.serve_forever, name="tfspark-feed-receiver",
+                         daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            accept_authenticated(sock, self.secret)
+            connection = Connection(sock)
+            header = connection.recv()
+            kind = header["type"]
+            if kind == "data":
+                self._receive(sock, connection, header)
+            elif kind == "end":
+                self.feed.end_feed(header["feed_id"], header["rows_per_node"],
+                                   header["num_epochs"])
+                connection.send({"ok": True})
+            elif kind == "done":
+                self.feed.driver_done()
+                connection.send({"ok": True})
+        except (ChannelError, OSError, pa.ArrowException):
+            pass  # the sender sees the broken connection and fails its task
+        finally:
+            sock.close()
+
+    def _receive(self, sock: socket.socket, connection: Connection, header: Dict) -> None:
+        path, rows = self._spill(sock, header) if not header.get("empty") else (None, 0)
+        if header["mode"] == TRAIN:
+            self.feed.add_train_file(header["feed_id"], header["partition"], path, rows)
+            connection.send({"rows": rows})
+            return
+        partition = self.feed.add_inference_partition(path, rows)
+        partition.done.wait()
+        connection.send({"results": partition.results, "terminated": self.feed.discarding})
+
+    def _spill(self, sock: socket.socket, header: Dict) -> Tuple[Optional[str], int]:
+        reader = pa.ipc.open_stream(sock.makefile("rb"))
+        if self.feed.discarding:
+            return None, sum(batch.num_rows for batch in reader)
+        folder = os.path.join(self.spill_dir, f"{header['mode']}-{header['feed_id']}")
+        os.makedirs(folder, exist_ok=True)
+        final = os.path.join(folder, f"part-{header['partition']:06d}.arrow")
+        partial = f"{final}.{threading.get_ident()}.partial"
+        rows = 0
+        with pa.OSFile(partial, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        os.replace(partial, final)
+        return final, rows
+
+
+_feed: Optional[DataFeed] = None
+
+
+def start(node_index: int, host: str, port: int, secret: bytes, spill_dir: str) -> None:
+    """Start this node process's receiver (once, before ``main_fun`` runs)."""
+    global _feed
+    _feed = DataFeed(node_index)
+    FeedReceiver(_feed, host, port, secret, spill_dir)
+
+
+def get_data_feed(train_mode: bool = True) -> DataFeed:
+    if _feed is None:
+        raise FeedDataError("ctx.get_data_feed() needs TFCluster.run(..., input_mode="
+                            "InputMode.SPARK) and is available on the chief and workers only")
+    _feed.train_mode = train_mode
+    return _feed

@@ -1,0 +1,209 @@
+"""Spark side of the feed: tasks that stream RDD/DataFrame partitions to the TF nodes.
+
+``TFCluster.train`` runs one Spark job over the data; each of its tasks turns its partition into
+Arrow record batches (DataFrames natively, RDD elements via :mod:`tfspark.arrow_columns`) and
+streams them, over connections authenticated with the job secret, to the training nodes'
+receivers (:mod:`tfspark.feed`): row ``i`` of partition ``p`` goes to node ``(p + i) % n``,
+so rows spread evenly over the nodes even when partitions are uneven. ``inference`` sends each
+partition whole to node ``p % n`` and waits for one result per row.
+"""
+from __future__ import annotations
+
+import pickle
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+from .arrow_columns import batch_from_elements, chunks, normalize_dataframe_batch
+from .control import Connection, connect_authenticated
+from .errors import TFSparkError
+from .feed_protocol import INFERENCE, TRAIN  # noqa: F401 - re-exported for the driver
+
+Address = Tuple[str, int]
+
+
+class FeedError(TFSparkError):
+    """Data could not be delivered to a TF node in time."""
+
+
+@dataclass(frozen=True)
+class FeedPlan:
+    """What a feeding task needs: plain values computed on the driver."""
+
+    feed_id: int
+    addresses: Tuple[Address, ...]  # the training nodes' receivers, by training index
+    labels: Tuple[str, ...]  # the same nodes' labels, for error messages
+    secret: bytes
+    mode: str  # feed.TRAIN or feed.INFERENCE
+    timeout: float
+    chunk_rows: int = 4096
+
+
+def connect(plan: FeedPlan, node: int) -> Connection:
+    """Connect to a node's receiver, retrying while it starts, for up to ``plan.timeout``."""
+    deadline = time.monotonic() + plan.timeout
+    while True:
+        try:
+            sock = connect_authenticated(plan.addresses[node], plan.secret,
+                                         timeout=min(30.0, plan.timeout))
+            sock.settimeout(plan.timeout)
+            return Connection(sock)
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise FeedError(f"could not reach TF node {plan.labels[node]}'s feed at "
+                                f"{plan.addresses[node]} within feed_timeout={plan.timeout}s: "
+                                f"{e}") from e
+            time.sleep(0.5)
+
+
+class _Stream:
+    """One Arrow stream from this task to one node."""
+
+    def __init__(self, plan: FeedPlan, node: int, partition: int, schema: Optional[pa.Schema]):
+        self.plan, self.node = plan, node
+        self.connection = connect(plan, node)
+        header = {"type": "data", "feed_id": plan.feed_id, "partition": partition,
+                  "mode": plan.mode, "empty": schema is None}
+        self.connection.send(header)
+        self.sink = self.connection._sock.makefile("wb")
+        self.writer = pa.ipc.new_stream(self.sink, schema) if schema is not None else None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.writer.write_batch(batch)
+
+    def finish(self) -> Dict[str, Any]:
+        """End the stream and wait for the node's answer (rows spilled, or results)."""
+        try:
+            if self.writer is not None:
+                self.writer.close()
+            self.sink.flush()
+            return self.connection.recv()
+        except (OSError, ConnectionError) as e:
+            raise FeedError(f"TF node {self.plan.labels[self.node]} did not acknowledge its "
+                            f"data within feed_timeout={self.plan.timeout}s: {e}") from e
+        finally:
+            self.connection.close()
+
+
+def _slices(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        for start in range(0, batch.num_rows, rows):
+            yield batch.slice(start, rows)
+
+
+def send_train_partition(plan: FeedPlan, partition: int,
+                         batches: Iterator[pa.RecordBatch]) -> List[int]:
+    """Deal one partition's rows out to the training nodes; return the rows sent to each.
+
+    Row ``i`` of partition ``p`` goes to node ``(p + i) % n``, so every node gets an equal share
+    (to one row) of every partition, however uneven the partitions are.
+    """
+    n = len(plan.addresses)
+    streams: Dict[int, _Stream] = {}
+    rows = [0] * n
+    offset = 0
+    for batch in _slices(batches, plan.chunk_rows):
+        for node in range(n):
+            picked = np.arange((node - partition - offset) % n, batch.num_rows, n)
+            if len(picked):
+                if node not in streams:
+                    streams[node] = _Stream(plan, node, partition, batch.schema)
+                streams[node].write(batch.take(pa.array(picked)))
+                rows[node] += len(picked)
+        offset += batch.num_rows
+    for node, stream in streams.items():
+        spilled = stream.finish()["rows"]
+        if spilled != rows[node]:
+            raise FeedError(f"TF node {plan.labels[node]} stored {spilled} of {rows[node]} rows "
+                            f"of partition {partition}")
+    return rows
+
+
+def send_inference_partition(plan: FeedPlan, partition: int, schema: Optional[pa.Schema],
+                             batches: Iterator[pa.RecordBatch]) -> List[Any]:
+    """Send one partition whole to node ``partition % n``; return its results, one per row."""
+    stream = _Stream(plan, partition % len(plan.addresses), partition, schema)
+    sent = 0
+    for batch in batches:
+        stream.write(batch)
+        sent += batch.num_rows
+    answer = stream.finish()
+    if answer.get("terminated") and len(answer["results"]) != sent:
+        raise FeedError(f"TF node {plan.labels[stream.node]} stopped taking data (its feed was "
+                        f"terminated) before answering all {sent} rows of partition {partition}")
+    if len(answer["results"]) != sent:
+        raise FeedError(f"TF node {plan.labels[stream.node]} gave {len(answer['results'])} "
+                        f"results for the {sent} rows of partition {partition}")
+    return answer["results"]
+
+
+# ---------------------------------------------------------------- Spark task functions
+def rdd_train_task(plan: FeedPlan, partition: int, elements: Iterator[Any]) -> Iterator[List[int]]:
+    batches = (batch_from_elements(c) for c in chunks(elements, plan.chunk_rows))
+    yield send_train_partition(plan, partition, batches)
+
+
+def rdd_inference_task(plan: FeedPlan, partition: int, elements: Iterator[Any]) -> Iterator[Any]:
+    batches = [batch_from_elements(c) for c in chunks(elements, plan.chunk_rows)]
+    # an inference partition is sent whole to one node, so its batches are known up front
+    schema = batches[0].schema if batches else None
+    yield from send_inference_partition(plan, partition, schema, iter(batches))
+
+
+_TRAIN_RESULT = pa.schema([("node", pa.int32()), ("rows", pa.int64())])
+
+
+def dataframe_train_task(plan: FeedPlan, batches: Iterator[pa.RecordBatch]
+                         ) -> Iterator[pa.RecordBatch]:
+    from pyspark import TaskContext
+    rows = send_train_partition(plan, TaskContext.get().partitionId(),
+                                (normalize_dataframe_batch(b) for b in batches))
+    yield pa.RecordBatch.from_pydict({"node": list(range(len(rows))), "rows": rows},
+                                     schema=_TRAIN_RESULT)
+
+
+def dataframe_inference_task(plan: FeedPlan, batches: Iterator[pa.RecordBatch]
+                             ) -> Iterator[pa.RecordBatch]:
+    from pyspark import TaskContext
+    normalized = (normalize_dataframe_batch(b) for b in batches)
+    first = next(normalized, None)
+    results = send_inference_partition(
+        plan, TaskContext.get().partitionId(), first.schema if first is not None else None,
+        _prepend(first, normalized))
+    yield pa.RecordBatch.from_pydict({"result": [pickle.dumps(r) for r in results]},
+                                     schema=pa.schema([("result", pa.binary())]))
+
+
+def _prepend(first, rest):
+    if first is not None:
+        yield first
+        yield from rest
+
+
+def tell_nodes(plan: FeedPlan, message: Dict[str, Any]) -> None:
+    """Driver: send one message to every training node's receiver and await each ack."""
+    for node in range(len(plan.addresses)):
+        connection = connect(plan, node)
+        try:
+            connection.send(message)
+            connection.recv()
+        finally:
+            connection.close()
+
+
+def is_dataframe(data: Any) -> bool:
+    from pyspark.sql import DataFrame
+    return isinstance(data, DataFrame)
+
+
+def vectors_as_arrays(df):
+    """Replace ML Vector columns by arrays of doubles (done in the JVM, before Arrow)."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.linalg import VectorUDT
+    for f in df.schema.fields:
+        if isinstance(f.dataType, VectorUDT):
+            df = df.withColumn(f.name, vector_to_array(f.name))
+    return df
