@@ -30,7 +30,9 @@ import pyarrow as pa
 from .arrow_columns import FeedDataError, numpy_columns, row_shape, rows_of, structure_of
 from .control import ChannelError, Connection, accept_authenticated
 
-from .feed_protocol import INFERENCE, TRAIN
+from .feed_protocol import INFERENCE, TRAIN  # noqa: F401
+
+_END, _BOUNDARY = object(), object()  # markers in a stream of record batches
 
 
 @dataclass
@@ -150,13 +152,18 @@ class DataFeed:
 
     # ------------------------------------------------------------ TensorFlowOnSpark API
     def next_batch(self, batch_size: int) -> List[Any]:
-        """Up to ``batch_size`` rows; fewer (possibly none) only when the data has run out."""
+        """Up to ``batch_size`` rows; fewer (possibly none) only when the data has run out.
+
+        In inference mode a batch also ends with its partition, so that partition's results
+        can go back to Spark while the next one is awaited.
+        """
         rows: List[Any] = []
         while len(rows) < batch_size:
             batch = self._next_rows(batch_size - len(rows))
-            if batch is None:
+            if batch is _END or (batch is _BOUNDARY and rows):
                 break
-            rows.extend(rows_of(numpy_columns(batch), structure_of(batch.schema)))
+            if batch is not _BOUNDARY:
+                rows.extend(rows_of(numpy_columns(batch), structure_of(batch.schema)))
         return rows
 
     def should_stop(self) -> bool:
@@ -196,11 +203,13 @@ class DataFeed:
         for partition in waiting:
             partition.done.set()
 
-    def _next_rows(self, limit: int) -> Optional[pa.RecordBatch]:
+    def _next_rows(self, limit: int):
+        """The next at most ``limit`` rows, or ``_BOUNDARY`` between partitions, or ``_END``."""
         if self._leftover is None:
-            self._leftover = next(self._batches(), None)
-            if self._leftover is None:
-                return None
+            item = next(self._batches(), _END)
+            if item is _END or item is _BOUNDARY:
+                return item
+            self._leftover = item
         batch, rest = self._leftover.slice(0, limit), self._leftover.slice(limit)
         self._leftover = rest if rest.num_rows else None
         if not self.train_mode:
@@ -209,9 +218,13 @@ class DataFeed:
         return batch
 
     def _peek_exhausted(self) -> bool:
-        if self._leftover is None:
-            self._leftover = next(self._batches(), None)
-        return self._leftover is None
+        while self._leftover is None:
+            item = next(self._batches(), _END)
+            if item is _END:
+                return True
+            if item is not _BOUNDARY:
+                self._leftover = item
+        return False
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         if self._stream is None:
@@ -246,6 +259,7 @@ class DataFeed:
                 partition = self._inference.popleft()
             self._current_partition = partition
             yield from _read_batches(partition.path)
+            yield _BOUNDARY
 
 
 def _read_batches(path: str) -> Iterator[pa.RecordBatch]:
