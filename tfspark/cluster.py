@@ -28,7 +28,7 @@ from .context import resolve_path
 from .control import Connection, ControlServer, Message, new_secret
 from .errors import NodeError, ReservationError, TFSparkError
 from .node import ERROR, OK, STOPPED, NodePlan, run_node
-from .roles import EVALUATOR, PS, TRAINING_ROLES, Role
+from .roles import EVALUATOR, PS, TRAINING_ROLES, WORKER, Role, self_finishing_roles
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class TFCluster:
     def __init__(self, sc: Any, roles: List[Role], reservation_timeout: float):
         self._sc = sc
         self._nodes = {role.worker_num: _NodeState(role) for role in roles}
+        self._finishers = self_finishing_roles(roles)
         self._reservation_timeout = reservation_timeout
         self._changed = threading.Condition()
         self._print_lock = threading.Lock()
@@ -222,10 +223,10 @@ class TFCluster:
     def _on_finished(self, node: _NodeState) -> None:
         if node.status == ERROR:
             self._fail(node.error(node.message, node.traceback))
-        elif node.status == STOPPED and node.role.job_name in TRAINING_ROLES and not self._failure:
+        elif node.status == STOPPED and node.role.job_name in self._finishers and not self._failure:
             self._fail(node.error(f"it was stopped: {node.message}"))
         elif self._training_done():
-            self._stop_nodes(PS, reason="training finished")
+            self._stop_servers()
 
     def _on_disconnect(self, connection: Connection) -> None:
         with self._changed:
@@ -245,7 +246,13 @@ class TFCluster:
 
     def _training_done(self) -> bool:
         return all(n.status is not None for n in self._nodes.values()
-                   if n.role.job_name in TRAINING_ROLES)
+                   if n.role.job_name in self._finishers)
+
+    def _stop_servers(self) -> None:
+        """Training is done: stop the nodes that only serve (ps; PSS workers)."""
+        for job_name in (PS, WORKER):
+            if job_name not in self._finishers:
+                self._stop_nodes(job_name, reason="training finished")
 
     def _fail(self, error: TFSparkError) -> None:
         """Record the first failure and stop every node (call with ``_changed`` held)."""
@@ -396,7 +403,7 @@ class TFCluster:
                            lambda: TFSparkError(f"TF training did not finish within "
                                                 f"timeout={timeout}s; the cluster was stopped"))
             with self._changed:
-                self._stop_nodes(PS, reason="training finished")
+                self._stop_servers()
             self._wait_for(lambda: all(n.status is not None for n in self._nodes.values()
                                        if n.role.job_name == EVALUATOR), grace_secs, None)
             with self._changed:

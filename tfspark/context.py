@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 from urllib.parse import urlparse
@@ -61,6 +60,22 @@ class NodeContext:
     def task(self) -> Dict[str, object]:
         return json.loads(self.tf_config)["task"]
 
+    @property
+    def runs_server_only(self) -> bool:
+        """True for ps and worker nodes of a ParameterServerStrategy cluster: tfspark runs
+        their TF server; ``main_fun`` runs on the chief (coordinator) and evaluator."""
+        return "ps" in self.cluster_spec and self.job_name in ("ps", "worker")
+
+    def multi_worker_mirrored_strategy(self, **options):
+        """See :func:`tfspark.strategy.multi_worker_mirrored_strategy`."""
+        from .strategy import multi_worker_mirrored_strategy
+        return multi_worker_mirrored_strategy(self, **options)
+
+    def parameter_server_strategy(self, variable_partitioner=None):
+        """See :func:`tfspark.strategy.parameter_server_strategy`."""
+        from .strategy import parameter_server_strategy
+        return parameter_server_strategy(self, variable_partitioner)
+
     def get_data_feed(self, train_mode: bool = True):
         """This node's :class:`~tfspark.feed.DataFeed` (``InputMode.SPARK``, chief/workers).
 
@@ -82,18 +97,9 @@ class NodeContext:
 
 
 def resolve_path(path: str, default_fs: str, working_dir: str, user: Optional[str] = None) -> str:
-    """See :meth:`NodeContext.absolute_path`."""
-    if urlparse(path).scheme:
-        return path
-    fs_url = urlparse(default_fs or "file:///")
-    if fs_url.scheme in ("", "file"):
-        return os.path.normpath(os.path.join(working_dir, path))
-    if not path.startswith("/"):
-        user = user or os.environ.get("HADOOP_USER_NAME") or _os_user()
-        path = posixpath.join("/user", user, path)
-    return f"{fs_url.scheme}://{fs_url.netloc}{posixpath.normpath(path)}"
-
-
-def _os_user() -> str:
-    import getpass
-    return getpass.getuser()
+    """See :meth:`NodeContext.absolute_path`; local results are plain paths, usable by TF and os."""
+    from .fs import resolve
+    resolved = resolve(path, default_fs, working_dir, user)
+    if resolved.startswith("file://") and not urlparse(path).scheme:
+        return resolved[len("file://"):]
+    return resolved

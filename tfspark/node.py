@@ -71,7 +71,7 @@ def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, b
         node.close()
 
 
-def node_environment(user_env: Dict[str, str], tf_config_json: str) -> Dict[str, str]:
+def node_environment(user_env: Dict[str, str], ctx: NodeContext) -> Dict[str, str]:
     """The environment of a node's process: this one's, plus TF settings, plus the user's ``env``.
 
     ``PYTHONPATH`` carries this worker's ``sys.path`` so files shipped with ``--py-files`` import
@@ -81,8 +81,10 @@ def node_environment(user_env: Dict[str, str], tf_config_json: str) -> Dict[str,
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env["PYTHONUNBUFFERED"] = "1"
     env[constants.TF_USE_LEGACY_KERAS] = constants.DEFAULT_LEGACY_KERAS
+    if "ps" in ctx.cluster_spec:  # ParameterServerStrategy: the coordinator retries steps
+        env["GRPC_FAIL_FAST"] = "use_caller"
     env.update(user_env)
-    env[constants.TF_CONFIG] = tf_config_json
+    env[constants.TF_CONFIG] = ctx.tf_config
     return env
 
 
@@ -171,7 +173,7 @@ class _Node:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tfspark.node_process", workdir],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=node_environment(self.plan.env, ctx.tf_config), start_new_session=True)
+                env=node_environment(self.plan.env, ctx), start_new_session=True)
             forwarders = [self._forward(process.stdout, "stdout"),
                           self._forward(process.stderr, "stderr")]
             stopped = self._wait(process)

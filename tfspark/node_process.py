@@ -72,9 +72,12 @@ def main(workdir: str) -> int:
     _exit_with_parent()
     try:
         _check_keras()
-        main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))
         with open(os.path.join(workdir, CONTEXT_FILE), "rb") as f:
             ctx = pickle.load(f)
+        if ctx.runs_server_only:
+            from .strategy import serve
+            serve(ctx)  # never returns: tfspark stops the process when training ends
+        main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))
         if ctx.feed_port is not None:
             from . import feed
             feed.start(ctx.feed_index, ctx.host, ctx.feed_port, ctx.secret,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 PS, CHIEF, WORKER, EVALUATOR = "ps", "chief", "worker", "evaluator"
 
@@ -64,6 +64,15 @@ def tf_config(spec: Dict[str, List[str]], role: Role) -> str:
     """The ``TF_CONFIG`` JSON for ``role`` in ``spec``."""
     return json.dumps({"cluster": spec, "task": {"type": role.job_name, "index": role.task_index}},
                       sort_keys=True)
+
+
+def self_finishing_roles(roles: Sequence[Role]) -> Tuple[str, ...]:
+    """Roles whose nodes end on their own when training is done.
+
+    Under ParameterServerStrategy (any ps) only the chief, the coordinator, runs ``main_fun``;
+    its ps and workers serve until stopped. Otherwise the chief and the workers.
+    """
+    return (CHIEF,) if any(r.job_name == PS for r in roles) else TRAINING_ROLES
 
 
 def num_training_nodes(roles: Sequence[Role]) -> int:

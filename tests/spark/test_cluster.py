@@ -54,8 +54,22 @@ def _describe_node(args, ctx):
                  "worker_num": ctx.worker_num, "num_workers": ctx.num_workers,
                  "tf_config": json.loads(os.environ["TF_CONFIG"]),
                  "ctx_tf_config": json.loads(ctx.tf_config), "cluster_spec": ctx.cluster_spec}
-    if ctx.job_name == "ps":  # a parameter server never ends on its own: tfspark must stop it
-        threading.Event().wait()
+    if ctx.job_name == "chief":  # under PSS tfspark runs the ps and worker TF servers
+        import socket
+        import time
+        servers = ctx.cluster_spec["ps"] + ctx.cluster_spec["worker"]
+        for address in servers:  # wait (bounded) for each server to start listening
+            host, port = address.rsplit(":", 1)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection((host, int(port)), timeout=5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        described["servers_listening"] = servers
     return described
 
 
@@ -64,11 +78,13 @@ def test_roles_and_tf_config_with_ps_chief_and_evaluator(sc):
                             eval_node=True)
     results = cluster.shutdown(timeout=120, grace_secs=30)
 
-    assert results[0] is None  # the ps was stopped once training finished
-    nodes = results[1:]
+    # ps and worker ran TF servers (started by tfspark), stopped once the chief finished
+    assert results[0] is None and results[2] is None
+    nodes = [results[1], results[3]]
     assert [(n["job_name"], n["task_index"], n["worker_num"]) for n in nodes] == [
-        ("chief", 0, 1), ("worker", 0, 2), ("evaluator", 0, 3)]
+        ("chief", 0, 1), ("evaluator", 0, 3)]
     spec = nodes[0]["tf_config"]["cluster"]
+    assert nodes[0]["servers_listening"] == spec["ps"] + spec["worker"]
     assert sorted(spec) == ["chief", "ps", "worker"]  # the evaluator is not in the cluster
     assert [len(spec[job]) for job in ("ps", "chief", "worker")] == [1, 1, 1]
     for node in nodes:
@@ -76,7 +92,7 @@ def test_roles_and_tf_config_with_ps_chief_and_evaluator(sc):
         assert node["tf_config"]["cluster"] == spec == node["cluster_spec"]
         assert node["tf_config"]["task"] == {"type": node["job_name"],
                                              "index": node["task_index"]}
-        assert node["num_workers"] == 2
+        assert node["num_workers"] == 2  # chief + worker
     addresses = [a for job in spec.values() for a in job]
     assert len(set(addresses)) == len(addresses)
 

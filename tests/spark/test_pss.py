@@ -1,0 +1,96 @@
+"""ParameterServerStrategy on the real standalone cluster: 1 ps + chief + 2 workers (4 slots)."""
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+from pyspark import cloudpickle
+
+from tfspark import NodeError, TFCluster
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _coordinate(args, ctx):
+    import tensorflow as tf
+
+    if ctx.job_name == "evaluator":
+        return _evaluate_checkpoints(args, ctx)
+    strategy = ctx.parameter_server_strategy()
+    true_weights = tf.constant([[1.0], [-2.0], [3.0], [0.5]])
+
+    def dataset_fn(input_context):
+        x = tf.random.stateless_normal((512, 4), seed=[7, input_context.input_pipeline_id])
+        y = tf.matmul(x, true_weights) + 1.0
+        return tf.data.Dataset.from_tensor_slices((x, y)).shuffle(512).batch(32).repeat()
+
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse",
+                      steps_per_execution=4)
+    callbacks = []
+    if args.get("checkpoints"):
+        callbacks.append(tf.keras.callbacks.ModelCheckpoint(
+            args["checkpoints"] + "/ckpt-{epoch}", save_weights_only=True))
+    history = model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=4,
+                        steps_per_epoch=24, callbacks=callbacks, verbose=2)
+    if args.get("fail"):
+        raise RuntimeError("chief gives up")
+    return {"loss": history.history["loss"],
+            "devices": sorted({v.device for v in model.variables}),
+            "workers": len(ctx.cluster_spec["worker"])}
+
+
+def _evaluate_checkpoints(args, ctx):
+    import tensorflow as tf
+
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+    model.compile(loss="mse", metrics=["mae"])
+    x = tf.random.stateless_normal((256, 4), seed=[8, 0])
+    y = tf.matmul(x, tf.constant([[1.0], [-2.0], [3.0], [0.5]])) + 1.0
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+
+    class Report(tf.keras.callbacks.Callback):
+        def on_test_end(self, logs=None):
+            print(f"evaluated a checkpoint: mae={logs['mae']:.4f}", flush=True)
+
+    tf.keras.utils.SidecarEvaluator(model, data, args["checkpoints"], max_evaluations=1,
+                                    callbacks=[Report()]).start()
+    return "evaluated"
+
+
+def test_sidecar_evaluator_evaluates_the_chiefs_checkpoints(sc, tmp_path, capfd):
+    cluster = TFCluster.run(sc, _coordinate, {"checkpoints": str(tmp_path / "ckpt")}, 4,
+                            num_ps=1, master_node="chief", eval_node=True)
+    results = cluster.shutdown(timeout=300, grace_secs=120)
+    assert results[3] == "evaluated"
+    assert "[evaluator:0] evaluated a checkpoint: mae=" in capfd.readouterr().out
+
+
+def test_parameter_servers_hold_the_variables_and_training_converges(sc):
+    started = time.monotonic()
+    cluster = TFCluster.run(sc, _coordinate, {}, 4, num_ps=1, master_node="chief")
+    results = cluster.shutdown(timeout=300)
+
+    ps, chief, worker0, worker1 = results
+    assert ps is None and worker0 is None and worker1 is None  # servers, stopped at the end
+    assert chief["workers"] == 2
+    assert all("/job:ps/" in device for device in chief["devices"]), chief["devices"]
+    assert chief["loss"][-1] < chief["loss"][0] / 10
+    assert not sc.statusTracker().getActiveJobsIds()
+    print(f"PSS run took {time.monotonic() - started:.1f}s")
+
+
+def test_chief_failure_stops_every_node(sc):
+    started = time.monotonic()
+    cluster = TFCluster.run(sc, _coordinate, {"fail": True}, 4, num_ps=1, master_node="chief")
+    with pytest.raises(NodeError) as raised:
+        cluster.shutdown(timeout=300)
+    assert (raised.value.role, raised.value.index) == ("chief", 0)
+    assert "RuntimeError: chief gives up" in str(raised.value)
+    assert time.monotonic() - started < 120
+    deadline = time.monotonic() + 60
+    while sc.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not sc.statusTracker().getActiveJobsIds()
