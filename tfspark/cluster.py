@@ -86,8 +86,8 @@ class TFCluster:
             num_ps: int = 0, tensorboard: bool = False,
             input_mode: InputMode = InputMode.TENSORFLOW, log_dir: Optional[str] = None, *,
             master_node: Optional[str] = None, eval_node: bool = False,
-            reservation_timeout: float = 600, env: Optional[Dict[str, str]] = None
-            ) -> "TFCluster":
+            reservation_timeout: float = 600, env: Optional[Dict[str, str]] = None,
+            stage_files: Optional[Dict[str, str]] = None) -> "TFCluster":
         """Start ``main_fun(args, ctx)`` on ``num_executors`` Spark tasks as one TF cluster.
 
         Parameters
@@ -109,6 +109,10 @@ class TFCluster:
         env : extra environment variables for the nodes' processes, set before TF is imported.
             tfspark sets ``TF_USE_LEGACY_KERAS=1`` (tf-keras) unless ``env`` sets it; pass
             ``{"TF_USE_LEGACY_KERAS": "0"}`` to run Keras 3 (custom training loops only).
+        stage_files : ParameterServerStrategy only: ``{name: TFRecord dir or glob}`` (HDFS or
+            local). Before its server starts, each worker copies its shard of the files (file
+            ``i`` to worker ``i % num_workers``) to local disk, where the chief's ``dataset_fn``
+            reads them via ``ctx.staged_files(name)``.
 
         The positional order of the first eight parameters is TensorFlowOnSpark's.
 
@@ -119,6 +123,10 @@ class TFCluster:
         roles = preflight.check_arguments(num_executors, num_ps, master_node, eval_node,
                                           reservation_timeout, env, input_mode,
                                           tuple(InputMode))
+        if stage_files and not num_ps:
+            raise preflight.PreflightError("stage_files is for ParameterServerStrategy workers "
+                                           "(num_ps > 0); MWMS nodes read their files with "
+                                           "tfspark.data.tfrecord_dataset")
         if tensorboard and not log_dir:
             raise preflight.PreflightError("tensorboard=True needs a log_dir to serve")
         conf = preflight.spark_conf(sc)
@@ -139,6 +147,10 @@ class TFCluster:
             default_fs=default_fs, working_dir=os.getcwd(),
             log_dir=resolve_path(log_dir, default_fs, os.getcwd(), user) if log_dir else None,
             tensorboard=tensorboard, user=user, input_mode=int(input_mode),
+            stage_files={name: resolve_path(path, default_fs, os.getcwd(), user)
+                         for name, path in (stage_files or {}).items()},
+            stage_root=f"/tmp/{cluster._job_group}-staged",
+            hadoop_conf_dir=os.environ.get("HADOOP_CONF_DIR"),
             echo_output=not re.fullmatch(r"local(\[.*\])?", sc.master))
         cluster._start_job(plan)
         cluster._await_reservation()

@@ -29,6 +29,7 @@ class NodeContext:
     working_dir : the driver's working directory; relative local paths resolve against it.
     log_dir : TensorBoard log directory (absolute), if one was given to ``TFCluster.run``.
     input_mode, feed_port, feed_index : where Spark-fed data arrives (``InputMode.SPARK``).
+    stage_files, stage_root : TFRecord files staged on ParameterServerStrategy workers.
     """
 
     job_name: str
@@ -48,6 +49,8 @@ class NodeContext:
     feed_port: Optional[int] = None  # where this node receives Spark-fed data (InputMode.SPARK)
     feed_index: Optional[int] = None  # this node's index among the training nodes
     secret: bytes = field(default=b"", repr=False)
+    stage_files: Dict[str, str] = field(default_factory=dict)  # name -> TFRecord dir/glob
+    stage_root: Optional[str] = None  # same absolute path on every node
 
     @property
     def is_chief(self) -> bool:
@@ -75,6 +78,18 @@ class NodeContext:
         """See :func:`tfspark.strategy.parameter_server_strategy`."""
         from .strategy import parameter_server_strategy
         return parameter_server_strategy(self, variable_partitioner)
+
+    def staged_files(self, name: str) -> str:
+        """Glob pattern of the files staged as ``name`` (``TFCluster.run(stage_files=...)``).
+
+        The same string on every node, so a ParameterServerStrategy ``dataset_fn`` traced on the
+        chief reads, on each worker, that worker's own shard::
+
+            tf.data.TFRecordDataset(tf.data.Dataset.list_files(ctx.staged_files("train")))
+        """
+        if name not in self.stage_files:
+            raise KeyError(f"no files were staged as {name!r}; staged: {sorted(self.stage_files)}")
+        return f"{self.stage_root}/{name}/*"
 
     def get_data_feed(self, train_mode: bool = True):
         """This node's :class:`~tfspark.feed.DataFeed` (``InputMode.SPARK``, chief/workers).

@@ -177,3 +177,23 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
     if batch_size:
         return records.batch(batch_size).map(lambda r: tf.io.parse_example(r, features))
     return records.map(lambda r: tf.io.parse_single_example(r, features))
+
+
+def stage_shard(path: str, shard_index: int, num_shards: int, local_dir: str) -> List[str]:
+    """Copy shard ``shard_index`` of the TFRecord files under ``path`` into ``local_dir``.
+
+    For ParameterServerStrategy workers, whose ``dataset_fn`` runs as a graph and so can only
+    read local files: tfspark calls this before the worker's server starts. Returns the local
+    paths, which keep the files' names.
+    """
+    urls = [url for url, _ in list_files(path)]
+    mine = shard_files(urls, shard_index, num_shards, path)
+    os.makedirs(local_dir, exist_ok=True)
+    staged = []
+    for url in mine:
+        local = os.path.join(local_dir, os.path.basename(fs.split_url(url)[2]))
+        fs.download(url, local, overwrite=True)
+        staged.append(local)
+    logger.info("staged %d of %d TFRecord files under %s into %s", len(staged), len(urls), path,
+                local_dir)
+    return staged

@@ -52,6 +52,9 @@ class NodePlan:
     tensorboard: bool
     user: str
     input_mode: int  # InputMode value: 1 means nodes that train receive Spark-fed data
+    stage_files: Dict[str, str]  # PSS: name -> TFRecord files to copy onto each worker
+    stage_root: str
+    hadoop_conf_dir: Optional[str]  # the driver's, for executors that have none
     echo_output: bool  # also copy node output to the executor's log (not in local mode,
     #                    where that log is the driver's terminal)
 
@@ -71,7 +74,7 @@ def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, b
         node.close()
 
 
-def node_environment(user_env: Dict[str, str], ctx: NodeContext) -> Dict[str, str]:
+def node_environment(plan: NodePlan, ctx: NodeContext) -> Dict[str, str]:
     """The environment of a node's process: this one's, plus TF settings, plus the user's ``env``.
 
     ``PYTHONPATH`` carries this worker's ``sys.path`` so files shipped with ``--py-files`` import
@@ -83,7 +86,10 @@ def node_environment(user_env: Dict[str, str], ctx: NodeContext) -> Dict[str, st
     env[constants.TF_USE_LEGACY_KERAS] = constants.DEFAULT_LEGACY_KERAS
     if "ps" in ctx.cluster_spec:  # ParameterServerStrategy: the coordinator retries steps
         env["GRPC_FAIL_FAST"] = "use_caller"
-    env.update(user_env)
+    if "HADOOP_CONF_DIR" not in env and plan.hadoop_conf_dir and os.path.isdir(
+            plan.hadoop_conf_dir):
+        env["HADOOP_CONF_DIR"] = plan.hadoop_conf_dir
+    env.update(plan.env)
     env[constants.TF_CONFIG] = ctx.tf_config
     return env
 
@@ -150,7 +156,8 @@ class _Node:
                 working_dir=self.plan.working_dir, log_dir=self.plan.log_dir, user=self.plan.user,
                 input_mode=self.plan.input_mode, feed_port=feed_port,
                 feed_index=_training_index(self.plan.roles, self.role) if feeds else None,
-                secret=self.plan.secret)
+                secret=self.plan.secret, stage_files=self.plan.stage_files,
+                stage_root=self.plan.stage_root)
             with self._tensorboard(ctx) as tensorboard_url:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
                            tensorboard_url=tensorboard_url,
@@ -173,7 +180,7 @@ class _Node:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tfspark.node_process", workdir],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=node_environment(self.plan.env, ctx), start_new_session=True)
+                env=node_environment(self.plan, ctx), start_new_session=True)
             forwarders = [self._forward(process.stdout, "stdout"),
                           self._forward(process.stderr, "stderr")]
             stopped = self._wait(process)
@@ -182,6 +189,8 @@ class _Node:
             return self._outcome(workdir, process.returncode, stopped)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            if self.plan.stage_files:
+                shutil.rmtree(self.plan.stage_root, ignore_errors=True)
 
     def _wait(self, process: subprocess.Popen) -> bool:
         """Wait for the node's process; stop it if asked to. True if it was stopped."""

@@ -75,7 +75,8 @@ def main(workdir: str) -> int:
         with open(os.path.join(workdir, CONTEXT_FILE), "rb") as f:
             ctx = pickle.load(f)
         if ctx.runs_server_only:
-            from .strategy import serve
+            from .strategy import serve, stage_files
+            stage_files(ctx)
             serve(ctx)  # never returns: tfspark stops the process when training ends
         main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))
         if ctx.feed_port is not None:

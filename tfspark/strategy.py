@@ -41,6 +41,16 @@ def parameter_server_strategy(ctx: Any, variable_partitioner: Optional[Any] = No
                                                  variable_partitioner=variable_partitioner)
 
 
+def stage_files(ctx: Any) -> None:
+    """On a PSS worker, copy its shard of each ``stage_files`` entry to ``ctx.staged_files``."""
+    if ctx.job_name != "worker" or not ctx.stage_files:
+        return
+    from .data import stage_shard
+    for name, path in ctx.stage_files.items():
+        stage_shard(path, ctx.task_index, len(ctx.cluster_spec["worker"]),
+                    f"{ctx.stage_root}/{name}")
+
+
 def serve(ctx: Any) -> None:
     """Run this ps or worker node's TF server until the process is stopped."""
     import tensorflow as tf

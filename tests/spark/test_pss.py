@@ -94,3 +94,54 @@ def test_chief_failure_stops_every_node(sc):
     while sc.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not sc.statusTracker().getActiveJobsIds()
+
+
+def _coordinate_on_staged_tfrecords(args, ctx):
+    import tensorflow as tf
+
+    strategy = ctx.parameter_server_strategy()
+    features = {"x": tf.io.FixedLenFeature([4], tf.float32),
+                "y": tf.io.FixedLenFeature([1], tf.float32)}
+    pattern = ctx.staged_files("train")  # each worker reads its own local shard
+
+    def dataset_fn(input_context):
+        files = tf.data.Dataset.list_files(pattern, shuffle=False)
+        records = tf.data.TFRecordDataset(files).repeat().shuffle(256).batch(32)
+        return records.map(lambda r: (lambda f: (f["x"], f["y"]))(tf.io.parse_example(r, features)))
+
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    history = model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=4,
+                        steps_per_epoch=24, verbose=2)
+    return history.history["loss"]
+
+
+def write_regression_tfrecords(spark, path, rows=2048, files=4):
+    import numpy as np
+    from tfspark import tfrecord
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(rows, 4)).astype("float32")
+    y = x @ np.array([1.0, -2.0, 3.0, 0.5], "float32") + 1.0
+    df = spark.createDataFrame([(x[i].tolist(), float(y[i])) for i in range(rows)],
+                               "x array<float>, y float").repartition(files)
+    tfrecord.write(df, path)
+
+
+def test_pss_workers_train_on_their_staged_tfrecord_shards(spark, tmp_path):
+    data = str(tmp_path / "train")
+    write_regression_tfrecords(spark, data)
+    cluster = TFCluster.run(spark.sparkContext, _coordinate_on_staged_tfrecords, {}, 4,
+                            num_ps=1, master_node="chief", stage_files={"train": data})
+    loss = cluster.shutdown(timeout=300)[1]
+    assert loss[-1] < loss[0] / 10
+
+
+def test_pss_workers_stage_their_shards_from_hdfs(spark, hadoop_env, hdfs_cluster):
+    import uuid
+    data = f"{hdfs_cluster.default_fs}/tmp/pss-{uuid.uuid4().hex[:8]}/train"
+    write_regression_tfrecords(spark, data)
+    cluster = TFCluster.run(spark.sparkContext, _coordinate_on_staged_tfrecords, {}, 4,
+                            num_ps=1, master_node="chief", stage_files={"train": data})
+    loss = cluster.shutdown(timeout=300)[1]
+    assert loss[-1] < loss[0] / 10
