@@ -27,6 +27,7 @@ from . import constants, preflight, spark_feed
 from .context import resolve_path
 from .control import Connection, ControlServer, Message, new_secret
 from .errors import NodeError, ReservationError, TFSparkError
+from .feed_protocol import INFERENCE, TRAIN
 from .node import ERROR, OK, STOPPED, NodePlan, run_node
 from .roles import EVALUATOR, PS, TRAINING_ROLES, WORKER, Role, self_finishing_roles
 
@@ -298,7 +299,7 @@ class TFCluster:
         """
         if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
             raise preflight.PreflightError(f"num_epochs must be an int >= 1, got {num_epochs!r}")
-        plan = self._feed_plan(data, spark_feed.TRAIN, feed_timeout)
+        plan = self._feed_plan(data, TRAIN, feed_timeout)
         if spark_feed.is_dataframe(data):
             rows = [(r.node, r.rows) for r in self._run_feed_job(lambda: spark_feed.vectors_as_arrays(
                 data).mapInArrow(functools.partial(spark_feed.dataframe_train_task, plan),
@@ -320,7 +321,7 @@ class TFCluster:
         training node ``p % n``, whose ``main_fun`` answers its rows in order with
         ``feed.batch_results``; results keep the partition order of ``data``.
         """
-        plan = self._feed_plan(data, spark_feed.INFERENCE, feed_timeout)
+        plan = self._feed_plan(data, INFERENCE, feed_timeout)
         if spark_feed.is_dataframe(data):
             results = spark_feed.vectors_as_arrays(data).mapInArrow(
                 functools.partial(spark_feed.dataframe_inference_task, plan), "result binary")
@@ -445,7 +446,7 @@ class TFCluster:
                     if n.role.job_name in TRAINING_ROLES and n.status is None and n.feed_address]
         plan = spark_feed.FeedPlan(0, tuple(tuple(n.feed_address) for n in trainers),
                                    tuple(n.role.label for n in trainers), self._secret,
-                                   spark_feed.TRAIN, timeout=30.0)
+                                   TRAIN, timeout=30.0)
         for node in range(len(trainers)):
             try:
                 spark_feed.tell_nodes(dataclasses.replace(

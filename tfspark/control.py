@@ -132,6 +132,25 @@ class Connection:
         self._sock.close()
 
 
+def tcp_server(host: str, port: int,
+               handle: Callable[[socket.socket], None]) -> socketserver.ThreadingTCPServer:
+    """A TCP server on ``(host, port)`` that runs ``handle(socket)`` on a thread per connection.
+
+    ``SO_REUSEADDR`` is set, so it can bind a port that a node's Spark task holds reserved.
+    Call ``serve_forever`` (on a thread of your own) to start accepting.
+    """
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            handle(self.request)
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    return Server((host, port), Handler)
+
+
 class ControlServer:
     """Driver end: accepts authenticated node connections and hands their messages to a callback.
 
@@ -142,30 +161,18 @@ class ControlServer:
     def __init__(self, secret: bytes, on_message: Callable[[Connection, Message], None],
                  host: str = "127.0.0.1", port: int = 0,
                  on_disconnect: Optional[Callable[[Connection], None]] = None):
-        server = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                server._serve(self.request)
-
-        class ThreadedServer(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
         self._secret = secret
         self._on_message = on_message
         self._on_disconnect = on_disconnect
-        self._tcp = ThreadedServer((host, port), Handler)
-        self._thread = threading.Thread(target=self._tcp.serve_forever, name="tfspark-control",
-                                        daemon=True)
+        self._tcp = tcp_server(host, port, self._serve)
 
     @property
     def address(self) -> Tuple[str, int]:
         return self._tcp.server_address[:2]
 
     def start(self) -> "ControlServer":
-        self._thread.start()
+        threading.Thread(target=self._tcp.serve_forever, name="tfspark-control",
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import socketserver
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 
 from .arrow_columns import FeedDataError, numpy_columns, row_shape, rows_of, structure_of
-from .control import ChannelError, Connection, accept_authenticated
+from .control import ChannelError, Connection, accept_authenticated, tcp_server
 
-from .feed_protocol import INFERENCE, TRAIN  # noqa: F401
+from .feed_protocol import TRAIN
 
 _END, _BOUNDARY = object(), object()  # markers in a stream of record batches
 
@@ -317,20 +316,10 @@ class FeedReceiver:
     """Accepts the feeding tasks' connections on ``(host, port)`` and spills what they send."""
 
     def __init__(self, feed: DataFeed, host: str, port: int, secret: bytes, spill_dir: str):
-        receiver = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                receiver._serve(self.request)
-
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True  # the node's Spark task holds the port reserved for us
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
         self.feed, self.secret, self.spill_dir = feed, secret, spill_dir
         os.makedirs(spill_dir, exist_ok=True)
-        self._server = Server((host, port), Handler)
+        # the node's Spark task holds the port reserved for us; SO_REUSEADDR lets us bind it
+        self._server = tcp_server(host, port, self._serve)
         threading.Thread(target=self._server.serve_forever, name="tfspark-feed-receiver",
                          daemon=True).start()
 

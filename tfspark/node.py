@@ -21,7 +21,7 @@ import threading
 import shutil
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 from . import constants
 from .context import NodeContext

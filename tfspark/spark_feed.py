@@ -20,7 +20,6 @@ import pyarrow as pa
 from .arrow_columns import batch_from_elements, chunks, normalize_dataframe_batch
 from .control import Connection, connect_authenticated
 from .errors import TFSparkError
-from .feed_protocol import INFERENCE, TRAIN  # noqa: F401 - re-exported for the driver
 
 Address = Tuple[str, int]
 

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 
 import pytest
 
-os.environ["PYSPARK_PYTHON"] = sys.executable
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tfspark import fs, tfrecord  # noqa: E402
-from tfspark.data import tfrecord_dataset  # noqa: E402
+from tfspark import fs, tfrecord
+from tfspark.data import tfrecord_dataset
 
 
 @pytest.fixture(scope="module")
@@ -24,23 +20,6 @@ def hdfs_env(hdfs_cluster):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-
-
-@pytest.fixture(scope="module")
-def spark(hdfs_env):
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-    if SparkContext._active_spark_context is not None:
-        yield SparkSession.builder.getOrCreate()
-        return
-    session = (SparkSession.builder.master("local[2]").appName("tfrecord-hdfs-tests")
-               .config("spark.driver.host", "127.0.0.1")
-               .config("spark.driver.bindAddress", "127.0.0.1")
-               .config("spark.ui.enabled", "false")
-               .config("spark.driver.memory", "1g")
-               .getOrCreate())
-    yield session
-    session.stop()
 
 
 def test_round_trip_via_hdfs(spark, hdfs_env):

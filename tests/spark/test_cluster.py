@@ -49,7 +49,6 @@ def test_mwms_two_workers_end_with_identical_weights(sc):
 
 
 def _describe_node(args, ctx):
-    import threading
     described = {"job_name": ctx.job_name, "task_index": ctx.task_index,
                  "worker_num": ctx.worker_num, "num_workers": ctx.num_workers,
                  "tf_config": json.loads(os.environ["TF_CONFIG"]),

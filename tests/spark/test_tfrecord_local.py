@@ -1,36 +1,13 @@
-"""tfspark.tfrecord on a local[2] Spark: round trips, modes, partitions, corruption, TF interop."""
+"""tfspark.tfrecord on the standalone Spark cluster (tasks are retried up to 4 times): round trips, modes, partitions, corruption, TF interop."""
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
 
-os.environ["PYSPARK_PYTHON"] = sys.executable
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tfspark import tfrecord  # noqa: E402
-from tfspark.tfrecord_codec import TFRecordCorruptError, TFRecordError  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """local[2] with up to 3 attempts per task; reuses a session another module started."""
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-    if SparkContext._active_spark_context is not None:  # e.g. the standalone session fixture
-        yield SparkSession.builder.getOrCreate()
-        return
-    session = (SparkSession.builder.master("local[2,3]").appName("tfrecord-tests")
-               .config("spark.driver.host", "127.0.0.1")
-               .config("spark.driver.bindAddress", "127.0.0.1")
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "2")
-               .config("spark.driver.memory", "1g")
-               .getOrCreate())
-    yield session
-    session.stop()
+from tfspark import tfrecord
+from tfspark.tfrecord_codec import TFRecordCorruptError, TFRecordError
 
 
 def _all_types_df(spark):
@@ -229,8 +206,6 @@ def test_corrupt_file_names_file_and_offset(spark, tmp_path):
 
 
 def test_failed_attempt_is_retried_without_duplicates(spark, tmp_path):
-    if spark.sparkContext.master.startswith("local[") and "," not in spark.sparkContext.master:
-        pytest.skip("needs a master that retries tasks")
     flag = str(tmp_path / "failed-once")
     out = str(tmp_path / "r")
 
