@@ -148,3 +148,39 @@ def test_feeding_needs_input_mode_spark(sc):
     with pytest.raises(Exception, match="input_mode=InputMode.SPARK"):
         cluster.train(sc.parallelize([1, 2]))
     cluster.shutdown(timeout=60)
+
+
+def _die_on_worker_1(args, ctx):
+    import os
+    import time
+    feed = ctx.get_data_feed()
+    if ctx.worker_num == 1:
+        os._exit(7)
+    time.sleep(600)
+    return feed
+
+
+def test_node_dying_while_fed_ends_train_with_its_name(sc):
+    import time
+    from tfspark import NodeError
+    rdd = sc.parallelize([(float(i), float(i)) for i in range(1000)], 4)
+    started = time.monotonic()
+    cluster = TFCluster.run(sc, _die_on_worker_1, None, 2, input_mode=InputMode.SPARK)
+    with pytest.raises(NodeError, match="worker:1 .* exited with code 7"):
+        cluster.train(rdd)
+        cluster.shutdown(timeout=120)  # if train() returned before the node died
+    assert time.monotonic() - started < 90
+
+
+def _never_answers(args, ctx):
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        feed.next_batch(10)  # takes rows, never gives results
+
+
+def test_stalled_inference_fails_after_feed_timeout(sc):
+    cluster = TFCluster.run(sc, _never_answers, None, 2, input_mode=InputMode.SPARK)
+    rdd = sc.parallelize([(float(i),) for i in range(20)], 2)
+    with pytest.raises(Exception, match="did not acknowledge its data within feed_timeout=3"):
+        cluster.inference(rdd, feed_timeout=3).collect()
+    assert cluster.shutdown(timeout=60) == [None, None]  # no more data: the nodes' loops end
