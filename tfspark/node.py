@@ -213,13 +213,13 @@ class _Node:
             return STOPPED, {"message": self.stop_reason}, b""
         return ERROR, {"message": _exit_description(returncode)}, b""
 
-    def _forward(self, pipe, stream: str) -> threading.Thread:
+    def _forward(self, pipe, stream: str, prefix: str = "") -> threading.Thread:
         """Copy the process's lines to the driver (best effort) and to this executor's log."""
         def copy() -> None:
             to_driver = True
             for raw in iter(pipe.readline, b""):
                 # A progress bar redraws with '\r': keep what a terminal would show last.
-                line = raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1]
+                line = prefix + raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1]
                 if self.plan.echo_output:
                     print(f"[{self.role.label}] {line}", file=sys.stderr, flush=True)
                 if to_driver:
@@ -243,12 +243,14 @@ class _Node:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tensorboard.main", "--logdir", ctx.log_dir,
                  "--host", self.host, "--port", str(port)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True)
+            forwarder = self._forward(process.stdout, "stderr", prefix="tensorboard: ")
             try:
                 yield f"http://{self.host}:{port}"
             finally:
                 _terminate(process)
+                forwarder.join(5)
 
 
 def _training_index(roles: Tuple[Role, ...], role: Role) -> int:

@@ -240,7 +240,7 @@ def test_tensorboard_is_served_from_the_chief_while_training(sc, tmp_path):
                             log_dir=str(tmp_path / "logs"))
     try:
         assert cluster.tensorboard_url and cluster.tensorboard_url.startswith("http://127.0.0.1:")
-        deadline, status = time.monotonic() + 60, None
+        deadline, status = time.monotonic() + 180, None  # TensorBoard imports TF: slow to start
         while status != 200 and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(cluster.tensorboard_url, timeout=5) as response:
