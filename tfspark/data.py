@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from tfspark import fs
 from tfspark.tfrecord import list_files
-from tfspark.tfrecord_codec import GZIP_MAGIC, TFRecordError
+from tfspark.tfrecord_codec import GZIP_MAGIC, TFRecordError, open_records
 
 logger = logging.getLogger(__name__)
 
@@ -168,12 +168,28 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
     logger.info("shard %d/%d reads %d of %d TFRecord files under %s", shard_index, num_shards,
                 len(mine), len(urls), path)
 
-    def generate():
-        yield from _local_files(mine, compression, prefetch_files, local_dir)
+    if all(fs.split_url(u)[0] in ("", "file") for u in mine):
+        local = [fs.LOCAL.native(u) for u in mine]
+        files = tf.data.Dataset.from_tensor_slices(
+            (local, [_compression(p, compression) for p in local]))
+        records = files.flat_map(lambda p, c: tf.data.TFRecordDataset(p, compression_type=c))
+    else:
+        # Downloaded files are read here, in Python, so each one is deleted only once fully
+        # read (tf.data may run ahead of a file-name generator and open a deleted file).
+        def generate():
+            for local_path, _ in _local_files(mine, compression, prefetch_files, local_dir):
+                with open(local_path, "rb") as f:
+                    chunk = []
+                    for record in open_records(f, local_path):
+                        chunk.append(record)
+                        if len(chunk) == 512:
+                            yield chunk
+                            chunk = []
+                    if chunk:
+                        yield chunk
 
-    files = tf.data.Dataset.from_generator(
-        generate, output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string)))
-    records = files.flat_map(lambda p, c: tf.data.TFRecordDataset(p, compression_type=c))
+        records = tf.data.Dataset.from_generator(
+            generate, output_signature=tf.TensorSpec([None], tf.string)).unbatch()
     if batch_size:
         return records.batch(batch_size).map(lambda r: tf.io.parse_example(r, features))
     return records.map(lambda r: tf.io.parse_single_example(r, features))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 import pytest
@@ -69,3 +70,43 @@ def test_tfrecord_dataset_two_shards_from_hdfs(spark, hdfs_env, tmp_path):
     assert sorted(seen[0] + seen[1]) == list(range(60))
     with pytest.raises(tfrecord.TFRecordError, match="4 TFRecord file"):
         tfrecord_dataset(path, features, shard_index=0, num_shards=5)
+
+
+def _train_on_hdfs_tfrecords(args, ctx):
+    import numpy as np
+    import tensorflow as tf
+    from tfspark.data import tfrecord_dataset
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    features = {"x": tf.io.FixedLenFeature([4], tf.float32),
+                "y": tf.io.FixedLenFeature([], tf.float32)}
+    # one pass over this worker's shard: which rows does it read?
+    ids = [int(i) for batch in tfrecord_dataset(args["path"], {"id": tf.io.FixedLenFeature(
+        [], tf.int64)}, batch_size=64, ctx=ctx) for i in batch["id"].numpy()]
+    dataset = tfrecord_dataset(args["path"], features, batch_size=32, ctx=ctx).map(
+        lambda f: (f["x"], f["y"])).repeat()
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="mse")
+    history = model.fit(dataset, epochs=6, steps_per_epoch=16, verbose=2)
+    return {"ids": ids, "loss": history.history["loss"],
+            "weights": [np.asarray(w).tolist() for w in model.get_weights()]}
+
+
+def test_mwms_training_reads_tfrecords_from_hdfs(spark, hdfs_env):
+    from pyspark import cloudpickle
+    from tfspark import TFCluster
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    path = f"{hdfs_env.default_fs}/tmp/tfrecord-train-{uuid.uuid4().hex[:8]}"
+    df = spark.range(0, 1024, numPartitions=4).selectExpr(
+        "id", "array(rand(1), rand(2), rand(3), rand(4)) as x")
+    df = df.selectExpr("id", "transform(x, v -> cast(v as float)) as x",
+                       "cast(x[0] - 2 * x[1] + 3 * x[2] + 0.5 * x[3] + 1 as float) as y")
+    tfrecord.write(df, path)
+
+    first, second = TFCluster.run(spark.sparkContext, _train_on_hdfs_tfrecords,
+                                  {"path": path}, 2).shutdown(timeout=300)
+    assert not set(first["ids"]) & set(second["ids"])  # each file is read by one worker
+    assert sorted(first["ids"] + second["ids"]) == list(range(1024))
+    assert first["weights"] == second["weights"]
+    assert first["loss"][-1] < first["loss"][0] / 3

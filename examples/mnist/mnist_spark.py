@@ -1,0 +1,158 @@
+"""MNIST example, step 2: train a small Keras CNN on N TF workers (MultiWorkerMirroredStrategy).
+
+    python examples/mnist/mnist_spark.py --images_labels mnist_data/train --export_dir mnist_export
+    spark-submit --master spark://HOST:7077 --conf spark.executor.cores=2 \\
+        examples/mnist/mnist_spark.py --cluster_size 2 --input_mode spark \\
+        --images_labels hdfs:///data/mnist/train --export_dir hdfs:///models/mnist
+
+``--input_mode spark``: Spark reads the TFRecords as a DataFrame (:func:`tfspark.tfrecord.read`)
+and feeds it to the workers with ``cluster.train(df, epochs)``; each worker trains on its share
+(``ctx.get_data_feed().dataset(batch_size, label="label")``).  The feeding job needs a free task
+slot beside the TF nodes' (e.g. ``spark.executor.cores=2``).
+
+``--input_mode tf``: each worker reads its own shard of the TFRecord files directly
+(:func:`tfspark.data.tfrecord_dataset`, HDFS through WebHDFS); the driver counts the records so
+that every worker runs the same ``steps_per_epoch`` (MultiWorkerMirroredStrategy steps in lock
+step).
+
+The chief exports the trained model as the next numbered SavedModel version under
+``--export_dir`` (:func:`tfspark.export.export_saved_model`); the other workers never write
+there.  ``--model_dir`` keeps per-epoch weight checkpoints and ``--log_dir`` TensorBoard logs;
+on HDFS both are written locally and published there by the chief at every epoch end.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+from pyspark import SparkConf
+from pyspark.sql import SparkSession
+
+from tfspark import InputMode, TFCluster, export, tfrecord
+
+
+def build_model(tf):
+    """Reshape 28x28x1 -> Conv 16 -> MaxPool -> Flatten -> Dense 64 -> Dense 10 (softmax)."""
+    model = tf.keras.Sequential([
+        tf.keras.Input((784,), name="image"),
+        tf.keras.layers.Reshape((28, 28, 1)),
+        tf.keras.layers.Conv2D(16, 3, activation="relu"),
+        tf.keras.layers.MaxPooling2D(),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(64, activation="relu"),
+        tf.keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.002),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def main_fun(args, ctx):
+    """Runs on every TF node (the chief and the workers)."""
+    import tensorflow as tf
+    from tfspark import data, export
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    if args.input_mode == "spark":
+        feed = ctx.get_data_feed()
+        dataset = feed.dataset(args.batch_size, label="label")   # one epoch of this node's share
+        epochs, steps_per_epoch = feed.num_epochs, None
+    else:
+        features = {"image": tf.io.FixedLenFeature([784], tf.float32),
+                    "label": tf.io.FixedLenFeature([], tf.int64)}
+        records = data.tfrecord_dataset(args.images_labels, features, ctx=ctx)  # this shard
+        dataset = (records.map(lambda r: (r["image"], r["label"]))
+                   .shuffle(2048, seed=ctx.worker_num).repeat().batch(args.batch_size))
+        epochs, steps_per_epoch = args.epochs, args.steps_per_epoch  # agreed on the driver
+    options = tf.data.Options()  # each node already has its own share: no re-sharding
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    dataset = dataset.with_options(options)
+
+    with strategy.scope():
+        model = build_model(tf)
+
+    callbacks = []
+    if args.model_dir:
+        ckpt_dir = export.local_mirror(args.model_dir, ctx)   # local; HDFS: a local mirror
+        callbacks.append(tf.keras.callbacks.ModelCheckpoint(
+            os.path.join(ckpt_dir, "weights-{epoch:02d}"), save_weights_only=True))
+        if export.is_remote(ctx.absolute_path(args.model_dir)):
+            callbacks.append(export.PublishDirCallback(ckpt_dir, ctx.absolute_path(
+                args.model_dir), ctx))
+    if args.log_dir:
+        log_dir = export.local_mirror(args.log_dir, ctx)
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir))
+        if export.is_remote(ctx.absolute_path(args.log_dir)):
+            callbacks.append(export.PublishDirCallback(log_dir, ctx.absolute_path(args.log_dir),
+                                                       ctx))
+
+    started = time.time()
+    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        callbacks=callbacks, verbose=2 if ctx.is_chief else 0)
+    train_secs = time.time() - started
+    exported = export.export_saved_model(model, args.export_dir, ctx) if args.export_dir else None
+    return {"loss": history.history["loss"], "accuracy": history.history["accuracy"],
+            "export": exported, "train_secs": train_secs}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cluster_size", type=int, default=2, help="number of TF workers")
+    parser.add_argument("--input_mode", choices=["spark", "tf"], default="spark")
+    parser.add_argument("--images_labels", default="mnist_data/train",
+                        help="TFRecord directory written by mnist_data_setup.py")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--model_dir", default=None, help="weight checkpoints (local or HDFS)")
+    parser.add_argument("--export_dir", default="mnist_export",
+                        help="SavedModel versions go to <export_dir>/<n> (local or HDFS)")
+    parser.add_argument("--log_dir", default=None, help="TensorBoard logs (local or HDFS)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="serve TensorBoard from the chief on a local --log_dir")
+    parser.add_argument("--master", default=None,
+                        help="Spark master when not run by spark-submit "
+                             "(default: local[cluster_size + 1])")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for training")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors need this Python
+    conf = SparkConf().setAppName(f"tfspark-mnist-{args.input_mode}")
+    if args.master or not conf.contains("spark.master"):  # spark-submit sets the master
+        # one slot per TF node, plus one for the job that feeds them (InputMode.SPARK)
+        conf.setMaster(args.master or f"local[{args.cluster_size + 1}]")
+    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    sc = spark.sparkContext
+    started = time.time()
+    try:
+        tensorboard = bool(args.tensorboard and args.log_dir and not export.is_remote(args.log_dir))
+        if args.tensorboard and not tensorboard:
+            print("note: --tensorboard needs a local --log_dir; logs are still written")
+        df = tfrecord.read(spark, args.images_labels).select("image", "label")
+        if args.input_mode == "spark":
+            cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, tensorboard=tensorboard,
+                                    input_mode=InputMode.SPARK, log_dir=args.log_dir)
+            cluster.train(df, num_epochs=args.epochs)
+        else:
+            count = df.count()
+            args.steps_per_epoch = max(1, math.ceil(count / (args.batch_size * args.cluster_size)))
+            print(f"{count} training records: {args.steps_per_epoch} steps per epoch per worker")
+            cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, tensorboard=tensorboard,
+                                    input_mode=InputMode.TENSORFLOW, log_dir=args.log_dir)
+        if getattr(cluster, "tensorboard_url", None):
+            print(f"TensorBoard: {cluster.tensorboard_url}")
+        results = cluster.shutdown(timeout=args.timeout)
+        chief = results[0]
+        print(f"final training loss {chief['loss'][-1]:.4f}, accuracy {chief['accuracy'][-1]:.4f}"
+              f" (model.fit took {chief['train_secs']:.1f}s)")
+        print(f"exported SavedModel: {chief['export']}")
+        print(f"total wall time {time.time() - started:.1f}s")
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The MNIST example end to end with spark-submit: Spark standalone and YARN, data on HDFS.
+
+Runs examples/mnist/{mnist_data_setup,mnist_spark,mnist_inference}.py as a user would, on the
+digits fallback (1,438 train / 359 test images, no download), 2 TF workers and a few epochs.
+Each spark-submit's wall time is printed as ``[timing] ...`` (see them with ``pytest -s``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from tfspark import export, fs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "examples", "mnist")
+SPARK_SUBMIT = os.path.join(os.path.dirname(sys.executable), "spark-submit")
+TIMEOUT = 600          # seconds for one spark-submit
+SLOTS = 4              # 2 TF nodes + 2 slots for the feeding job (InputMode.SPARK)
+TRAIN_ARGS = ["--cluster_size", "2", "--epochs", "5", "--batch_size", "16", "--timeout", "500"]
+
+pytestmark = pytest.mark.slow
+
+
+def _env(hadoop) -> dict:
+    env = dict(os.environ, **hadoop.env(), PYSPARK_PYTHON=sys.executable,
+               SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("HADOOP_USER_NAME", None)
+    env.pop("SPARK_HOME", None)
+    return env
+
+
+def _submit(what: str, conf: dict, script: str, args: list, env: dict, cwd) -> str:
+    cmd = [SPARK_SUBMIT]
+    for key, value in conf.items():
+        cmd += ["--conf", f"{key}={value}"]
+    cmd += [os.path.join(EXAMPLES, script), *args]
+    started = time.time()
+    proc = subprocess.run(cmd, env=env, cwd=str(cwd), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
+    print(f"[timing] {what}: {time.time() - started:.1f}s", flush=True)
+    tail = "\n".join(proc.stdout.splitlines()[-120:])
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}"
+    return proc.stdout
+
+
+def _free_cores(master_web_url: str) -> int:
+    with urllib.request.urlopen(f"{master_web_url}/json/", timeout=10) as resp:
+        state = json.load(resp)
+    return int(state["cores"]) - int(state["coresused"])
+
+
+@pytest.fixture(scope="module")
+def standalone_master(standalone_cluster, tmp_path_factory):
+    """The shared standalone cluster's master URL, or a private cluster's when another
+    application (e.g. the session's `spark` fixture) holds the shared one's cores."""
+    if _free_cores(standalone_cluster.web_url) >= SLOTS:
+        yield standalone_cluster.master_url
+        return
+    from tfspark.testing.spark import StandaloneCluster
+    with StandaloneCluster(str(tmp_path_factory.mktemp("mnist-standalone")), num_workers=2,
+                           cores_per_worker=2) as private:
+        yield private.master_url
+
+
+def _standalone_conf(master_url: str) -> dict:
+    return {"spark.master": master_url,
+            "spark.submit.deployMode": "client",
+            "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+            "spark.executor.cores": "2", "spark.cores.max": str(SLOTS),
+            "spark.executor.memory": "1g", "spark.driver.memory": "1g",
+            "spark.ui.enabled": "false", "spark.pyspark.python": sys.executable,
+            "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def mnist_data(standalone_master, hdfs_cluster, tmp_path_factory):
+    """Digits TFRecords written to HDFS by mnist_data_setup.py (spark-submit, standalone)."""
+    base = f"{hdfs_cluster.default_fs}/tmp/mnist-{uuid.uuid4().hex[:8]}"
+    out = _submit("data setup (standalone)", _standalone_conf(standalone_master),
+                  "mnist_data_setup.py", ["--output", f"{base}/data"], _env(hdfs_cluster),
+                  tmp_path_factory.mktemp("mnist-data"))
+    assert "wrote 1438 train images" in out and "wrote 359 test images" in out, out[-3000:]
+    return base
+
+
+def _check_saved_model(export_dir: str, tmp_path) -> str:
+    """The latest version under export_dir is a SavedModel that loads and predicts 10 scores."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import numpy as np
+    import tensorflow as tf
+
+    version = export.latest_version(export_dir)
+    assert fs.exists(fs.join(version, "saved_model.pb")), fs.listdir(version)
+    loaded = tf.saved_model.load(export.local_copy(version, str(tmp_path)))
+    scores = loaded.signatures["serving_default"](tf.constant(np.zeros((3, 784), "float32")))
+    (output,) = scores.values()
+    assert output.shape == (3, 10)
+    np.testing.assert_allclose(output.numpy().sum(axis=1), 1.0, rtol=1e-4)
+    return version
+
+
+def test_standalone_input_mode_spark_train_export_inference(standalone_master, mnist_data,
+                                                           hadoop_env, tmp_path):
+    conf, env = _standalone_conf(standalone_master), _env_from(hadoop_env)
+    export_dir = f"{mnist_data}/export_spark"
+    out = _submit("train --input_mode spark (standalone)", conf, "mnist_spark.py",
+                  [*TRAIN_ARGS, "--input_mode", "spark", "--images_labels",
+                   f"{mnist_data}/data/train", "--export_dir", export_dir,
+                   "--model_dir", f"{mnist_data}/ckpt", "--log_dir", f"{mnist_data}/logs"],
+                  env, tmp_path)
+    assert f"exported SavedModel: {export_dir}/1" in out, out[-3000:]
+    assert any(n.startswith("weights-05") for n in fs.listdir(f"{mnist_data}/ckpt"))
+    assert fs.listdir(f"{mnist_data}/logs")  # TensorBoard logs published to HDFS
+    _check_saved_model(export_dir, tmp_path)
+
+    predictions = f"{mnist_data}/predictions"
+    out = _submit("inference (standalone)", conf, "mnist_inference.py",
+                  ["--export_dir", export_dir, "--images_labels", f"{mnist_data}/data/test",
+                   "--output", predictions], env, tmp_path)
+    match = re.search(r"test accuracy: ([0-9.]+)", out)
+    assert match, out[-3000:]
+    print(f"[accuracy] standalone, input_mode spark: {match.group(1)}")
+    assert float(match.group(1)) >= 0.90, out[-3000:]
+    assert "_SUCCESS" in fs.listdir(predictions)
+
+
+def test_standalone_input_mode_tf(standalone_master, mnist_data, hadoop_env, tmp_path):
+    export_dir = f"{mnist_data}/export_tf"
+    out = _submit("train --input_mode tf (standalone)", _standalone_conf(standalone_master),
+                  "mnist_spark.py", [*TRAIN_ARGS, "--input_mode", "tf", "--images_labels",
+                                     f"{mnist_data}/data/train", "--export_dir", export_dir],
+                  _env_from(hadoop_env), tmp_path)
+    assert "steps per epoch per worker" in out and f"exported SavedModel: {export_dir}/1" in out, \
+        out[-3000:]
+    final = re.search(r"final training loss [0-9.]+, accuracy ([0-9.]+)", out)
+    assert final and float(final.group(1)) >= 0.8, out[-3000:]
+    _check_saved_model(export_dir, tmp_path)
+
+
+@pytest.mark.parametrize("deploy_mode,input_mode", [("client", "spark"), ("cluster", "tf")])
+def test_yarn_training_exports_to_hdfs(yarn_cluster, mnist_data, hadoop_env, tmp_path,
+                                       deploy_mode, input_mode):
+    export_dir = f"{mnist_data}/export_yarn_{deploy_mode}"
+    conf = dict(yarn_cluster.spark_yarn_conf(),
+                **{"spark.submit.deployMode": deploy_mode,
+                   "spark.executor.instances": "2", "spark.executor.cores": "2",
+                   "spark.executor.memory": "1g", "spark.driver.memory": "1g",
+                   "spark.dynamicAllocation.enabled": "false", "spark.ui.enabled": "false",
+                   "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
+                   "spark.yarn.appMasterEnv.TF_CPP_MIN_LOG_LEVEL": "2"})
+    _submit(f"train --input_mode {input_mode} (yarn {deploy_mode})", conf, "mnist_spark.py",
+            [*TRAIN_ARGS, "--input_mode", input_mode, "--images_labels",
+             f"{mnist_data}/data/train", "--export_dir", export_dir], _env_from(hadoop_env),
+            tmp_path)
+    version = _check_saved_model(export_dir, tmp_path)
+    assert version == f"{export_dir}/1"
+
+
+def _env_from(hadoop_env: dict) -> dict:
+    env = dict(os.environ, **hadoop_env, PYSPARK_PYTHON=sys.executable,
+               SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("HADOOP_USER_NAME", None)
+    env.pop("SPARK_HOME", None)
+    return env
