@@ -301,18 +301,24 @@ class TFCluster:
             raise preflight.PreflightError(f"num_epochs must be an int >= 1, got {num_epochs!r}")
         plan = self._feed_plan(data, TRAIN, feed_timeout)
         if spark_feed.is_dataframe(data):
-            rows = [(r.node, r.rows) for r in self._run_feed_job(lambda: spark_feed.vectors_as_arrays(
-                data).mapInArrow(functools.partial(spark_feed.dataframe_train_task, plan),
-                                 "node int, rows long").collect())]
+            rows = [(r.node, r.rows, r.schema) for r in self._run_feed_job(
+                lambda: spark_feed.vectors_as_arrays(data).mapInArrow(
+                    functools.partial(spark_feed.dataframe_train_task, plan),
+                    "node int, rows long, schema binary").collect())]
         else:
-            rows = [(node, count) for counts in self._run_feed_job(lambda: data.mapPartitionsWithIndex(
-                functools.partial(spark_feed.rdd_train_task, plan)).collect())
+            rows = [(node, count, schema) for counts, schema in self._run_feed_job(
+                lambda: data.mapPartitionsWithIndex(
+                    functools.partial(spark_feed.rdd_train_task, plan)).collect())
                 for node, count in enumerate(counts)]
-        rows_per_node = [sum(count for node, count in rows if node == i)
+        rows_per_node = [sum(count for node, count, _ in rows if node == i)
                          for i in range(len(plan.addresses))]
         logger.info("tfspark: feed %d delivered rows per node %s", plan.feed_id, rows_per_node)
-        spark_feed.tell_nodes(plan, {"type": "end", "feed_id": plan.feed_id,
-                                     "rows_per_node": rows_per_node, "num_epochs": num_epochs})
+        listeners = self._feed_nodes(listening=True)
+        spark_feed.tell_nodes(dataclasses.replace(
+            plan, addresses=tuple(tuple(n.feed_address) for n in listeners),
+            labels=tuple(n.role.label for n in listeners)),
+            {"type": "end", "feed_id": plan.feed_id, "rows_per_node": rows_per_node,
+             "num_epochs": num_epochs, "schema": next((s for *_, s in rows if s), b"")})
 
     def inference(self, data: Any, feed_timeout: float = 600) -> Any:
         """Feed ``data`` to the nodes for inference; an RDD with one result per input row.
@@ -347,12 +353,20 @@ class TFCluster:
                 f" TF nodes hold {len(self._nodes)} task slots, but the application has {slots} "
                 "slots in all: none is free for it. Give the application more executor cores "
                 "than num_executors (e.g. spark.executor.cores=2).")
-        trainers = [n for n in self._nodes.values() if n.role.job_name in TRAINING_ROLES]
+        trainers = self._feed_nodes(listening=False)
         self._feeds += 1
         return spark_feed.FeedPlan(
             feed_id=self._feeds, addresses=tuple(tuple(n.feed_address) for n in trainers),
             labels=tuple(n.role.label for n in trainers), secret=self._secret, mode=mode,
             timeout=float(feed_timeout))
+
+    def _feed_nodes(self, listening: bool) -> List[_NodeState]:
+        """Nodes that receive fed rows (chief and workers; PSS: workers), or, with
+        ``listening``, every node with a feed receiver (also the PSS chief, told of each feed)."""
+        receivers = [n for n in self._nodes.values() if n.role.job_name in TRAINING_ROLES]
+        if listening or PS not in {n.role.job_name for n in self._nodes.values()}:
+            return receivers
+        return [n for n in receivers if n.role.job_name == WORKER]
 
     def _run_feed_job(self, collect: Callable[[], list]) -> list:
         """Run a feeding Spark job; if a TF node fails meanwhile, cancel it and raise that."""

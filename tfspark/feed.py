@@ -41,6 +41,7 @@ class _TrainFeed:
     ended: bool = False
     rows_per_node: List[int] = field(default_factory=list)
     num_epochs: int = 1
+    schema: Optional[pa.Schema] = None
 
 
 class _InferencePartition:
@@ -59,6 +60,7 @@ class DataFeed:
         self.node_index = node_index  # among the training nodes (chief + workers)
         self.train_mode = train_mode
         self.steps_per_epoch: Optional[int] = None
+        self.spill_root: Optional[str] = None  # where PSS workers spill (see dataset_fn)
         self.num_epochs: Optional[int] = None
         self._changed = threading.Condition()
         self._feeds: Dict[int, _TrainFeed] = {}
@@ -78,10 +80,13 @@ class DataFeed:
                     (partition, path, rows))
             self._changed.notify_all()
 
-    def end_feed(self, feed_id: int, rows_per_node: List[int], num_epochs: int) -> None:
+    def end_feed(self, feed_id: int, rows_per_node: List[int], num_epochs: int,
+                 schema: bytes = b"") -> None:
         with self._changed:
             feed = self._feeds.setdefault(feed_id, _TrainFeed(feed_id))
             feed.ended, feed.rows_per_node, feed.num_epochs = True, rows_per_node, num_epochs
+            if schema:
+                feed.schema = pa.ipc.read_schema(pa.py_buffer(schema))
             self._changed.notify_all()
 
     def add_inference_partition(self, path: Optional[str], rows: int) -> _InferencePartition:
@@ -137,6 +142,40 @@ class DataFeed:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
         return dataset.map(_structurer(structure_of(schema), list(signature), label),
                            num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+    def dataset_fn(self, batch_size: int, label: Optional[str] = None, shuffle: int = 1024,
+                   timeout: Optional[float] = None):
+        """ParameterServerStrategy (on the chief): a ``dataset_fn`` for the next ``train()``
+        feed, for ``tf.keras.utils.experimental.DatasetCreator``.
+
+        Each worker reads the rows it was fed, spilled as TFRecords on its local disk, shuffled
+        and repeated; elements are structured as in :meth:`dataset`. Sets ``steps_per_epoch``
+        (one pass over all rows) and ``num_epochs``.
+        """
+        import tensorflow as tf
+
+        feed = self._wait_for_feed(self._next_dataset_feed, timeout)
+        self._next_dataset_feed += 1
+        if feed.schema is None:
+            raise FeedDataError(f"feed {feed.feed_id} carried no rows")
+        self.steps_per_epoch = math.ceil(sum(feed.rows_per_node) / batch_size)
+        self.num_epochs = feed.num_epochs
+        spec = {f.name: tf.io.FixedLenFeature(row_shape(f), _tf_dtype(tf, f, parsed=True))
+                for f in feed.schema}
+        casts = {f.name: _tf_dtype(tf, f) for f in feed.schema}
+        pattern = f"{self.spill_root}/{TRAIN}-{feed.feed_id}/*.tfrecord"
+        structure = _structurer(structure_of(feed.schema), list(spec), label)
+
+        def parse(records):
+            parsed = tf.io.parse_example(records, spec)
+            return structure({k: tf.cast(v, casts[k]) for k, v in parsed.items()})
+
+        def dataset_fn(input_context):
+            files = tf.data.Dataset.list_files(pattern, shuffle=True)
+            records = tf.data.TFRecordDataset(files).shuffle(shuffle).repeat()
+            return records.batch(batch_size, drop_remainder=True).map(parse).prefetch(2)
+
+        return dataset_fn
 
     def _wait_for_feed(self, feed_id: int, timeout: Optional[float]) -> _TrainFeed:
         with self._changed:
@@ -288,10 +327,13 @@ def _full_batches(paths: List[str], batch_size: int, steps: int) -> Iterator[Dic
                             return
 
 
-def _tf_dtype(tf, f: pa.Field):
+def _tf_dtype(tf, f: pa.Field, parsed: bool = False):
+    """The tensor dtype of a fed column; ``parsed``: as stored in a tf.train.Example."""
     value_type = f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type
     if pa.types.is_string(value_type) or pa.types.is_binary(value_type):
         return tf.string
+    if parsed:
+        return tf.float32 if pa.types.is_floating(value_type) else tf.int64
     return tf.as_dtype(value_type.to_pandas_dtype())
 
 
@@ -315,8 +357,10 @@ def _structurer(structure: str, names: List[str], label: Optional[str]):
 class FeedReceiver:
     """Accepts the feeding tasks' connections on ``(host, port)`` and spills what they send."""
 
-    def __init__(self, feed: DataFeed, host: str, port: int, secret: bytes, spill_dir: str):
+    def __init__(self, feed: DataFeed, host: str, port: int, secret: bytes, spill_dir: str,
+                 spill_format: str = "arrow"):
         self.feed, self.secret, self.spill_dir = feed, secret, spill_dir
+        self.spill_format = spill_format
         os.makedirs(spill_dir, exist_ok=True)
         # the node's Spark task holds the port reserved for us; SO_REUSEADDR lets us bind it
         self._server = tcp_server(host, port, self._serve)
@@ -333,7 +377,7 @@ class FeedReceiver:
                 self._receive(sock, connection, header)
             elif kind == "end":
                 self.feed.end_feed(header["feed_id"], header["rows_per_node"],
-                                   header["num_epochs"])
+                                   header["num_epochs"], header.get("schema", b""))
                 connection.send({"ok": True})
             elif kind == "done":
                 self.feed.driver_done()
@@ -359,13 +403,23 @@ class FeedReceiver:
             return None, sum(batch.num_rows for batch in reader)
         folder = os.path.join(self.spill_dir, f"{header['mode']}-{header['feed_id']}")
         os.makedirs(folder, exist_ok=True)
-        final = os.path.join(folder, f"part-{header['partition']:06d}.arrow")
+        final = os.path.join(folder, f"part-{header['partition']:06d}.{self.spill_format}")
         partial = f"{final}.{threading.get_ident()}.partial"
         rows = 0
-        with pa.OSFile(partial, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
-            for batch in reader:
-                writer.write_batch(batch)
-                rows += batch.num_rows
+        if self.spill_format == "tfrecord":  # for PSS workers, whose dataset_fn is a graph
+            from .tfrecord_codec import ColumnSpec, encode_examples, frame_records, kind_of_arrow
+            specs = [ColumnSpec(f.name, kind_of_arrow(
+                f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type),
+                int(pa.types.is_fixed_size_list(f.type))) for f in reader.schema]
+            with open(partial, "wb") as sink:
+                for batch in reader:
+                    sink.write(frame_records(encode_examples(batch, specs)))
+                    rows += batch.num_rows
+        else:
+            with pa.OSFile(partial, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as out:
+                for batch in reader:
+                    out.write_batch(batch)
+                    rows += batch.num_rows
         os.replace(partial, final)
         return final, rows
 
@@ -373,11 +427,17 @@ class FeedReceiver:
 _feed: Optional[DataFeed] = None
 
 
-def start(node_index: int, host: str, port: int, secret: bytes, spill_dir: str) -> None:
-    """Start this node process's receiver (once, before ``main_fun`` runs)."""
+def start(node_index: int, host: str, port: int, secret: bytes, spill_dir: str,
+          spill_format: str = "arrow", spill_root: Optional[str] = None) -> None:
+    """Start this node process's receiver (once, before ``main_fun`` or the TF server runs).
+
+    ``spill_root``: where PSS workers spill (the same path on every node), for the chief's
+    :meth:`DataFeed.dataset_fn`.
+    """
     global _feed
     _feed = DataFeed(node_index)
-    FeedReceiver(_feed, host, port, secret, spill_dir)
+    _feed.spill_root = spill_root
+    FeedReceiver(_feed, host, port, secret, spill_dir, spill_format)
 
 
 def get_data_feed(train_mode: bool = True) -> DataFeed:

@@ -189,7 +189,7 @@ class _Node:
             return self._outcome(workdir, process.returncode, stopped)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-            if self.plan.stage_files:
+            if ctx.runs_server_only:  # staged files and PSS feed spills
                 shutil.rmtree(self.plan.stage_root, ignore_errors=True)
 
     def _wait(self, process: subprocess.Popen) -> bool:

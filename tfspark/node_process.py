@@ -74,15 +74,20 @@ def main(workdir: str) -> int:
         _check_keras()
         with open(os.path.join(workdir, CONTEXT_FILE), "rb") as f:
             ctx = pickle.load(f)
+        if ctx.feed_port is not None:
+            from . import feed
+            pss_spill = f"{ctx.stage_root}/feed"  # same path on every PSS worker
+            if ctx.runs_server_only:
+                feed.start(ctx.feed_index, ctx.host, ctx.feed_port, ctx.secret, pss_spill,
+                           spill_format="tfrecord")
+            else:
+                feed.start(ctx.feed_index, ctx.host, ctx.feed_port, ctx.secret,
+                           os.path.join(workdir, "spill"), spill_root=pss_spill)
         if ctx.runs_server_only:
             from .strategy import serve, stage_files
             stage_files(ctx)
             serve(ctx)  # never returns: tfspark stops the process when training ends
         main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))
-        if ctx.feed_port is not None:
-            from . import feed
-            feed.start(ctx.feed_index, ctx.host, ctx.feed_port, ctx.secret,
-                       os.path.join(workdir, "spill"))
         value = main_fun(args, ctx)
         from pyspark import cloudpickle
         try:

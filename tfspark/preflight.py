@@ -42,11 +42,6 @@ def check_arguments(num_executors: Any, num_ps: Any, master_node: Any, eval_node
     if input_mode not in valid_input_modes:
         raise PreflightError(f"input_mode must be one of {list(valid_input_modes)}, "
                              f"got {input_mode!r}")
-    if num_ps > 0 and input_mode == 1:  # InputMode.SPARK
-        raise PreflightError(
-            "InputMode.SPARK with parameter servers (num_ps > 0) is not available yet: under "
-            "ParameterServerStrategy only the chief runs Python, so use InputMode.TENSORFLOW "
-            "and read data in the workers' dataset_fn")
     check_env(env or {}, num_ps)
     try:
         return assign_roles(num_executors, num_ps, chief=master_node == "chief",

@@ -94,8 +94,11 @@ def _slices(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordB
 
 
 def send_train_partition(plan: FeedPlan, partition: int,
-                         batches: Iterator[pa.RecordBatch]) -> List[int]:
-    """Deal one partition's rows out to the training nodes; return the rows sent to each.
+                         batches: Iterator[pa.RecordBatch]) -> Tuple[List[int], bytes]:
+    """Deal one partition's rows out to the training nodes.
+
+    Returns the rows sent to each node and the Arrow schema they had (serialized; empty bytes
+    for an empty partition).
 
     Row ``i`` of partition ``p`` goes to node ``(p + i) % n``, so every node gets an equal share
     (to one row) of every partition, however uneven the partitions are.
@@ -103,8 +106,9 @@ def send_train_partition(plan: FeedPlan, partition: int,
     n = len(plan.addresses)
     streams: Dict[int, _Stream] = {}
     rows = [0] * n
-    offset = 0
+    offset, schema = 0, b""
     for batch in _slices(batches, plan.chunk_rows):
+        schema = schema or batch.schema.serialize().to_pybytes()
         for node in range(n):
             picked = np.arange((node - partition - offset) % n, batch.num_rows, n)
             if len(picked):
@@ -118,7 +122,7 @@ def send_train_partition(plan: FeedPlan, partition: int,
         if spilled != rows[node]:
             raise FeedError(f"TF node {plan.labels[node]} stored {spilled} of {rows[node]} rows "
                             f"of partition {partition}")
-    return rows
+    return rows, schema
 
 
 def send_inference_partition(plan: FeedPlan, partition: int, schema: Optional[pa.Schema],
@@ -140,7 +144,8 @@ def send_inference_partition(plan: FeedPlan, partition: int, schema: Optional[pa
 
 
 # ---------------------------------------------------------------- Spark task functions
-def rdd_train_task(plan: FeedPlan, partition: int, elements: Iterator[Any]) -> Iterator[List[int]]:
+def rdd_train_task(plan: FeedPlan, partition: int,
+                   elements: Iterator[Any]) -> Iterator[Tuple[List[int], bytes]]:
     batches = (batch_from_elements(c) for c in chunks(elements, plan.chunk_rows))
     yield send_train_partition(plan, partition, batches)
 
@@ -152,16 +157,16 @@ def rdd_inference_task(plan: FeedPlan, partition: int, elements: Iterator[Any]) 
     yield from send_inference_partition(plan, partition, schema, iter(batches))
 
 
-_TRAIN_RESULT = pa.schema([("node", pa.int32()), ("rows", pa.int64())])
+_TRAIN_RESULT = pa.schema([("node", pa.int32()), ("rows", pa.int64()), ("schema", pa.binary())])
 
 
 def dataframe_train_task(plan: FeedPlan, batches: Iterator[pa.RecordBatch]
                          ) -> Iterator[pa.RecordBatch]:
     from pyspark import TaskContext
-    rows = send_train_partition(plan, TaskContext.get().partitionId(),
-                                (normalize_dataframe_batch(b) for b in batches))
-    yield pa.RecordBatch.from_pydict({"node": list(range(len(rows))), "rows": rows},
-                                     schema=_TRAIN_RESULT)
+    rows, schema = send_train_partition(plan, TaskContext.get().partitionId(),
+                                        (normalize_dataframe_batch(b) for b in batches))
+    yield pa.RecordBatch.from_pydict({"node": list(range(len(rows))), "rows": rows,
+                                      "schema": [schema] * len(rows)}, schema=_TRAIN_RESULT)
 
 
 def dataframe_inference_task(plan: FeedPlan, batches: Iterator[pa.RecordBatch]

@@ -145,3 +145,34 @@ def test_pss_workers_stage_their_shards_from_hdfs(spark, hadoop_env, hdfs_cluste
                             num_ps=1, master_node="chief", stage_files={"train": data})
     loss = cluster.shutdown(timeout=300)[1]
     assert loss[-1] < loss[0] / 10
+
+
+def _coordinate_spark_fed(args, ctx):
+    import tensorflow as tf
+
+    strategy = ctx.parameter_server_strategy()
+    feed = ctx.get_data_feed()
+    dataset_fn = feed.dataset_fn(batch_size=32, label="y")
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    history = model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn),
+                        epochs=feed.num_epochs, steps_per_epoch=feed.steps_per_epoch, verbose=2)
+    return {"loss": history.history["loss"], "steps": feed.steps_per_epoch}
+
+
+def test_pss_trains_on_a_spark_fed_dataframe(spark):
+    import numpy as np
+    from tfspark import InputMode
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(1024, 4)).astype("float32")
+    y = x @ np.array([1.0, -2.0, 3.0, 0.5], "float32") + 1.0
+    df = spark.createDataFrame([(x[i].tolist(), float(y[i])) for i in range(len(x))],
+                               "x array<float>, y float").repartition(3)
+    # 1 ps + chief + 1 worker: the feeding job needs the 4th slot
+    cluster = TFCluster.run(spark.sparkContext, _coordinate_spark_fed, {}, 3, num_ps=1,
+                            master_node="chief", input_mode=InputMode.SPARK)
+    cluster.train(df, num_epochs=4)
+    chief = cluster.shutdown(timeout=300)[1]
+    assert chief["steps"] == 32
+    assert chief["loss"][-1] < chief["loss"][0] / 10
