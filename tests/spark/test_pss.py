@@ -176,3 +176,34 @@ def test_pss_trains_on_a_spark_fed_dataframe(spark):
     chief = cluster.shutdown(timeout=300)[1]
     assert chief["steps"] == 32
     assert chief["loss"][-1] < chief["loss"][0] / 10
+
+
+def _kill_worker_1_mid_training(args, ctx):
+    import subprocess
+    import tensorflow as tf
+
+    strategy = ctx.parameter_server_strategy()
+
+    def dataset_fn(input_context):
+        x = tf.random.stateless_normal((256, 4), seed=[9, 0])
+        return tf.data.Dataset.from_tensor_slices((x, tf.reduce_sum(x, 1))).batch(32).repeat()
+
+    class KillWorker(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:  # the node processes are named after their role
+                subprocess.run(["pkill", "-9", "-f", "tfspark-worker-1-"], check=True)
+
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+    model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=50,
+              steps_per_epoch=10, callbacks=[KillWorker()], verbose=2)
+
+
+def test_worker_dying_mid_training_ends_the_job_naming_it(sc):
+    started = time.monotonic()
+    cluster = TFCluster.run(sc, _kill_worker_1_mid_training, None, 4, num_ps=1,
+                            master_node="chief")
+    with pytest.raises(NodeError, match=r"worker:1 .* killed by signal 9"):
+        cluster.shutdown(timeout=300)
+    assert time.monotonic() - started < 150
