@@ -1,7 +1,7 @@
 """Rows/s delivered into tf.data on a TF worker: tfspark's Spark feed vs TensorFlowOnSpark vs memory.
 
-    .venv/bin/python benchmarks/feed_throughput.py [--rows 1000000] [--tfos-rows 100000]
-        [--batch-size 256] [--partitions 16] [--skip-tfos] [--py-spy DIR]
+    .venv/bin/python benchmarks/feed_throughput.py [--rows 1000000] [--tfos-rows 20000]
+        [--batch-size 256] [--partitions 16] [--parts tfspark,tfos,memory] [--py-spy DIR]
 
 Data: N rows x (784 float32 features + an int32 label), generated in Spark (``mapInArrow`` over
 deterministic numpy chunks), cached and counted before any clock starts. The in-memory baseline
@@ -90,6 +90,14 @@ def _cached_df(spark, rows: int, parts: int):
     df = df.persist(StorageLevel.MEMORY_AND_DISK)
     assert df.count() == rows
     return df
+
+
+def _cache_info(sc) -> str:
+    """How much of the cached DataFrame Spark holds, in memory and on disk."""
+    infos = sc._jsc.sc().getRDDStorageInfo()
+    return "; ".join(f"{i.numCachedPartitions()}/{i.numPartitions()} partitions cached, "
+                     f"{i.memSize() / 1e9:.2f} GB memory, {i.diskSize() / 1e9:.2f} GB disk"
+                     for i in infos) or "nothing cached"
 
 
 def _session(master: str, name: str, conf: dict):
@@ -205,6 +213,7 @@ def part_tfspark(opts) -> dict:
     try:
         sc = spark.sparkContext
         df = _cached_df(spark, opts.rows, opts.partitions)
+        cache_before = _cache_info(sc)
         cluster = TFCluster.run(sc, _tfspark_main, {"batch_size": opts.batch_size,
                                                     "py_spy": opts.py_spy}, 1,
                                 input_mode=InputMode.SPARK)
@@ -215,6 +224,7 @@ def part_tfspark(opts) -> dict:
         result["train_secs"] = t_train
         result["end_to_end_secs"] = result["epochs"][0]["end_wall"] - t0
         result["rows"] = opts.rows
+        result["cache"] = f"before feed: {cache_before}; after: {_cache_info(sc)}"
         df.unpersist()
         return result
     finally:
@@ -358,17 +368,18 @@ def report(results: dict, opts, uptime_before: str, uptime_after: str) -> None:
             m = _rate(results["memory"]["epochs"][0])
             print(f"tfspark epoch 1 / in-memory:        {e1 / m:6.2f}     (goal >= 0.70)")
             print(f"tfspark epoch 2 / in-memory:        {_rate(t['epochs'][1]) / m:6.2f}")
+        print(f"tfspark Spark cache: {t.get('cache')}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--tfos-rows", type=int, default=100_000,
+    parser.add_argument("--tfos-rows", type=int, default=20_000,
                         help="rows fed through TFoS (a prefix of the data; it is slow)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--partitions", type=int, default=16)
-    parser.add_argument("--skip-tfos", action="store_true")
-    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--parts", default="tfspark,tfos,memory",
+                        help="comma-separated subset of tfspark,tfos,memory to run")
     parser.add_argument("--py-spy", default=None,
                         help="folder: record the TF worker processes with py-spy (raw stacks)")
     parser.add_argument("--_part", choices=sorted(PARTS), help=argparse.SUPPRESS)
@@ -383,12 +394,15 @@ def main() -> None:
         print(MARK + json.dumps(PARTS[opts._part](opts)), flush=True)
         return
 
-    if not opts.skip_tfos:
+    parts = [p for p in opts.parts.split(",") if p]
+    if set(parts) - set(PARTS):
+        raise SystemExit(f"--parts: unknown {sorted(set(parts) - set(PARTS))}")
+    if "tfos" in parts:
         try:
             import tensorflowonspark  # noqa: F401
         except ImportError:
             raise SystemExit("TensorFlowOnSpark is not installed: "
-                             "pip install --no-deps tensorflowonspark==2.2.5 (or --skip-tfos)")
+                             "pip install --no-deps tensorflowonspark==2.2.5 (or leave tfos out of --parts)")
     from tfspark.testing.spark import StandaloneCluster
     opts.workdir = tempfile.mkdtemp(prefix="feed-bench-")
     uptime_before = _uptime()
@@ -396,10 +410,10 @@ def main() -> None:
     try:
         with StandaloneCluster(os.path.join(opts.workdir, "spark"), num_workers=2,
                                cores_per_worker=2, memory_per_worker="4g") as cluster:
-            results["tfspark"] = _run_part("tfspark", opts, cluster.master_url)
-            if not opts.skip_tfos:
-                results["tfos"] = _run_part("tfos", opts, cluster.master_url)
-        if not opts.skip_memory:
+            for name in ("tfspark", "tfos"):
+                if name in parts:
+                    results[name] = _run_part(name, opts, cluster.master_url)
+        if "memory" in parts:
             results["memory"] = _run_part("memory", opts, "")
     finally:
         shutil.rmtree(opts.workdir, ignore_errors=True)

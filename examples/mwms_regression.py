@@ -8,13 +8,10 @@ are all-reduced every step, so both end with the same weights. Prints the loss o
 (from each worker, relayed to the driver) and the final mean absolute error on held-out data.
 """
 import argparse
-import os
-import sys
 
-from pyspark import SparkConf
-from pyspark.sql import SparkSession
 
 from tfspark import TFCluster
+from tfspark.session import get_session
 
 
 def main_fun(args, ctx):
@@ -61,11 +58,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors need this Python
-    conf = SparkConf().setAppName("tfspark-mwms-regression")
-    if args.master or not conf.contains("spark.master"):  # spark-submit sets the master
-        conf.setMaster(args.master or f"local[{args.num_workers}]")
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark = get_session("tfspark-mwms-regression", args.master, local_slots=args.num_workers)
     try:
         cluster = TFCluster.run(spark.sparkContext, main_fun, args, args.num_workers)
         errors = cluster.shutdown(timeout=1800)

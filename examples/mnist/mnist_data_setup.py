@@ -18,13 +18,11 @@ import argparse
 import gzip
 import os
 import struct
-import sys
 
 import numpy as np
-from pyspark import SparkConf
-from pyspark.sql import SparkSession
 
 from tfspark import fs, tfrecord
+from tfspark.session import get_session
 
 IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
@@ -85,6 +83,8 @@ def write_csv(df, path: str) -> None:
     df.select("label", *pixels).write.mode("overwrite").csv(path)
 
 
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="mnist_data",
@@ -103,17 +103,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    conf = SparkConf().setAppName("tfspark-mnist-data-setup")
-    if args.master or not conf.contains("spark.master"):  # spark-submit sets the master
-        conf.setMaster(args.master or "local[2]")
     if args.mnist:
         x_train, y_train, x_test, y_test = load_mnist(os.path.expanduser(args.mnist))
         source = f"MNIST from {args.mnist}"
     else:
         x_train, y_train, x_test, y_test = load_digits(seed=args.seed)
         source = "scikit-learn digits upscaled to 28x28 (no --mnist given)"
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark = get_session("tfspark-mnist-data-setup", args.master)
+    print(f"master: {spark.sparkContext.master}", flush=True)
     try:
         for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
             df = to_dataframe(spark, x, y, args.num_partitions)

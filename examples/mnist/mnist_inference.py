@@ -17,15 +17,13 @@ import argparse
 import io
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-from pyspark import SparkConf
-from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from tfspark import export, tfrecord
+from tfspark.session import get_session
 
 
 def zip_dir(path: str) -> bytes:
@@ -60,6 +58,8 @@ def make_predictor(model_zip):
     return predict
 
 
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export_dir", default="mnist_export",
@@ -76,11 +76,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    conf = (SparkConf().setAppName("tfspark-mnist-inference")
-            .set("spark.executorEnv.TF_USE_LEGACY_KERAS", "1"))
-    if args.master or not conf.contains("spark.master"):  # spark-submit sets the master
-        conf.setMaster(args.master or "local[2]")
     started = time.time()
     version = export.latest_version(args.export_dir)
     print(f"model: {version}")
@@ -91,7 +86,9 @@ def main(argv=None):
         if export.is_remote(version):
             shutil.rmtree(os.path.dirname(local), ignore_errors=True)
 
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark = get_session("tfspark-mnist-inference", args.master,
+                        conf={"spark.executorEnv.TF_USE_LEGACY_KERAS": "1"})
+    print(f"master: {spark.sparkContext.master}", flush=True)
     try:
         predictions = (tfrecord.read(spark, args.images_labels).select("label", "image")
                        .mapInPandas(make_predictor(spark.sparkContext.broadcast(model_zip)),

@@ -23,13 +23,11 @@ on HDFS both are written locally and published there by the chief at every epoch
 import argparse
 import math
 import os
-import sys
 import time
 
-from pyspark import SparkConf
-from pyspark.sql import SparkSession
 
 from tfspark import InputMode, TFCluster, export, tfrecord
+from tfspark.session import get_session
 
 
 def build_model(tf):
@@ -96,6 +94,8 @@ def main_fun(args, ctx):
             "export": exported, "train_secs": train_secs}
 
 
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cluster_size", type=int, default=2, help="number of TF workers")
@@ -119,12 +119,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors need this Python
-    conf = SparkConf().setAppName(f"tfspark-mnist-{args.input_mode}")
-    if args.master or not conf.contains("spark.master"):  # spark-submit sets the master
-        # one slot per TF node, plus one for the job that feeds them (InputMode.SPARK)
-        conf.setMaster(args.master or f"local[{args.cluster_size + 1}]")
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    # locally: one slot per TF node, plus one for the job that feeds them (InputMode.SPARK)
+    spark = get_session(f"tfspark-mnist-{args.input_mode}", args.master,
+                        local_slots=args.cluster_size + 1)
+    print(f"master: {spark.sparkContext.master}", flush=True)
     sc = spark.sparkContext
     started = time.time()
     try:

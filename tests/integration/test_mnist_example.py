@@ -48,6 +48,8 @@ def _submit(what: str, conf: dict, script: str, args: list, env: dict, cwd) -> s
     print(f"[timing] {what}: {time.time() - started:.1f}s", flush=True)
     tail = "\n".join(proc.stdout.splitlines()[-120:])
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}"
+    if conf.get("spark.submit.deployMode") == "client":  # ran on the cluster, not local[N]
+        assert f"master: {conf['spark.master']}" in proc.stdout, tail
     return proc.stdout
 
 

@@ -1,0 +1,41 @@
+"""Getting a SparkSession the way a tfspark job script expects: spark-submit's master when
+spark-submit runs it, otherwise an embedded local Spark (or the master the caller names)."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict, Optional
+
+
+def under_spark_submit() -> bool:
+    """True when spark-submit started this Python driver (it sets PYSPARK_GATEWAY_PORT).
+
+    Before the SparkContext exists, ``SparkConf()`` cannot see spark-submit's ``--master``.
+    """
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_session(app_name: str, master: Optional[str] = None, local_slots: int = 2,
+                conf: Optional[Dict[str, str]] = None):
+    """A SparkSession for a job script.
+
+    Parameters
+    ----------
+    app_name : the application's name.
+    master : a Spark master URL; wins over everything else when given.
+    local_slots : task slots of the embedded ``local[N]`` Spark used when neither ``master`` nor
+        spark-submit names a master (one per TF node, plus one for a feeding job).
+    conf : extra Spark settings.
+
+    Executors started locally use this Python (``PYSPARK_PYTHON``), which has TensorFlow.
+    """
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark_conf = SparkConf().setAppName(app_name)
+    for key, value in (conf or {}).items():
+        spark_conf.set(key, value)
+    if master or not under_spark_submit():
+        spark_conf.setMaster(master or f"local[{local_slots}]")
+    return SparkSession.builder.config(conf=spark_conf).getOrCreate()
