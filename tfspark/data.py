@@ -190,6 +190,9 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
 
         records = tf.data.Dataset.from_generator(
             generate, output_signature=tf.TensorSpec([None], tf.string)).unbatch()
+    options = tf.data.Options()  # already this node's shard: a strategy must not re-shard it
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    records = records.with_options(options)
     if batch_size:
         return records.batch(batch_size).map(lambda r: tf.io.parse_example(r, features))
     return records.map(lambda r: tf.io.parse_single_example(r, features))

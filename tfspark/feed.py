@@ -140,8 +140,9 @@ class DataFeed:
                      for f in schema}
         dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-        return dataset.map(_structurer(structure_of(schema), list(signature), label),
-                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+        return _own_share(tf, dataset.map(_structurer(structure_of(schema), list(signature),
+                                                      label),
+                                          num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
 
     def dataset_fn(self, batch_size: int, label: Optional[str] = None, shuffle: int = 1024,
                    timeout: Optional[float] = None):
@@ -298,6 +299,13 @@ class DataFeed:
             self._current_partition = partition
             yield from _read_batches(partition.path)
             yield _BOUNDARY
+
+
+def _own_share(tf, dataset):
+    """Mark ``dataset`` as this node's own share: a strategy must not shard it again."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
 
 
 def _read_batches(path: str) -> Iterator[pa.RecordBatch]:

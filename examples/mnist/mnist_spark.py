@@ -47,10 +47,12 @@ def build_model(tf):
 
 
 def main_fun(args, ctx):
-    """Runs on every TF node (the chief and the workers)."""
+    """Runs on every TF node under MWMS; on the chief (the coordinator) under PSS."""
     import tensorflow as tf
     from tfspark import data, export
 
+    if args.strategy == "ps":
+        return coordinate(args, ctx, tf)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     if args.input_mode == "spark":
         feed = ctx.get_data_feed()
@@ -85,13 +87,63 @@ def main_fun(args, ctx):
             callbacks.append(export.PublishDirCallback(log_dir, ctx.absolute_path(args.log_dir),
                                                        ctx))
 
+    return fit_and_export(args, ctx, model, dataset, epochs, steps_per_epoch,
+                          _checkpoint_callbacks(args, ctx, tf))
+
+
+def _checkpoint_callbacks(args, ctx, tf):
+    """Per-epoch weight checkpoints and TensorBoard logs; on HDFS via a local mirror."""
+    callbacks = []
+    if args.model_dir:
+        ckpt_dir = export.local_mirror(args.model_dir, ctx)   # local; HDFS: a local mirror
+        callbacks.append(tf.keras.callbacks.ModelCheckpoint(
+            os.path.join(ckpt_dir, "weights-{epoch:02d}"), save_weights_only=True))
+        if export.is_remote(ctx.absolute_path(args.model_dir)):
+            callbacks.append(export.PublishDirCallback(ckpt_dir, ctx.absolute_path(
+                args.model_dir), ctx))
+    if args.log_dir:
+        log_dir = export.local_mirror(args.log_dir, ctx)
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir))
+        if export.is_remote(ctx.absolute_path(args.log_dir)):
+            callbacks.append(export.PublishDirCallback(log_dir, ctx.absolute_path(args.log_dir),
+                                                       ctx))
+    return callbacks
+
+
+def fit_and_export(args, ctx, model, data, epochs, steps_per_epoch, callbacks):
+    from tfspark import export
     started = time.time()
-    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+    history = model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         callbacks=callbacks, verbose=2 if ctx.is_chief else 0)
     train_secs = time.time() - started
     exported = export.export_saved_model(model, args.export_dir, ctx) if args.export_dir else None
     return {"loss": history.history["loss"], "accuracy": history.history["accuracy"],
             "export": exported, "train_secs": train_secs}
+
+
+def coordinate(args, ctx, tf):
+    """ParameterServerStrategy on the chief: the ps and workers run TF servers (tfspark starts
+    them); the workers' dataset_fn reads data on their local disks."""
+    strategy = ctx.parameter_server_strategy()
+    if args.input_mode == "spark":   # fed rows, spilled as TFRecords on each worker
+        feed = ctx.get_data_feed()
+        dataset_fn = feed.dataset_fn(args.batch_size, label="label")
+        epochs, steps_per_epoch = feed.num_epochs, feed.steps_per_epoch
+    else:                            # each worker's shard of the files, staged by tfspark
+        features = {"image": tf.io.FixedLenFeature([784], tf.float32),
+                    "label": tf.io.FixedLenFeature([], tf.int64)}
+        pattern = ctx.staged_files("train")
+
+        def dataset_fn(input_context):
+            files = tf.data.Dataset.list_files(pattern, shuffle=True)
+            records = tf.data.TFRecordDataset(files).shuffle(2048).repeat()
+            return records.batch(args.batch_size, drop_remainder=True).map(
+                lambda r: (lambda f: (f["image"], f["label"]))(tf.io.parse_example(r, features)))
+        epochs, steps_per_epoch = args.epochs, args.steps_per_epoch
+    with strategy.scope():
+        model = build_model(tf)
+    return fit_and_export(args, ctx, model, tf.keras.utils.experimental.DatasetCreator(
+        dataset_fn), epochs, steps_per_epoch, _checkpoint_callbacks(args, ctx, tf))
 
 
 
@@ -100,6 +152,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cluster_size", type=int, default=2, help="number of TF workers")
     parser.add_argument("--input_mode", choices=["spark", "tf"], default="spark")
+    parser.add_argument("--strategy", choices=["mwms", "ps"], default="mwms",
+                        help="ps: ParameterServerStrategy with --num_ps parameter servers, a "
+                             "chief (coordinator) and --cluster_size workers")
+    parser.add_argument("--num_ps", type=int, default=1)
     parser.add_argument("--images_labels", default="mnist_data/train",
                         help="TFRecord directory written by mnist_data_setup.py")
     parser.add_argument("--epochs", type=int, default=5)
@@ -120,8 +176,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     # locally: one slot per TF node, plus one for the job that feeds them (InputMode.SPARK)
-    spark = get_session(f"tfspark-mnist-{args.input_mode}", args.master,
-                        local_slots=args.cluster_size + 1)
+    pss = args.strategy == "ps"
+    nodes = args.cluster_size + (args.num_ps + 1 if pss else 0)  # + ps and the chief
+    spark = get_session(f"tfspark-mnist-{args.input_mode}", args.master, local_slots=nodes + 1)
     print(f"master: {spark.sparkContext.master}", flush=True)
     sc = spark.sparkContext
     started = time.time()
@@ -130,20 +187,25 @@ def main(argv=None):
         if args.tensorboard and not tensorboard:
             print("note: --tensorboard needs a local --log_dir; logs are still written")
         df = tfrecord.read(spark, args.images_labels).select("image", "label")
+        roles = dict(num_ps=args.num_ps, master_node="chief") if pss else {}
         if args.input_mode == "spark":
-            cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, tensorboard=tensorboard,
-                                    input_mode=InputMode.SPARK, log_dir=args.log_dir)
+            cluster = TFCluster.run(sc, main_fun, args, nodes, tensorboard=tensorboard,
+                                    input_mode=InputMode.SPARK, log_dir=args.log_dir, **roles)
             cluster.train(df, num_epochs=args.epochs)
         else:
             count = df.count()
-            args.steps_per_epoch = max(1, math.ceil(count / (args.batch_size * args.cluster_size)))
-            print(f"{count} training records: {args.steps_per_epoch} steps per epoch per worker")
-            cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, tensorboard=tensorboard,
-                                    input_mode=InputMode.TENSORFLOW, log_dir=args.log_dir)
+            # MWMS: steps per worker in lock step; PSS: steps over all workers together
+            per_step = args.batch_size * (1 if pss else args.cluster_size)
+            args.steps_per_epoch = max(1, math.ceil(count / per_step))
+            print(f"{count} training records: {args.steps_per_epoch} steps per epoch")
+            if pss:
+                roles["stage_files"] = {"train": args.images_labels}
+            cluster = TFCluster.run(sc, main_fun, args, nodes, tensorboard=tensorboard,
+                                    input_mode=InputMode.TENSORFLOW, log_dir=args.log_dir, **roles)
         if getattr(cluster, "tensorboard_url", None):
             print(f"TensorBoard: {cluster.tensorboard_url}")
         results = cluster.shutdown(timeout=args.timeout)
-        chief = results[0]
+        chief = results[args.num_ps] if pss else results[0]
         print(f"final training loss {chief['loss'][-1]:.4f}, accuracy {chief['accuracy'][-1]:.4f}"
               f" (model.fit took {chief['train_secs']:.1f}s)")
         print(f"exported SavedModel: {chief['export']}")

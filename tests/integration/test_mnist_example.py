@@ -140,11 +140,31 @@ def test_standalone_input_mode_tf(standalone_master, mnist_data, hadoop_env, tmp
                   "mnist_spark.py", [*TRAIN_ARGS, "--input_mode", "tf", "--images_labels",
                                      f"{mnist_data}/data/train", "--export_dir", export_dir],
                   _env_from(hadoop_env), tmp_path)
-    assert "steps per epoch per worker" in out and f"exported SavedModel: {export_dir}/1" in out, \
+    assert "steps per epoch" in out and f"exported SavedModel: {export_dir}/1" in out, \
         out[-3000:]
     final = re.search(r"final training loss [0-9.]+, accuracy ([0-9.]+)", out)
     assert final and float(final.group(1)) >= 0.8, out[-3000:]
     _check_saved_model(export_dir, tmp_path)
+
+
+def test_standalone_parameter_server_strategy(standalone_master, mnist_data, hadoop_env,
+                                               tmp_path):
+    """PSS: 1 ps + chief + 1 worker, fed from Spark (the 4th slot runs the feeding job)."""
+    conf, env = _standalone_conf(standalone_master), _env_from(hadoop_env)
+    export_dir = f"{mnist_data}/export_ps"
+    out = _submit("train --strategy ps --input_mode spark (standalone)", conf, "mnist_spark.py",
+                  ["--strategy", "ps", "--num_ps", "1", "--cluster_size", "1", "--epochs", "5",
+                   "--batch_size", "32", "--timeout", "500", "--input_mode", "spark",
+                   "--images_labels", f"{mnist_data}/data/train", "--export_dir", export_dir],
+                  env, tmp_path)
+    assert f"exported SavedModel: {export_dir}/1" in out, out[-3000:]
+    out = _submit("inference of the PSS model (standalone)", conf, "mnist_inference.py",
+                  ["--export_dir", export_dir, "--images_labels", f"{mnist_data}/data/test",
+                   "--output", f"{mnist_data}/predictions_ps"], env, tmp_path)
+    match = re.search(r"test accuracy: ([0-9.]+)", out)
+    assert match, out[-3000:]
+    print(f"[accuracy] standalone, PSS, input_mode spark: {match.group(1)}")
+    assert float(match.group(1)) >= 0.90, out[-3000:]
 
 
 @pytest.mark.parametrize("deploy_mode,input_mode", [("client", "spark"), ("cluster", "tf")])
