@@ -49,7 +49,7 @@ def build_model(tf):
 def main_fun(args, ctx):
     """Runs on every TF node under MWMS; on the chief (the coordinator) under PSS."""
     import tensorflow as tf
-    from tfspark import data, export
+    from tfspark import data
 
     if args.strategy == "ps":
         return coordinate(args, ctx, tf)
@@ -65,28 +65,9 @@ def main_fun(args, ctx):
         dataset = (records.map(lambda r: (r["image"], r["label"]))
                    .shuffle(2048, seed=ctx.worker_num).repeat().batch(args.batch_size))
         epochs, steps_per_epoch = args.epochs, args.steps_per_epoch  # agreed on the driver
-    options = tf.data.Options()  # each node already has its own share: no re-sharding
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    dataset = dataset.with_options(options)
-
+    # (tfspark marks both datasets as this node's own share: the strategy does not re-shard)
     with strategy.scope():
         model = build_model(tf)
-
-    callbacks = []
-    if args.model_dir:
-        ckpt_dir = export.local_mirror(args.model_dir, ctx)   # local; HDFS: a local mirror
-        callbacks.append(tf.keras.callbacks.ModelCheckpoint(
-            os.path.join(ckpt_dir, "weights-{epoch:02d}"), save_weights_only=True))
-        if export.is_remote(ctx.absolute_path(args.model_dir)):
-            callbacks.append(export.PublishDirCallback(ckpt_dir, ctx.absolute_path(
-                args.model_dir), ctx))
-    if args.log_dir:
-        log_dir = export.local_mirror(args.log_dir, ctx)
-        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir))
-        if export.is_remote(ctx.absolute_path(args.log_dir)):
-            callbacks.append(export.PublishDirCallback(log_dir, ctx.absolute_path(args.log_dir),
-                                                       ctx))
-
     return fit_and_export(args, ctx, model, dataset, epochs, steps_per_epoch,
                           _checkpoint_callbacks(args, ctx, tf))
 
