@@ -9,6 +9,8 @@ import pytest
 from tfspark import fs
 from tfspark.errors import FileSystemError
 
+from conftest import read_tree  # tests/conftest.py
+
 
 @pytest.fixture
 def base(hdfs_cluster, hadoop_env, request):
@@ -29,16 +31,6 @@ def _make_tree(root):
     return root
 
 
-def _tree(root):
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(dirpath, root)
-        for d in dirnames:
-            found[os.path.normpath(os.path.join(rel, d))] = None
-        for f in filenames:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                found[os.path.normpath(os.path.join(rel, f))] = fh.read()
-    return found
 
 
 def _leftovers(url):
@@ -71,7 +63,7 @@ def test_directory_round_trip(base, tmp_path):
     fs.upload(src, remote, n_threads=3)
     assert fs.listdir(remote) == ["a", "empty", "top.txt"]
     fs.download(remote, str(tmp_path / "back"), n_threads=3)
-    assert _tree(str(tmp_path / "back")) == _tree(src)
+    assert read_tree(str(tmp_path / "back")) == read_tree(src)
     assert _leftovers(base) == []
 
 

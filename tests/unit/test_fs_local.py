@@ -6,18 +6,9 @@ import pytest
 from tfspark import fs
 from tfspark.errors import FileSystemError, TFSparkError
 
+from conftest import read_tree  # tests/conftest.py
 
-def _tree(root):
-    """{relative path: bytes or None for directories} of everything under ``root``."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(dirpath, root)
-        for d in dirnames:
-            found[os.path.normpath(os.path.join(rel, d))] = None
-        for f in filenames:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                found[os.path.normpath(os.path.join(rel, f))] = fh.read()
-    return found
+
 
 
 def _make_tree(root):
@@ -83,7 +74,7 @@ def test_upload_download_tree_copies_everything(tmp_path):
     src = _make_tree(str(tmp_path / "src"))
     fs.upload(src, str(tmp_path / "copy"))
     fs.download(str(tmp_path / "copy"), str(tmp_path / "back"), n_threads=2)
-    assert _tree(str(tmp_path / "back")) == _tree(src)
+    assert read_tree(str(tmp_path / "back")) == read_tree(src)
     with pytest.raises(FileSystemError, match="already exists"):
         fs.upload(src, str(tmp_path / "copy"))
     with pytest.raises(FileSystemError) as err:
@@ -96,7 +87,7 @@ def test_atomic_output_success_and_failure(tmp_path):
     with fs.atomic_output(target) as tmp:
         assert os.path.dirname(tmp) == str(tmp_path) and not os.path.exists(target)
         _make_tree(tmp)
-    assert _tree(target)["a/b/deep.txt"] == b"deep"
+    assert read_tree(target)["a/b/deep.txt"] == b"deep"
 
     other = str(tmp_path / "other")
     with pytest.raises(ValueError):
@@ -117,7 +108,7 @@ def test_atomic_output_overwrite_replaces_directory(tmp_path):
         os.makedirs(tmp)
         with open(os.path.join(tmp, "new.txt"), "wb") as fh:
             fh.write(b"new")
-    assert _tree(target) == {"new.txt": b"new"}
+    assert read_tree(target) == {"new.txt": b"new"}
     assert _leftovers(tmp_path) == []
 
     # a failing replacement leaves the old content untouched
@@ -125,7 +116,7 @@ def test_atomic_output_overwrite_replaces_directory(tmp_path):
         with fs.atomic_output(target, overwrite=True) as tmp:
             os.makedirs(tmp)
             raise KeyError("fail")
-    assert _tree(target) == {"new.txt": b"new"}
+    assert read_tree(target) == {"new.txt": b"new"}
 
 
 def test_atomic_output_that_writes_nothing_is_an_error(tmp_path):
