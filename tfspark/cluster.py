@@ -29,7 +29,8 @@ from .control import Connection, ControlServer, Message, new_secret
 from .errors import NodeError, ReservationError, TFSparkError
 from .feed_protocol import INFERENCE, TRAIN
 from .node import ERROR, OK, STOPPED, NodePlan, run_node
-from .roles import EVALUATOR, PS, TRAINING_ROLES, WORKER, Role, self_finishing_roles
+from .roles import (EVALUATOR, PS, TRAINING_ROLES, WORKER, Role, data_nodes,
+                    self_finishing_roles)
 
 logger = logging.getLogger(__name__)
 
@@ -361,12 +362,12 @@ class TFCluster:
             timeout=float(feed_timeout))
 
     def _feed_nodes(self, listening: bool) -> List[_NodeState]:
-        """Nodes that receive fed rows (chief and workers; PSS: workers), or, with
-        ``listening``, every node with a feed receiver (also the PSS chief, told of each feed)."""
-        receivers = [n for n in self._nodes.values() if n.role.job_name in TRAINING_ROLES]
-        if listening or PS not in {n.role.job_name for n in self._nodes.values()}:
-            return receivers
-        return [n for n in receivers if n.role.job_name == WORKER]
+        """Nodes that receive fed rows, in share order (:func:`tfspark.roles.data_nodes`), or,
+        with ``listening``, every node with a feed receiver (also the PSS chief, told of each
+        feed)."""
+        if listening:
+            return [n for n in self._nodes.values() if n.role.job_name in TRAINING_ROLES]
+        return [self._nodes[r.worker_num] for r in data_nodes([n.role for n in self._nodes.values()])]
 
     def _run_feed_job(self, collect: Callable[[], list]) -> list:
         """Run a feeding Spark job; if a TF node fails meanwhile, cancel it and raise that."""

@@ -20,7 +20,10 @@ class NodeContext:
     job_name : "chief", "worker", "ps" or "evaluator".
     task_index : index of this node within its ``job_name``.
     worker_num : global index of this node (its Spark partition), unique over the cluster.
-    num_workers : number of nodes that train (chief + workers); shard input data over these.
+    num_workers : number of nodes that train (chief + workers).
+    shard_index, num_shards : this node's share of the training data, of ``num_shards``: under
+        MultiWorkerMirroredStrategy the chief and workers each take one; under
+        ParameterServerStrategy the workers do. ``shard_index`` is None on other nodes.
     cluster_spec : the TF cluster spec, ``{"worker": ["host:port", ...], ...}`` (no evaluator).
     tf_config : the JSON string that is set in ``TF_CONFIG``.
     executor_id : the Spark executor this node runs in.
@@ -28,7 +31,7 @@ class NodeContext:
     default_fs : the cluster's default filesystem (``fs.defaultFS``), e.g. ``hdfs://nn:8020``.
     working_dir : the driver's working directory; relative local paths resolve against it.
     log_dir : TensorBoard log directory (absolute), if one was given to ``TFCluster.run``.
-    input_mode, feed_port, feed_index : where Spark-fed data arrives (``InputMode.SPARK``).
+    input_mode, feed_port : where Spark-fed data arrives (``InputMode.SPARK``).
     stage_files, stage_root : TFRecord files staged on ParameterServerStrategy workers.
     """
 
@@ -47,7 +50,8 @@ class NodeContext:
     user: Optional[str] = None
     input_mode: int = 0  # InputMode.TENSORFLOW
     feed_port: Optional[int] = None  # where this node receives Spark-fed data (InputMode.SPARK)
-    feed_index: Optional[int] = None  # this node's index among the training nodes
+    shard_index: Optional[int] = None  # see roles.data_index
+    num_shards: int = 0
     secret: bytes = field(default=b"", repr=False)
     stage_files: Dict[str, str] = field(default_factory=dict)  # name -> TFRecord dir/glob
     stage_root: Optional[str] = None  # same absolute path on every node
@@ -91,14 +95,17 @@ class NodeContext:
             raise KeyError(f"no files were staged as {name!r}; staged: {sorted(self.stage_files)}")
         return f"{self.stage_root}/{name}/*"
 
-    def get_data_feed(self, train_mode: bool = True):
+    def get_data_feed(self, train_mode: bool = True, *, shuffle: bool = True,
+                      seed: Optional[int] = None):
         """This node's :class:`~tfspark.feed.DataFeed` (``InputMode.SPARK``, chief/workers).
 
         ``train_mode=False`` for inference: rows taken with ``next_batch`` must be answered, in
-        order, with ``batch_results``.
+        order, with ``batch_results``. ``shuffle``/``seed``: training visits this node's rows in
+        a fresh random order every epoch (reproducible from ``seed``); ``shuffle=False`` keeps
+        the fed order. ``feed.dataset()`` can override both.
         """
         from .feed import get_data_feed
-        return get_data_feed(train_mode)
+        return get_data_feed(train_mode, shuffle, seed)
 
     def absolute_path(self, path: str) -> str:
         """Resolve ``path`` for use on this node.

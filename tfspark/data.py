@@ -1,20 +1,27 @@
 """Worker-side input: TFRecord files (local or HDFS) as a parsed ``tf.data.Dataset``.
 
 Runs inside a TF node's process (TensorFlow is imported there).  Files are listed and fetched
-through :mod:`tfspark.fs`; HDFS files are downloaded to local disk one ahead of the reader by a
-background thread and deleted once read, so at most ``1 + prefetch_files`` of them are on disk.
+through :mod:`tfspark.fs`; HDFS files are downloaded to local disk ahead of the reader by a
+background thread and deleted once read, so at most ``cycle_length + prefetch_files`` of them
+are on disk. Every dataset here is a node's own share (:func:`node_share`, re-exported from
+:mod:`tfspark.shares`).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
 import shutil
 import tempfile
 import threading
-from typing import Dict, Iterator, List, Optional, Tuple
+from collections import deque
+from typing import IO, Deque, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
 
 from tfspark import fs
+from tfspark.shares import node_share  # noqa: F401 - public as tfspark.data.node_share
 from tfspark.tfrecord import list_files
 from tfspark.tfrecord_codec import GZIP_MAGIC, TFRecordError, open_records
 
@@ -24,17 +31,11 @@ _DOWNLOAD_TIMEOUT = 3600.0  # seconds the reader waits for one file's download
 
 
 def shard_of(ctx) -> Tuple[int, int]:
-    """(shard_index, num_shards) of a TF node: its index among the chief and the workers."""
-    spec = ctx.cluster_spec or {}
-    has_chief = "chief" in spec
-    if ctx.job_name == "chief":
-        index = 0
-    elif ctx.job_name == "worker":
-        index = ctx.task_index + (1 if has_chief else 0)
-    else:
-        raise TFRecordError(f"a {ctx.job_name} node does not train, so it has no input shard; "
+    """(shard_index, num_shards) of a TF node (see :func:`tfspark.roles.data_nodes`)."""
+    if ctx.shard_index is None:
+        raise TFRecordError(f"a {ctx.job_name} node gets no share of the training data; "
                             "pass shard_index and num_shards to read files there")
-    return index, ctx.num_workers
+    return ctx.shard_index, ctx.num_shards
 
 
 def shard_files(files: List[str], shard_index: int, num_shards: int, path: str) -> List[str]:
@@ -100,33 +101,62 @@ class _Prefetcher:
         self.slots.release()
 
 
-def _local_files(urls: List[str], compression: str, prefetch_files: int,
-                 local_dir: Optional[str]) -> Iterator[Tuple[str, str]]:
-    """(local path, compression type) of each file, downloading remote ones ahead."""
-    if all(fs.split_url(u)[0] in ("", "file") for u in urls):
-        for url in urls:
-            local = fs.LOCAL.native(url)
-            yield local, _compression(local, compression)
-        return
+def _interleaved_remote_records(urls: List[str], cycle_length: int, prefetch_files: int,
+                                local_dir: Optional[str]) -> Iterator[List[bytes]]:
+    """Chunks of records from remote files, downloaded ahead of the reader and read
+    ``cycle_length`` files at a time, round-robin; each file is deleted once fully read."""
     staging = tempfile.mkdtemp(prefix="tfspark-tfrecord-", dir=local_dir)
-    prefetcher = _Prefetcher(urls, staging, 1 + max(0, prefetch_files))
+    prefetcher = _Prefetcher(urls, staging, cycle_length + max(0, prefetch_files))
+    active: Deque[Tuple[str, IO[bytes], Iterator[List[bytes]]]] = deque()
+    waiting = len(urls)
     try:
-        for _ in urls:
-            url, local = prefetcher.next()
-            try:
-                yield local, _compression(local, compression)
-            finally:  # the reader asked for the next file (or stopped): this one is consumed
+        while active or waiting:
+            while waiting and len(active) < cycle_length:
+                _, local = prefetcher.next()
+                handle = open(local, "rb")
+                active.append((local, handle, _chunks(open_records(handle, local), 512)))
+                waiting -= 1
+            local, handle, chunks = active.popleft()
+            chunk = next(chunks, None)
+            if chunk is None:  # this file is read: free its slot
+                handle.close()
                 prefetcher.done_with(local)
+                continue
+            active.append((local, handle, chunks))
+            yield chunk
     finally:
+        for _, handle, _ in active:
+            handle.close()
         prefetcher.stop.set()
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _chunks(records: Iterator[bytes], size: int) -> Iterator[List[bytes]]:
+    chunk: List[bytes] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def file_order(files: List[str], shuffle: bool, seed: int, epoch: int) -> List[str]:
+    """The order in which a node reads its files in ``epoch``: as listed, or a permutation
+    drawn from ``(seed, epoch)`` -- fresh every epoch, as ``tf.data.Dataset.list_files`` does."""
+    if not shuffle:
+        return list(files)
+    return [files[i] for i in np.random.default_rng([seed, epoch]).permutation(len(files))]
 
 
 def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optional[int] = None,
                      ctx=None, shard_index: Optional[int] = None,
                      num_shards: Optional[int] = None, compression: str = "auto",
-                     prefetch_files: int = 1, local_dir: Optional[str] = None):
-    """This worker's share of the TFRecord files under ``path``, parsed.
+                     prefetch_files: int = 1, local_dir: Optional[str] = None, *,
+                     shuffle_files: bool = True, seed: Optional[int] = None,
+                     cycle_length: int = 4):
+    """This node's share of the TFRecord files under ``path``, parsed.
 
     Parameters
     ----------
@@ -137,23 +167,33 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
         ``{name: tf.io.FixedLenFeature | tf.io.VarLenFeature | ...}`` for ``tf.io.parse_example``.
     batch_size : int, optional
         Batch the records then parse whole batches (faster); None parses records one by one.
+        A **per-worker batch**, like every batch of a node's share (:mod:`tfspark.shares`).
     ctx : tfspark.NodeContext, optional
-        Takes ``num_shards`` (``ctx.num_workers``) and ``shard_index`` (this node's index among
-        the chief and workers; parameter servers do not count) from it.
+        Takes ``shard_index`` and ``num_shards`` from it (``ctx.shard_index``: the chief and
+        workers under MultiWorkerMirroredStrategy; the workers under ParameterServerStrategy).
     shard_index, num_shards : int, optional
         Explicit sharding (default: from ``ctx``, else one shard: every file).
     compression : {"auto", "gzip", "none"}
         ``"auto"`` looks at each file's first bytes.
     prefetch_files : int
-        HDFS files downloaded ahead of the one being read.
+        HDFS files downloaded ahead of the ones being read.
     local_dir : str, optional
         Where downloads go (default: the system temp dir).
+    shuffle_files, seed : read this node's files in a fresh random order every epoch (each
+        iteration of the dataset), reproducible from ``seed``; ``shuffle_files=False`` reads
+        them in path order. Add a record-level ``.shuffle(buffer)`` for order within files.
+    cycle_length : int
+        Files read at once, records interleaved between them.
 
     Returns
     -------
     tf.data.Dataset
-        Parsed feature dicts (batched when ``batch_size`` is given).  File ``i`` (in path
-        order) is read by shard ``i % num_shards``.
+        Parsed feature dicts (batched when ``batch_size`` is given), marked as this node's own
+        share: under MultiWorkerMirroredStrategy, ``model.fit`` takes whole batches of it on
+        this node instead of splitting them over the workers. File ``i`` (in path order) is
+        read by shard ``i % num_shards``. Each iteration reads every record of the shard once,
+        so ``model.fit(dataset, epochs=n)`` without ``repeat()``/``steps_per_epoch`` trains on
+        each record exactly once per epoch, nodes with smaller shards idling on empty batches.
     """
     import tensorflow as tf
 
@@ -163,36 +203,36 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
         shard_index, num_shards = shard_of(ctx) if ctx is not None else (0, 1)
     elif shard_index is None or num_shards is None:
         raise TFRecordError("pass both shard_index and num_shards, or neither")
+    if cycle_length < 1:
+        raise TFRecordError(f"cycle_length must be >= 1, got {cycle_length}")
     urls = [url for url, _ in list_files(path)]
     mine = shard_files(urls, shard_index, num_shards, path)
     logger.info("shard %d/%d reads %d of %d TFRecord files under %s", shard_index, num_shards,
                 len(mine), len(urls), path)
+    seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
+    cycle = min(cycle_length, len(mine))
 
     if all(fs.split_url(u)[0] in ("", "file") for u in mine):
         local = [fs.LOCAL.native(u) for u in mine]
         files = tf.data.Dataset.from_tensor_slices(
             (local, [_compression(p, compression) for p in local]))
-        records = files.flat_map(lambda p, c: tf.data.TFRecordDataset(p, compression_type=c))
+        if shuffle_files:
+            files = files.shuffle(len(local), seed=seed, reshuffle_each_iteration=True)
+        records = files.interleave(
+            lambda p, c: tf.data.TFRecordDataset(p, compression_type=c), cycle_length=cycle,
+            block_length=16, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         # Downloaded files are read here, in Python, so each one is deleted only once fully
         # read (tf.data may run ahead of a file-name generator and open a deleted file).
+        epochs = itertools.count()
+
         def generate():
-            for local_path, _ in _local_files(mine, compression, prefetch_files, local_dir):
-                with open(local_path, "rb") as f:
-                    chunk = []
-                    for record in open_records(f, local_path):
-                        chunk.append(record)
-                        if len(chunk) == 512:
-                            yield chunk
-                            chunk = []
-                    if chunk:
-                        yield chunk
+            order = file_order(mine, shuffle_files, seed, next(epochs))
+            yield from _interleaved_remote_records(order, cycle, prefetch_files, local_dir)
 
         records = tf.data.Dataset.from_generator(
             generate, output_signature=tf.TensorSpec([None], tf.string)).unbatch()
-    options = tf.data.Options()  # already this node's shard: a strategy must not re-shard it
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    records = records.with_options(options)
+    records = node_share(records)
     if batch_size:
         return records.batch(batch_size).map(lambda r: tf.io.parse_example(r, features))
     return records.map(lambda r: tf.io.parse_single_example(r, features))

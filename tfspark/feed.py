@@ -5,17 +5,21 @@ Runs inside a TF node's own process (``InputMode.SPARK``, chief and workers only
 carries one Arrow stream, written to an Arrow file on local disk (bounded memory: one record
 batch at a time) and published by rename when complete. :class:`DataFeed` serves those files:
 
-* ``dataset(batch_size)`` -- a ``tf.data.Dataset`` of one epoch of the next ``train()`` feed.
-  It starts once the feed is complete, because MultiWorkerMirroredStrategy needs every worker
-  to run the same number of steps: every worker yields ``ceil(max rows on a worker /
-  batch_size)`` full batches per epoch, wrapping around its own rows when it has fewer. Later
-  epochs re-read the spilled files; the Spark data is never recomputed.
-* ``next_batch``/``should_stop``/``batch_results``/``terminate`` -- TensorFlowOnSpark's API:
-  rows stream in as partitions arrive, ``num_epochs`` passes in all.
+* ``dataset(batch_size)`` -- a ``tf.data.Dataset`` of one epoch of this node's share of the next
+  ``train()`` feed, in **per-worker batches** (global batch = ``batch_size x num_workers``).
+  It starts once the feed is complete: every node then takes the same number of steps (set by
+  the largest share) and trains on each of its rows exactly once per epoch, in a fresh random
+  order every epoch unless ``shuffle=False`` (see :mod:`tfspark.spill`). The dataset is marked
+  as this node's own share, so ``model.fit`` under MultiWorkerMirroredStrategy does not split
+  its batches again (see :mod:`tfspark.shares`). Epochs re-read the spill; the Spark data is
+  never recomputed.
+* ``next_batch``/``should_stop``/``batch_results``/``terminate`` -- TensorFlowOnSpark's API,
+  ``num_epochs`` passes in all: shuffled passes start when the feed is complete; with
+  ``shuffle=False`` rows stream in as partitions arrive.
 """
 from __future__ import annotations
 
-import math
+import itertools
 import os
 import socket
 import threading
@@ -26,12 +30,18 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
+from . import shares
 from .arrow_columns import FeedDataError, numpy_columns, row_shape, rows_of, structure_of
 from .control import ChannelError, Connection, accept_authenticated, tcp_server
-
 from .feed_protocol import TRAIN
+from .spill import SpilledRows, batch_sizes, epoch_order, steps_per_epoch
 
-_END, _BOUNDARY = object(), object()  # markers in a stream of record batches
+_END, _BOUNDARY = object(), object()  # markers in a stream of column blocks
+
+#: Rows per block that ``next_batch`` takes from a shuffled pass at a time.
+_NEXT_BATCH_BLOCK = 4096
+
+Columns = Dict[str, np.ndarray]
 
 
 @dataclass
@@ -42,6 +52,10 @@ class _TrainFeed:
     rows_per_node: List[int] = field(default_factory=list)
     num_epochs: int = 1
     schema: Optional[pa.Schema] = None
+
+    def paths(self) -> List[str]:
+        """The spilled files in partition order (the order the data had in Spark)."""
+        return [path for _, path, _ in sorted(self.files)]
 
 
 class _InferencePartition:
@@ -54,11 +68,19 @@ class _InferencePartition:
 
 
 class DataFeed:
-    """This node's share of the data that ``TFCluster.train``/``inference`` feed from Spark."""
+    """This node's share of the data that ``TFCluster.train``/``inference`` feed from Spark.
 
-    def __init__(self, node_index: int, train_mode: bool = True):
-        self.node_index = node_index  # among the training nodes (chief + workers)
+    ``shuffle``/``seed`` are the defaults of :meth:`dataset`, :meth:`dataset_fn` and
+    :meth:`next_batch`: a fresh random order of all this node's rows every epoch, reproducible
+    from ``seed`` (drawn at random when ``None``); ``shuffle=False`` keeps the fed order.
+    """
+
+    def __init__(self, node_index: int, train_mode: bool = True, shuffle: bool = True,
+                 seed: Optional[int] = None):
+        self.node_index = node_index  # among the nodes that receive rows
         self.train_mode = train_mode
+        self.shuffle = shuffle
+        self.seed = seed
         self.steps_per_epoch: Optional[int] = None
         self.spill_root: Optional[str] = None  # where PSS workers spill (see dataset_fn)
         self.num_epochs: Optional[int] = None
@@ -67,10 +89,17 @@ class DataFeed:
         self._next_dataset_feed = 1
         self._inference: Deque[_InferencePartition] = deque()
         self._pending_results: Deque[List[Any]] = deque()  # [partition, rows not yet answered]
-        self._stream: Optional[Iterator[pa.RecordBatch]] = None
-        self._leftover: Optional[pa.RecordBatch] = None
+        self._stream: Optional[Iterator[Any]] = None
+        self._leftover: Optional[Columns] = None
         self._driver_done = False  # the driver will feed no more data
         self._terminated = False  # this node wants no more data
+
+    def _seed(self, seed: Optional[int]) -> int:
+        if seed is not None:
+            return int(seed)
+        if self.seed is None:
+            self.seed = int(np.random.SeedSequence().entropy % (1 << 63))
+        return int(self.seed)
 
     # ------------------------------------------------------------ called by the receiver
     def add_train_file(self, feed_id: int, partition: int, path: Optional[str], rows: int) -> None:
@@ -107,42 +136,57 @@ class DataFeed:
         return self._terminated
 
     # ------------------------------------------------------------ tf.data
-    def dataset(self, batch_size: int, label: Optional[str] = None,
+    def dataset(self, batch_size: int, label: Optional[str] = None, *,
+                shuffle: Optional[bool] = None, seed: Optional[int] = None,
                 timeout: Optional[float] = None):
-        """One epoch of the next ``train()`` feed as a ``tf.data.Dataset`` of full batches.
+        """One epoch of this node's share of the next ``train()`` feed, as a ``tf.data.Dataset``.
+
+        Parameters
+        ----------
+        batch_size : rows per batch on this node -- a **per-worker batch**: each training step
+            takes one batch from every node, so the global batch is ``batch_size x
+            num_workers``. Every node yields ``feed.steps_per_epoch`` batches (set by the
+            largest share); a node with fewer rows ends its epoch with a few smaller batches,
+            so each row is used exactly once per epoch.
+        label : with DataFrames, the label column: elements become ``(features, label)``.
+        shuffle, seed : visit the rows in a fresh random order every epoch (default), a
+            permutation of the node's whole share reproducible from ``seed``; ``shuffle=False``
+            keeps the fed order (partition by partition).
+        timeout : seconds to wait for the feed to complete (``None``: as long as it takes).
 
         Elements: a dict ``{column: tensor}`` for DataFrames; for RDDs, a tuple of tensors when
         elements are tuples/lists (``(features, label)`` for pairs), else one tensor. With
         ``label="col"`` a DataFrame's elements are ``(features, label)``, features being the
         one remaining column's tensor or a dict of the remaining columns.
+
+        Give it to ``model.fit(dataset, epochs=feed.num_epochs)`` as it is, or map it first:
+        it is marked as this node's own share, so MultiWorkerMirroredStrategy neither shards it
+        nor splits its batches (:mod:`tfspark.shares`). Each iteration is one epoch.
         """
         import tensorflow as tf
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        feed = self._wait_for_feed(self._next_dataset_feed, timeout)
-        self._next_dataset_feed += 1
-        mine = feed.rows_per_node[self.node_index] if feed.rows_per_node else 0
-        if mine == 0:
-            raise FeedDataError(
-                f"training node {self.node_index} received no rows from feed {feed.feed_id} "
-                f"(rows per node: {feed.rows_per_node}); feed more rows or partitions than "
-                "there are workers")
-        steps = math.ceil(max(feed.rows_per_node) / batch_size)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise FeedDataError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        feed = self._next_train_feed(timeout)
+        mine = self._rows_of_this_node(feed)
+        steps = steps_per_epoch(feed.rows_per_node, batch_size)
+        sizes = batch_sizes(mine, steps, batch_size)
+        rows = self._spilled(feed, mine)
         self.steps_per_epoch, self.num_epochs = steps, feed.num_epochs
-        paths = [path for _, path, _ in sorted(feed.files)]
-        schema = pa.ipc.open_file(pa.memory_map(paths[0])).schema
+        shuffle = self.shuffle if shuffle is None else shuffle
+        seed, epochs = self._seed(seed), itertools.count()
+        node = self.node_index
 
         def batches():
-            yield from _full_batches(paths, batch_size, steps)
+            yield from rows.batches(epoch_order(mine, shuffle, seed, next(epochs), node), sizes)
 
-        signature = {f.name: tf.TensorSpec((batch_size,) + row_shape(f), _tf_dtype(tf, f))
-                     for f in schema}
+        signature = {f.name: tf.TensorSpec((None,) + row_shape(f), _tf_dtype(tf, f))
+                     for f in rows.schema}
         dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-        return _own_share(tf, dataset.map(_structurer(structure_of(schema), list(signature),
-                                                      label),
-                                          num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
+        structure = _structurer(structure_of(rows.schema), list(signature), label)
+        return shares.node_share(
+            dataset.map(structure, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
 
     def dataset_fn(self, batch_size: int, label: Optional[str] = None, shuffle: int = 1024,
                    timeout: Optional[float] = None):
@@ -155,11 +199,10 @@ class DataFeed:
         """
         import tensorflow as tf
 
-        feed = self._wait_for_feed(self._next_dataset_feed, timeout)
-        self._next_dataset_feed += 1
+        feed = self._next_train_feed(timeout)
         if feed.schema is None:
             raise FeedDataError(f"feed {feed.feed_id} carried no rows")
-        self.steps_per_epoch = math.ceil(sum(feed.rows_per_node) / batch_size)
+        self.steps_per_epoch = -(-sum(feed.rows_per_node) // batch_size)
         self.num_epochs = feed.num_epochs
         spec = {f.name: tf.io.FixedLenFeature(row_shape(f), _tf_dtype(tf, f, parsed=True))
                 for f in feed.schema}
@@ -178,6 +221,28 @@ class DataFeed:
 
         return dataset_fn
 
+    def _next_train_feed(self, timeout: Optional[float]) -> _TrainFeed:
+        feed = self._wait_for_feed(self._next_dataset_feed, timeout)
+        self._next_dataset_feed += 1
+        return feed
+
+    def _rows_of_this_node(self, feed: _TrainFeed) -> int:
+        mine = feed.rows_per_node[self.node_index] if feed.rows_per_node else 0
+        if mine == 0:
+            raise FeedDataError(
+                f"training node {self.node_index} received no rows from feed {feed.feed_id} "
+                f"(rows per node: {feed.rows_per_node}); feed more rows or partitions than "
+                "there are workers")
+        return mine
+
+    @staticmethod
+    def _spilled(feed: _TrainFeed, expected: int) -> SpilledRows:
+        rows = SpilledRows(feed.paths())
+        if rows.num_rows != expected:
+            raise FeedDataError(f"feed {feed.feed_id}: {rows.num_rows} rows are spilled on this "
+                                f"node, but the driver counted {expected} delivered to it")
+        return rows
+
     def _wait_for_feed(self, feed_id: int, timeout: Optional[float]) -> _TrainFeed:
         with self._changed:
             ready = self._changed.wait_for(
@@ -193,16 +258,22 @@ class DataFeed:
     def next_batch(self, batch_size: int) -> List[Any]:
         """Up to ``batch_size`` rows; fewer (possibly none) only when the data has run out.
 
-        In inference mode a batch also ends with its partition, so that partition's results
-        can go back to Spark while the next one is awaited.
+        Training: ``num_epochs`` passes over this node's rows, each row once per pass, in a
+        fresh random order per pass (from the moment the feed is complete) unless the feed was
+        made with ``shuffle=False``, which streams rows in as partitions arrive. Inference: a
+        batch also ends with its partition, so that partition's results can go back to Spark
+        while the next one is awaited.
         """
+        if self.train_mode:
+            shares.note_rows_taken_directly("feed.next_batch()")
         rows: List[Any] = []
         while len(rows) < batch_size:
-            batch = self._next_rows(batch_size - len(rows))
-            if batch is _END or (batch is _BOUNDARY and rows):
+            block = self._next_rows(batch_size - len(rows))
+            if block is _END or (block is _BOUNDARY and rows):
                 break
-            if batch is not _BOUNDARY:
-                rows.extend(rows_of(numpy_columns(batch), structure_of(batch.schema)))
+            if block is not _BOUNDARY:
+                columns, structure = block
+                rows.extend(rows_of(columns, structure))
         return rows
 
     def should_stop(self) -> bool:
@@ -243,29 +314,32 @@ class DataFeed:
             partition.done.set()
 
     def _next_rows(self, limit: int):
-        """The next at most ``limit`` rows, or ``_BOUNDARY`` between partitions, or ``_END``."""
+        """The next at most ``limit`` rows as ``(columns, structure)``, or ``_BOUNDARY`` between
+        inference partitions, or ``_END``."""
         if self._leftover is None:
-            item = next(self._batches(), _END)
+            item = next(self._blocks(), _END)
             if item is _END or item is _BOUNDARY:
                 return item
             self._leftover = item
-        batch, rest = self._leftover.slice(0, limit), self._leftover.slice(limit)
-        self._leftover = rest if rest.num_rows else None
+        columns, structure = self._leftover
+        taken = {k: v[:limit] for k, v in columns.items()}
+        rest = {k: v[limit:] for k, v in columns.items()}
+        self._leftover = (rest, structure) if _num_rows(rest) else None
         if not self.train_mode:
             with self._changed:
-                self._pending_results.append([self._current_partition, batch.num_rows])
-        return batch
+                self._pending_results.append([self._current_partition, _num_rows(taken)])
+        return taken, structure
 
     def _peek_exhausted(self) -> bool:
         while self._leftover is None:
-            item = next(self._batches(), _END)
+            item = next(self._blocks(), _END)
             if item is _END:
                 return True
             if item is not _BOUNDARY:
                 self._leftover = item
         return False
 
-    def _batches(self) -> Iterator[pa.RecordBatch]:
+    def _blocks(self) -> Iterator[Any]:
         if self._stream is None:
             self._stream = self._train_stream() if self.train_mode else self._inference_stream()
         return self._stream
@@ -276,63 +350,62 @@ class DataFeed:
             self._changed.wait_for(lambda: ready() or self._driver_done or self._terminated)
             return ready() and not self._terminated
 
-    def _train_stream(self) -> Iterator[pa.RecordBatch]:
+    def _train_stream(self) -> Iterator[Tuple[Columns, str]]:
         feed_id = 1
         while self._wait(lambda: feed_id in self._feeds):
             feed = self._feeds[feed_id]
-            seen = 0
-            while self._wait(lambda: len(feed.files) > seen or feed.ended):
-                if len(feed.files) > seen:
-                    seen += 1
-                    yield from _read_batches(feed.files[seen - 1][1])
-                elif feed.ended:
-                    break
-            for _ in range(feed.num_epochs - 1):
-                for _, path, _ in feed.files:
-                    yield from _read_batches(path)
+            if self.shuffle:
+                if not self._wait(lambda: feed.ended):
+                    return
+                yield from self._shuffled_passes(feed)
+            else:
+                yield from self._streamed_passes(feed)
             feed_id += 1
 
-    def _inference_stream(self) -> Iterator[pa.RecordBatch]:
+    def _shuffled_passes(self, feed: _TrainFeed) -> Iterator[Tuple[Columns, str]]:
+        mine = feed.rows_per_node[self.node_index] if feed.rows_per_node else 0
+        if not mine:
+            return
+        rows, seed = self._spilled(feed, mine), self._seed(None)
+        structure = structure_of(rows.schema)
+        blocks = [_NEXT_BATCH_BLOCK] * (mine // _NEXT_BATCH_BLOCK) + (
+            [mine % _NEXT_BATCH_BLOCK] if mine % _NEXT_BATCH_BLOCK else [])
+        for epoch in range(feed.num_epochs):
+            order = epoch_order(mine, True, seed, epoch, self.node_index)
+            for columns in rows.batches(order, blocks):
+                yield columns, structure
+
+    def _streamed_passes(self, feed: _TrainFeed) -> Iterator[Tuple[Columns, str]]:
+        """Rows as partitions arrive; later passes in the same order."""
+        seen = 0
+        while self._wait(lambda: len(feed.files) > seen or feed.ended):
+            if len(feed.files) > seen:
+                seen += 1
+                yield from _read_columns(feed.files[seen - 1][1])
+            elif feed.ended:
+                break
+        for _ in range(feed.num_epochs - 1):
+            for _, path, _ in feed.files:
+                yield from _read_columns(path)
+
+    def _inference_stream(self) -> Iterator[Any]:
         while self._wait(lambda: bool(self._inference)):
             with self._changed:
                 partition = self._inference.popleft()
             self._current_partition = partition
-            yield from _read_batches(partition.path)
+            yield from _read_columns(partition.path)
             yield _BOUNDARY
 
 
-def _own_share(tf, dataset):
-    """Mark ``dataset`` as this node's own share: a strategy must not shard it again."""
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return dataset.with_options(options)
-
-
-def _read_batches(path: str) -> Iterator[pa.RecordBatch]:
+def _read_columns(path: str) -> Iterator[Tuple[Columns, str]]:
     reader = pa.ipc.open_file(pa.memory_map(path))
+    structure = structure_of(reader.schema)
     for i in range(reader.num_record_batches):
-        yield reader.get_batch(i)
+        yield numpy_columns(reader.get_batch(i)), structure
 
 
-def _full_batches(paths: List[str], batch_size: int, steps: int) -> Iterator[Dict[str, Any]]:
-    """``steps`` batches of exactly ``batch_size`` rows from ``paths``, wrapping around."""
-    pending: List[Dict[str, np.ndarray]] = []
-    have = produced = 0
-    while produced < steps:
-        for path in paths:
-            for batch in _read_batches(path):
-                columns = numpy_columns(batch)
-                start = 0
-                while start < batch.num_rows:
-                    take = min(batch_size - have, batch.num_rows - start)
-                    pending.append({k: v[start:start + take] for k, v in columns.items()})
-                    have, start = have + take, start + take
-                    if have == batch_size:
-                        yield {k: np.concatenate([p[k] for p in pending]) if len(pending) > 1
-                               else pending[0][k] for k in pending[0]}
-                        pending, have, produced = [], 0, produced + 1
-                        if produced == steps:
-                            return
+def _num_rows(columns: Columns) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
 
 
 def _tf_dtype(tf, f: pa.Field, parsed: bool = False):
@@ -448,9 +521,11 @@ def start(node_index: int, host: str, port: int, secret: bytes, spill_dir: str,
     FeedReceiver(_feed, host, port, secret, spill_dir, spill_format)
 
 
-def get_data_feed(train_mode: bool = True) -> DataFeed:
+def get_data_feed(train_mode: bool = True, shuffle: bool = True,
+                  seed: Optional[int] = None) -> DataFeed:
+    """This process's feed (see :meth:`tfspark.context.NodeContext.get_data_feed`)."""
     if _feed is None:
         raise FeedDataError("ctx.get_data_feed() needs TFCluster.run(..., input_mode="
                             "InputMode.SPARK) and is available on the chief and workers only")
-    _feed.train_mode = train_mode
+    _feed.train_mode, _feed.shuffle, _feed.seed = train_mode, shuffle, seed
     return _feed

@@ -26,7 +26,8 @@ from typing import Dict, Iterator, Optional, Tuple
 from . import constants
 from .context import NodeContext
 from .control import ControlClient, Message
-from .roles import TRAINING_ROLES, Role, cluster_spec, num_training_nodes, tf_config
+from .roles import (TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
+                    num_training_nodes, tf_config)
 
 SPARK_INPUT = 1  # InputMode.SPARK
 
@@ -155,7 +156,8 @@ class _Node:
                 host=self.host, port=port, default_fs=self.plan.default_fs,
                 working_dir=self.plan.working_dir, log_dir=self.plan.log_dir, user=self.plan.user,
                 input_mode=self.plan.input_mode, feed_port=feed_port,
-                feed_index=_training_index(self.plan.roles, self.role) if feeds else None,
+                shard_index=data_index(self.plan.roles, self.role),
+                num_shards=len(data_nodes(self.plan.roles)),
                 secret=self.plan.secret, stage_files=self.plan.stage_files,
                 stage_root=self.plan.stage_root)
             with self._tensorboard(ctx) as tensorboard_url:
@@ -251,11 +253,6 @@ class _Node:
             finally:
                 _terminate(process)
                 forwarder.join(5)
-
-
-def _training_index(roles: Tuple[Role, ...], role: Role) -> int:
-    trainers = [r for r in roles if r.job_name in TRAINING_ROLES]
-    return trainers.index(role)
 
 
 def _local_dir() -> Optional[str]:

@@ -78,10 +78,10 @@ def main(workdir: str) -> int:
             from . import feed
             pss_spill = f"{ctx.stage_root}/feed"  # same path on every PSS worker
             if ctx.runs_server_only:
-                feed.start(ctx.feed_index, ctx.host, ctx.feed_port, ctx.secret, pss_spill,
+                feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret, pss_spill,
                            spill_format="tfrecord")
             else:
-                feed.start(ctx.feed_index, ctx.host, ctx.feed_port, ctx.secret,
+                feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
                            os.path.join(workdir, "spill"), spill_root=pss_spill)
         if ctx.runs_server_only:
             from .strategy import serve, stage_files

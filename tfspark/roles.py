@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 PS, CHIEF, WORKER, EVALUATOR = "ps", "chief", "worker", "evaluator"
 
@@ -73,6 +73,24 @@ def self_finishing_roles(roles: Sequence[Role]) -> Tuple[str, ...]:
     its ps and workers serve until stopped. Otherwise the chief and the workers.
     """
     return (CHIEF,) if any(r.job_name == PS for r in roles) else TRAINING_ROLES
+
+
+def data_nodes(roles: Sequence[Role]) -> List[Role]:
+    """The nodes that get a share of the training data, in share order.
+
+    Under MultiWorkerMirroredStrategy the chief and the workers (each trains on its own share);
+    under ParameterServerStrategy (any ps) the workers only (the chief coordinates, and its
+    ``dataset_fn`` runs on the workers). Share ``i`` -- fed rows, TFRecord files ``j`` with
+    ``j % n == i`` -- goes to ``data_nodes(roles)[i]``.
+    """
+    takers = (WORKER,) if any(r.job_name == PS for r in roles) else TRAINING_ROLES
+    return [r for r in roles if r.job_name in takers]
+
+
+def data_index(roles: Sequence[Role], role: Role) -> Optional[int]:
+    """``role``'s share index (see :func:`data_nodes`), or None if it gets no share."""
+    nodes = data_nodes(roles)
+    return nodes.index(role) if role in nodes else None
 
 
 def num_training_nodes(roles: Sequence[Role]) -> int:

@@ -47,8 +47,7 @@ def stage_files(ctx: Any) -> None:
         return
     from .data import stage_shard
     for name, path in ctx.stage_files.items():
-        stage_shard(path, ctx.task_index, len(ctx.cluster_spec["worker"]),
-                    f"{ctx.stage_root}/{name}")
+        stage_shard(path, ctx.shard_index, ctx.num_shards, f"{ctx.stage_root}/{name}")
 
 
 def serve(ctx: Any) -> None:
