@@ -151,7 +151,6 @@ class TFCluster:
             tensorboard=tensorboard, user=user, input_mode=int(input_mode),
             stage_files={name: resolve_path(path, default_fs, os.getcwd(), user)
                          for name, path in (stage_files or {}).items()},
-            stage_root=f"/tmp/{cluster._job_group}-staged",
             hadoop_conf_dir=os.environ.get("HADOOP_CONF_DIR"),
             echo_output=not re.fullmatch(r"local(\[.*\])?", sc.master))
         cluster._start_job(plan)

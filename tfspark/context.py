@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 from urllib.parse import urlparse
 
+from .constants import PSS_STAGED_DIR
+from .errors import TFSparkError
+
 
 @dataclass
 class NodeContext:
@@ -32,7 +35,7 @@ class NodeContext:
     working_dir : the driver's working directory; relative local paths resolve against it.
     log_dir : TensorBoard log directory (absolute), if one was given to ``TFCluster.run``.
     input_mode, feed_port : where Spark-fed data arrives (``InputMode.SPARK``).
-    stage_files, stage_root : TFRecord files staged on ParameterServerStrategy workers.
+    stage_files : TFRecord files staged on ParameterServerStrategy workers.
     """
 
     job_name: str
@@ -54,7 +57,6 @@ class NodeContext:
     num_shards: int = 0
     secret: bytes = field(default=b"", repr=False)
     stage_files: Dict[str, str] = field(default_factory=dict)  # name -> TFRecord dir/glob
-    stage_root: Optional[str] = None  # same absolute path on every node
 
     @property
     def is_chief(self) -> bool:
@@ -86,14 +88,16 @@ class NodeContext:
     def staged_files(self, name: str) -> str:
         """Glob pattern of the files staged as ``name`` (``TFCluster.run(stage_files=...)``).
 
-        The same string on every node, so a ParameterServerStrategy ``dataset_fn`` traced on the
-        chief reads, on each worker, that worker's own shard::
+        The same relative pattern on every node; each worker's process runs in its own folder,
+        so a ParameterServerStrategy ``dataset_fn`` traced on the chief reads, on each worker,
+        that worker's own shard::
 
             tf.data.TFRecordDataset(tf.data.Dataset.list_files(ctx.staged_files("train")))
         """
         if name not in self.stage_files:
-            raise KeyError(f"no files were staged as {name!r}; staged: {sorted(self.stage_files)}")
-        return f"{self.stage_root}/{name}/*"
+            raise TFSparkError(f"no files were staged as {name!r}; staged: "
+                               f"{sorted(self.stage_files)} (TFCluster.run(stage_files=...))")
+        return f"{PSS_STAGED_DIR}/{name}/*"
 
     def get_data_feed(self, train_mode: bool = True, *, shuffle: bool = True,
                       seed: Optional[int] = None):

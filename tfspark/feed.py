@@ -41,6 +41,9 @@ _END, _BOUNDARY = object(), object()  # markers in a stream of column blocks
 #: Rows per block that ``next_batch`` takes from a shuffled pass at a time.
 _NEXT_BATCH_BLOCK = 4096
 
+#: Rows per spilled TFRecord file on a ParameterServerStrategy worker.
+_PSS_FILE_ROWS = 1024
+
 Columns = Dict[str, np.ndarray]
 
 
@@ -188,22 +191,45 @@ class DataFeed:
         return shares.node_share(
             dataset.map(structure, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
 
-    def dataset_fn(self, batch_size: int, label: Optional[str] = None, shuffle: int = 1024,
-                   timeout: Optional[float] = None):
+    def dataset_fn(self, batch_size: int, label: Optional[str] = None, *,
+                   shuffle: Optional[bool] = None, seed: Optional[int] = None,
+                   shuffle_buffer: int = 8192, timeout: Optional[float] = None):
         """ParameterServerStrategy (on the chief): a ``dataset_fn`` for the next ``train()``
         feed, for ``tf.keras.utils.experimental.DatasetCreator``.
 
-        Each worker reads the rows it was fed, spilled as TFRecords on its local disk, shuffled
-        and repeated; elements are structured as in :meth:`dataset`. Sets ``steps_per_epoch``
-        (one pass over all rows) and ``num_epochs``.
+        Each worker reads its own share -- the rows it was fed, spilled as small TFRecord files
+        in its own folder -- repeated, in batches of ``batch_size``; elements are structured as
+        in :meth:`dataset`. Sets ``steps_per_epoch`` (one pass over all workers' rows) and
+        ``num_epochs``.
+
+        ``shuffle`` (default: the feed's): every pass reads the files in a fresh order (seeded
+        by ``seed``), interleaves 8 of them and shuffles records in a ``shuffle_buffer``. A
+        ``dataset_fn`` runs as a graph on the workers, so this is a buffer shuffle, not the
+        whole-share permutation of :meth:`dataset`. ``shuffle=False`` keeps the fed order.
+
+        ParameterServerStrategy's coordinator runs each step on whichever worker is free, so in
+        one epoch a fast worker trains on more than its share and a slow one on less; over many
+        epochs each row is seen about ``num_epochs`` times, but not exactly once per epoch (use
+        MultiWorkerMirroredStrategy for that). tfspark says so once when there are several
+        workers.
         """
         import tensorflow as tf
 
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise FeedDataError(f"batch_size must be an int >= 1, got {batch_size!r}")
         feed = self._next_train_feed(timeout)
         if feed.schema is None:
             raise FeedDataError(f"feed {feed.feed_id} carried no rows")
         self.steps_per_epoch = -(-sum(feed.rows_per_node) // batch_size)
         self.num_epochs = feed.num_epochs
+        if len(feed.rows_per_node) > 1:
+            shares.warn_once(
+                "tfspark: ParameterServerStrategy runs each step on whichever worker is free, "
+                f"so each of the {len(feed.rows_per_node)} workers trains on about, not "
+                "exactly, its share of the rows per epoch (MultiWorkerMirroredStrategy trains "
+                "every row exactly once per epoch).")
+        shuffle = self.shuffle if shuffle is None else shuffle
+        seed = self._seed(seed)
         spec = {f.name: tf.io.FixedLenFeature(row_shape(f), _tf_dtype(tf, f, parsed=True))
                 for f in feed.schema}
         casts = {f.name: _tf_dtype(tf, f) for f in feed.schema}
@@ -215,9 +241,12 @@ class DataFeed:
             return structure({k: tf.cast(v, casts[k]) for k, v in parsed.items()})
 
         def dataset_fn(input_context):
-            files = tf.data.Dataset.list_files(pattern, shuffle=True)
-            records = tf.data.TFRecordDataset(files).shuffle(shuffle).repeat()
-            return records.batch(batch_size, drop_remainder=True).map(parse).prefetch(2)
+            files = tf.data.Dataset.list_files(pattern, shuffle=shuffle, seed=seed)
+            records = files.interleave(tf.data.TFRecordDataset, cycle_length=8 if shuffle else 1,
+                                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            if shuffle:
+                records = records.shuffle(shuffle_buffer, seed=seed)
+            return records.repeat().batch(batch_size, drop_remainder=True).map(parse).prefetch(2)
 
         return dataset_fn
 
@@ -485,24 +514,44 @@ class FeedReceiver:
         folder = os.path.join(self.spill_dir, f"{header['mode']}-{header['feed_id']}")
         os.makedirs(folder, exist_ok=True)
         final = os.path.join(folder, f"part-{header['partition']:06d}.{self.spill_format}")
+        if self.spill_format == "tfrecord":  # for PSS workers, whose dataset_fn is a graph
+            return self._spill_tfrecords(reader, final)
         partial = f"{final}.{threading.get_ident()}.partial"
         rows = 0
-        if self.spill_format == "tfrecord":  # for PSS workers, whose dataset_fn is a graph
-            from .tfrecord_codec import ColumnSpec, encode_examples, frame_records, kind_of_arrow
-            specs = [ColumnSpec(f.name, kind_of_arrow(
-                f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type),
-                int(pa.types.is_fixed_size_list(f.type))) for f in reader.schema]
-            with open(partial, "wb") as sink:
-                for batch in reader:
-                    sink.write(frame_records(encode_examples(batch, specs)))
-                    rows += batch.num_rows
-        else:
-            with pa.OSFile(partial, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as out:
-                for batch in reader:
-                    out.write_batch(batch)
-                    rows += batch.num_rows
+        with pa.OSFile(partial, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as out:
+            for batch in reader:
+                out.write_batch(batch)
+                rows += batch.num_rows
         os.replace(partial, final)
         return final, rows
+
+    def _spill_tfrecords(self, reader, final: str) -> Tuple[str, int]:
+        """Spill as TFRecord files of at most ``_PSS_FILE_ROWS`` rows (``final`` gets a part
+        number), so that a graph-only ``dataset_fn`` can mix rows well by shuffling files."""
+        from .tfrecord_codec import ColumnSpec, encode_examples, frame_records, kind_of_arrow
+        specs = [ColumnSpec(f.name, kind_of_arrow(
+            f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type),
+            int(pa.types.is_fixed_size_list(f.type))) for f in reader.schema]
+        stem = final[:-len(".tfrecord")]
+        written: List[Tuple[str, str]] = []
+        rows = 0
+        try:
+            for batch in reader:
+                for start in range(0, batch.num_rows, _PSS_FILE_ROWS):
+                    part = batch.slice(start, _PSS_FILE_ROWS)
+                    path = f"{stem}-{len(written):05d}.tfrecord"
+                    partial = f"{path}.{threading.get_ident()}.partial"
+                    with open(partial, "wb") as sink:
+                        sink.write(frame_records(encode_examples(part, specs)))
+                    written.append((partial, path))
+                    rows += part.num_rows
+        except BaseException:
+            for partial, _ in written:
+                os.remove(partial)
+            raise
+        for partial, path in written:  # the partition appears whole or not at all
+            os.replace(partial, path)
+        return (written[0][1] if written else final), rows
 
 
 _feed: Optional[DataFeed] = None

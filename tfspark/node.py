@@ -54,7 +54,6 @@ class NodePlan:
     user: str
     input_mode: int  # InputMode value: 1 means nodes that train receive Spark-fed data
     stage_files: Dict[str, str]  # PSS: name -> TFRecord files to copy onto each worker
-    stage_root: str
     hadoop_conf_dir: Optional[str]  # the driver's, for executors that have none
     echo_output: bool  # also copy node output to the executor's log (not in local mode,
     #                    where that log is the driver's terminal)
@@ -158,8 +157,7 @@ class _Node:
                 input_mode=self.plan.input_mode, feed_port=feed_port,
                 shard_index=data_index(self.plan.roles, self.role),
                 num_shards=len(data_nodes(self.plan.roles)),
-                secret=self.plan.secret, stage_files=self.plan.stage_files,
-                stage_root=self.plan.stage_root)
+                secret=self.plan.secret, stage_files=self.plan.stage_files)
             with self._tensorboard(ctx) as tensorboard_url:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
                            tensorboard_url=tensorboard_url,
@@ -182,7 +180,8 @@ class _Node:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tfspark.node_process", workdir],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=node_environment(self.plan, ctx), start_new_session=True)
+                env=node_environment(self.plan, ctx), start_new_session=True,
+                cwd=workdir if ctx.runs_server_only else None)  # see constants.PSS_FEED_DIR
             forwarders = [self._forward(process.stdout, "stdout"),
                           self._forward(process.stderr, "stderr")]
             stopped = self._wait(process)
@@ -190,9 +189,7 @@ class _Node:
                 forwarder.join()
             return self._outcome(workdir, process.returncode, stopped)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-            if ctx.runs_server_only:  # staged files and PSS feed spills
-                shutil.rmtree(self.plan.stage_root, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)  # with PSS staged files and spills
 
     def _wait(self, process: subprocess.Popen) -> bool:
         """Wait for the node's process; stop it if asked to. True if it was stopped."""

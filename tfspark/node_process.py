@@ -76,13 +76,12 @@ def main(workdir: str) -> int:
             ctx = pickle.load(f)
         if ctx.feed_port is not None:
             from . import feed
-            pss_spill = f"{ctx.stage_root}/feed"  # same path on every PSS worker
-            if ctx.runs_server_only:
-                feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret, pss_spill,
-                           spill_format="tfrecord")
+            if ctx.runs_server_only:  # in its own folder: see constants.PSS_FEED_DIR
+                feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
+                           constants.PSS_FEED_DIR, spill_format="tfrecord")
             else:
                 feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
-                           os.path.join(workdir, "spill"), spill_root=pss_spill)
+                           os.path.join(workdir, "spill"), spill_root=constants.PSS_FEED_DIR)
         if ctx.runs_server_only:
             from .strategy import serve, stage_files
             stage_files(ctx)

@@ -36,7 +36,7 @@ NODE_SHARE = "tfspark.node_share"
 _installed = False
 _lock = threading.Lock()
 _warn_unmarked = ""  # set when this node takes fed rows outside a marked dataset (next_batch)
-_warned = False
+_said: set = set()
 
 
 def node_share(dataset: Any) -> Any:
@@ -73,6 +73,15 @@ def note_rows_taken_directly(how: str) -> None:
     _warn_unmarked = how
 
 
+def warn_once(message: str) -> None:
+    """Log ``message`` and print it to stderr (which reaches the driver), once per process."""
+    if message in _said:
+        return
+    _said.add(message)
+    logger.warning(message)
+    print(message, file=sys.stderr, flush=True)
+
+
 def _install_strategy_rule(tf: Any) -> None:
     """Make ``MultiWorkerMirroredStrategy.experimental_distribute_dataset`` hand marked datasets
     to ``distribute_datasets_from_function`` (once per process)."""
@@ -106,14 +115,10 @@ def _per_replica(dataset: Any, input_context: Any) -> Any:
 
 
 def _warn_if_split(strategy: Any) -> None:
-    global _warned
-    if _warn_unmarked and not _warned and strategy.num_replicas_in_sync > 1:
-        _warned = True
-        message = (
+    if _warn_unmarked and strategy.num_replicas_in_sync > 1:
+        warn_once(
             f"tfspark: this node takes its rows with {_warn_unmarked}, and a dataset without "
             "tfspark's node-share mark is being distributed by MultiWorkerMirroredStrategy: TF "
             "treats its batches as global batches and trains each worker on only 1/"
             f"{strategy.num_replicas_in_sync} of them. If the dataset holds this node's rows, "
             "wrap it with tfspark.data.node_share(dataset), or use feed.dataset().")
-        logger.warning(message)
-        print(message, file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from . import constants
 from .errors import TFSparkError
 
 
@@ -42,12 +43,13 @@ def parameter_server_strategy(ctx: Any, variable_partitioner: Optional[Any] = No
 
 
 def stage_files(ctx: Any) -> None:
-    """On a PSS worker, copy its shard of each ``stage_files`` entry to ``ctx.staged_files``."""
+    """On a PSS worker, copy its shard of each ``stage_files`` entry to ``ctx.staged_files``
+    (relative to the worker process's own folder)."""
     if ctx.job_name != "worker" or not ctx.stage_files:
         return
     from .data import stage_shard
     for name, path in ctx.stage_files.items():
-        stage_shard(path, ctx.shard_index, ctx.num_shards, f"{ctx.stage_root}/{name}")
+        stage_shard(path, ctx.shard_index, ctx.num_shards, f"{constants.PSS_STAGED_DIR}/{name}")
 
 
 def serve(ctx: Any) -> None:
