@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from . import shares
 from .arrow_columns import FeedDataError, numpy_columns, row_shape, rows_of, structure_of
 from .control import ChannelError, Connection, accept_authenticated, tcp_server
 from .feed_protocol import TRAIN
-from .spill import SpilledRows, batch_sizes, epoch_order, steps_per_epoch
+from .spill import BLOCK_BYTES, SpilledRows, batch_sizes, epoch_order, steps_per_epoch
 
 _END, _BOUNDARY = object(), object()  # markers in a stream of column blocks
 
@@ -84,9 +85,11 @@ class DataFeed:
         self.train_mode = train_mode
         self.shuffle = shuffle
         self.seed = seed
+        # of the feed the last dataset()/dataset_fn() serves:
         self.steps_per_epoch: Optional[int] = None
-        self.spill_root: Optional[str] = None  # where PSS workers spill (see dataset_fn)
         self.num_epochs: Optional[int] = None
+        self.rows_per_node: List[int] = []  # rows each node received, by shard index
+        self.spill_root: Optional[str] = None  # where PSS workers spill (see dataset_fn)
         self._changed = threading.Condition()
         self._feeds: Dict[int, _TrainFeed] = {}
         self._next_dataset_feed = 1
@@ -174,18 +177,29 @@ class DataFeed:
         mine = self._rows_of_this_node(feed)
         steps = steps_per_epoch(feed.rows_per_node, batch_size)
         sizes = batch_sizes(mine, steps, batch_size)
-        rows = self._spilled(feed, mine)
-        self.steps_per_epoch, self.num_epochs = steps, feed.num_epochs
         shuffle = self.shuffle if shuffle is None else shuffle
-        seed, epochs = self._seed(seed), itertools.count()
-        node = self.node_index
+        rows = self._spilled(feed, mine, laid_out=shuffle)
+        self._serving(feed, steps)
+        seed, epochs, current = self._seed(seed), itertools.count(), {}
+        node, tail = self.node_index, sizes[sizes.count(batch_size):]  # full batches come first
+        full = mine - sum(tail)
+        block = max(1, BLOCK_BYTES // max(1, rows.row_bytes * batch_size)) * batch_size
 
-        def batches():
-            yield from rows.batches(epoch_order(mine, shuffle, seed, next(epochs), node), sizes)
+        # Python hands TF whole blocks of full batches, which TF's C++ rebatch splits: one
+        # Python call a block, not a batch. The few smaller batches that end a share follow.
+        def full_batches():
+            current["order"] = epoch_order(mine, shuffle, seed, next(epochs), node)
+            blocks = [block] * (full // block) + ([full % block] if full % block else [])
+            yield from rows.batches(current["order"][:full], blocks, reuse_buffers=True)
+
+        def smaller_batches():
+            yield from rows.batches(current["order"][full:], tail)
 
         signature = {f.name: tf.TensorSpec((None,) + row_shape(f), _tf_dtype(tf, f))
                      for f in rows.schema}
-        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        dataset = tf.data.Dataset.from_generator(full_batches, output_signature=signature)
+        dataset = dataset.prefetch(1).rebatch(batch_size).concatenate(
+            tf.data.Dataset.from_generator(smaller_batches, output_signature=signature))
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
         structure = _structurer(structure_of(rows.schema), list(signature), label)
         return shares.node_share(
@@ -220,8 +234,7 @@ class DataFeed:
         feed = self._next_train_feed(timeout)
         if feed.schema is None:
             raise FeedDataError(f"feed {feed.feed_id} carried no rows")
-        self.steps_per_epoch = -(-sum(feed.rows_per_node) // batch_size)
-        self.num_epochs = feed.num_epochs
+        self._serving(feed, -(-sum(feed.rows_per_node) // batch_size))
         if len(feed.rows_per_node) > 1:
             shares.warn_once(
                 "tfspark: ParameterServerStrategy runs each step on whichever worker is free, "
@@ -250,6 +263,10 @@ class DataFeed:
 
         return dataset_fn
 
+    def _serving(self, feed: _TrainFeed, steps: int) -> None:
+        self.steps_per_epoch, self.num_epochs = steps, feed.num_epochs
+        self.rows_per_node = list(feed.rows_per_node)
+
     def _next_train_feed(self, timeout: Optional[float]) -> _TrainFeed:
         feed = self._wait_for_feed(self._next_dataset_feed, timeout)
         self._next_dataset_feed += 1
@@ -265,8 +282,13 @@ class DataFeed:
         return mine
 
     @staticmethod
-    def _spilled(feed: _TrainFeed, expected: int) -> SpilledRows:
-        rows = SpilledRows(feed.paths())
+    def _spilled(feed: _TrainFeed, expected: int, laid_out: bool) -> SpilledRows:
+        """The node's spilled rows of ``feed``; ``laid_out``: with contiguous column copies
+        beside the spill, for random-order gathers (see :mod:`tfspark.spill`)."""
+        paths = feed.paths()
+        column_dir = tempfile.mkdtemp(prefix="columns-", dir=os.path.dirname(paths[0])) \
+            if laid_out and paths else None
+        rows = SpilledRows(paths, column_dir)
         if rows.num_rows != expected:
             raise FeedDataError(f"feed {feed.feed_id}: {rows.num_rows} rows are spilled on this "
                                 f"node, but the driver counted {expected} delivered to it")
@@ -395,7 +417,7 @@ class DataFeed:
         mine = feed.rows_per_node[self.node_index] if feed.rows_per_node else 0
         if not mine:
             return
-        rows, seed = self._spilled(feed, mine), self._seed(None)
+        rows, seed = self._spilled(feed, mine, laid_out=True), self._seed(None)
         structure = structure_of(rows.schema)
         blocks = [_NEXT_BATCH_BLOCK] * (mine // _NEXT_BATCH_BLOCK) + (
             [mine % _NEXT_BATCH_BLOCK] if mine % _NEXT_BATCH_BLOCK else [])

@@ -11,13 +11,17 @@ and ``next_batch``:
   smaller (never empty) batches.
 * :func:`epoch_order` -- a true permutation of the node's whole share, fresh every epoch and
   reproducible from ``(seed, epoch)``, or the fed order (partition by partition).
-* :class:`SpilledRows` -- gathers rows in any order straight from the memory-mapped files, a
-  block of batches at a time, so memory stays bounded by the block, not the share.
+* :class:`SpilledRows` -- gathers rows in any order straight from memory-mapped files, a block
+  of batches at a time, so memory stays bounded by the block, not the share. For random order
+  it first lays each numeric column out contiguously in one memory-mapped ``.npy`` file (one
+  sequential copy of the share, on the node's local disk beside the spill): a random gather is
+  then one ``np.take`` per column and block, instead of a scatter per spilled chunk.
 
 Pure numpy/Arrow: no TensorFlow, no sockets, so every rule here has a fast unit test.
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -70,10 +74,12 @@ class SpilledRows:
     """The rows of some spilled Arrow IPC files, in file order, memory-mapped.
 
     Numeric and array columns are numpy views of the mapped files (no copy until gathered);
-    string/binary columns stay Arrow arrays and are gathered with Arrow's ``take``.
+    string/binary columns stay Arrow arrays and are gathered with Arrow's ``take``. With
+    ``column_dir``, numeric columns are also copied, once, into one contiguous memory-mapped
+    file each there, for fast random gathers (see the module docstring).
     """
 
-    def __init__(self, paths: Sequence[str]):
+    def __init__(self, paths: Sequence[str], column_dir: Optional[str] = None):
         if not paths:
             raise FeedDataError("no spilled files to read")
         self._chunks: List[Dict[str, object]] = []
@@ -89,42 +95,101 @@ class SpilledRows:
                     sizes.append(batch.num_rows)
         self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         self.num_rows = int(self._starts[-1])
-        self._row_bytes = sum(_row_bytes(f) for f in self.schema)
+        self.row_bytes = sum(_row_bytes(f) for f in self.schema)  # about
+        self._whole: Dict[str, np.ndarray] = {}  # column -> all rows, contiguous
+        if column_dir is not None and self._chunks:
+            os.makedirs(column_dir, exist_ok=True)
+            for i, field in enumerate(self.schema):
+                if isinstance(self._chunks[0][field.name], np.ndarray):  # numeric
+                    self._whole[field.name] = self._lay_out(field, os.path.join(
+                        column_dir, f"column-{i}.npy"))
 
-    def take(self, indices: np.ndarray) -> Dict[str, np.ndarray]:
-        """Rows ``indices`` (any order) as ``{column: array of shape (len, *row_shape)}``."""
+    def _lay_out(self, field: pa.Field, path: str) -> np.ndarray:
+        first = self._chunks[0][field.name]
+        whole = np.lib.format.open_memmap(path, mode="w+", dtype=first.dtype,
+                                          shape=(self.num_rows,) + first.shape[1:])
+        for chunk, start in zip(self._chunks, self._starts):
+            column = chunk[field.name]
+            whole[start:start + len(column)] = column
+        whole.flush()
+        return whole
+
+    def take(self, indices: np.ndarray, out: Optional[Dict[str, np.ndarray]] = None
+             ) -> Dict[str, np.ndarray]:
+        """Rows ``indices`` (any order) as ``{column: array of shape (len, *row_shape)}``.
+
+        ``out``: arrays of at least ``len(indices)`` rows to fill (and return views of) instead
+        of new ones -- fresh multi-MB arrays cost a page fault every 4 KB.
+        """
+        n = len(indices)
+        out = {f.name: (out[f.name][:n] if out else _empty(f, n)) for f in self.schema}
+        run = _is_run(indices)
+        for name, whole in self._whole.items():
+            if run:
+                out[name][:] = whole[indices[0]:indices[0] + n] if n else whole[:0]
+            else:  # "clip": unbuffered, straight into out (the indices are valid)
+                np.take(whole, indices, axis=0, out=out[name], mode="clip")
+        if len(self._whole) == len(self.schema):
+            return out
         chunk_of = np.searchsorted(self._starts, indices, side="right") - 1
         grouping = np.argsort(chunk_of, kind="stable")
         groups = np.flatnonzero(np.diff(chunk_of[grouping])) + 1
-        out = {f.name: _empty(f, len(indices)) for f in self.schema}
-        for positions in np.split(grouping, groups) if len(indices) else []:
+        scratch: Dict[str, np.ndarray] = {}
+        for positions in np.split(grouping, groups) if n else []:
             chunk = int(chunk_of[positions[0]])
             local = indices[positions] - self._starts[chunk]
-            for name, column in self._chunks[chunk].items():
+            columns = [(name, column) for name, column in self._chunks[chunk].items()
+                       if name not in self._whole]
+            if _is_run(positions) and _is_run(local):  # a run of rows in fed order: copy it
+                first, start, k = int(positions[0]), int(local[0]), len(local)
+                for name, column in columns:
+                    run = column[start:start + k]
+                    out[name][first:first + k] = run if isinstance(run, np.ndarray) else \
+                        run.to_numpy(zero_copy_only=False)
+                continue
+            for name, column in columns:
                 if isinstance(column, np.ndarray):
-                    out[name][positions] = column[local]
+                    if name not in scratch or len(scratch[name]) < len(local):
+                        scratch[name] = np.empty((max(len(local), 256),) + column.shape[1:],
+                                                 column.dtype)
+                    gathered = np.take(column, local, axis=0, out=scratch[name][:len(local)])
+                    out[name][positions] = gathered
                 else:
                     out[name][positions] = column.take(pa.array(local)).to_numpy(
                         zero_copy_only=False)
         return out
 
-    def batches(self, order: np.ndarray, sizes: Sequence[int]) -> Iterator[Dict[str, np.ndarray]]:
-        """Consecutive batches of ``sizes`` rows taken in ``order``, gathered a block at a time."""
+    def batches(self, order: np.ndarray, sizes: Sequence[int], reuse_buffers: bool = False
+                ) -> Iterator[Dict[str, np.ndarray]]:
+        """Consecutive batches of ``sizes`` rows taken in ``order``, gathered a block at a time.
+
+        ``reuse_buffers``: gather every block into the same arrays, so a batch is valid only
+        until the next one is asked for (fine for ``tf.data.Dataset.from_generator``, which
+        copies what it is given).
+        """
         if sum(sizes) != len(order):
             raise FeedDataError(f"a batch plan of {sum(sizes)} rows for {len(order)} rows")
-        block_rows = max(1, BLOCK_BYTES // max(1, self._row_bytes))
+        block_rows = max(1, BLOCK_BYTES // max(1, self.row_bytes))
+        buffers: Optional[Dict[str, np.ndarray]] = None
         start, i = 0, 0
         while i < len(sizes):
             stop_batch, rows = i, 0
             while stop_batch < len(sizes) and (rows == 0 or rows + sizes[stop_batch] <= block_rows):
                 rows += sizes[stop_batch]
                 stop_batch += 1
-            block = self.take(order[start:start + rows])
+            if reuse_buffers and (buffers is None or len(next(iter(buffers.values()))) < rows):
+                buffers = {f.name: _empty(f, rows) for f in self.schema}
+            block = self.take(order[start:start + rows], buffers)
             offset = 0
             for size in sizes[i:stop_batch]:
                 yield {k: v[offset:offset + size] for k, v in block.items()}
                 offset += size
             start, i = start + rows, stop_batch
+
+
+def _is_run(values: np.ndarray) -> bool:
+    """True if ``values`` are consecutive ascending integers."""
+    return len(values) < 2 or bool((np.diff(values) == 1).all())
 
 
 def _column_views(batch: pa.RecordBatch) -> Dict[str, object]:

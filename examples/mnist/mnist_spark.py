@@ -5,15 +5,19 @@
         examples/mnist/mnist_spark.py --cluster_size 2 --input_mode spark \\
         --images_labels hdfs:///data/mnist/train --export_dir hdfs:///models/mnist
 
+``--batch_size`` is per worker: one step trains on ``batch_size`` rows from every worker (global
+batch ``batch_size x cluster_size``), and every row is trained on exactly once per epoch.
+
 ``--input_mode spark``: Spark reads the TFRecords as a DataFrame (:func:`tfspark.tfrecord.read`)
 and feeds it to the workers with ``cluster.train(df, epochs)``; each worker trains on its share
-(``ctx.get_data_feed().dataset(batch_size, label="label")``).  The feeding job needs a free task
-slot beside the TF nodes' (e.g. ``spark.executor.cores=2``).
+(``ctx.get_data_feed().dataset(batch_size, label="label")``, in a fresh random order every
+epoch). The feeding job needs a free task slot beside the TF nodes' (e.g.
+``spark.executor.cores=2``).
 
 ``--input_mode tf``: each worker reads its own shard of the TFRecord files directly
-(:func:`tfspark.data.tfrecord_dataset`, HDFS through WebHDFS); the driver counts the records so
-that every worker runs the same ``steps_per_epoch`` (MultiWorkerMirroredStrategy steps in lock
-step).
+(:func:`tfspark.data.tfrecord_dataset`, HDFS through WebHDFS; file order reshuffled every epoch,
+records through a shuffle buffer). No ``repeat()``/``steps_per_epoch``: each epoch reads every
+record of the shard once; a worker whose shard is smaller idles on empty batches at the end.
 
 The chief exports the trained model as the next numbered SavedModel version under
 ``--export_dir`` (:func:`tfspark.export.export_saved_model`); the other workers never write
@@ -57,18 +61,22 @@ def main_fun(args, ctx):
     if args.input_mode == "spark":
         feed = ctx.get_data_feed()
         dataset = feed.dataset(args.batch_size, label="label")   # one epoch of this node's share
-        epochs, steps_per_epoch = feed.num_epochs, None
+        epochs = feed.num_epochs
+        if ctx.is_chief:
+            print(f"{sum(feed.rows_per_node)} training rows: {feed.steps_per_epoch} steps per "
+                  f"epoch of global batch {args.batch_size * ctx.num_workers}", flush=True)
     else:
         features = {"image": tf.io.FixedLenFeature([784], tf.float32),
                     "label": tf.io.FixedLenFeature([], tf.int64)}
         records = data.tfrecord_dataset(args.images_labels, features, ctx=ctx)  # this shard
         dataset = (records.map(lambda r: (r["image"], r["label"]))
-                   .shuffle(2048, seed=ctx.worker_num).repeat().batch(args.batch_size))
-        epochs, steps_per_epoch = args.epochs, args.steps_per_epoch  # agreed on the driver
-    # (tfspark marks both datasets as this node's own share: the strategy does not re-shard)
+                   .shuffle(2048).batch(args.batch_size))    # each record once per epoch
+        epochs = args.epochs
+    # (tfspark marks both datasets as this node's own share: model.fit takes whole per-worker
+    # batches of it instead of splitting them over the workers)
     with strategy.scope():
         model = build_model(tf)
-    return fit_and_export(args, ctx, model, dataset, epochs, steps_per_epoch,
+    return fit_and_export(args, ctx, model, dataset, epochs, None,
                           _checkpoint_callbacks(args, ctx, tf))
 
 
@@ -110,6 +118,8 @@ def coordinate(args, ctx, tf):
         feed = ctx.get_data_feed()
         dataset_fn = feed.dataset_fn(args.batch_size, label="label")
         epochs, steps_per_epoch = feed.num_epochs, feed.steps_per_epoch
+        print(f"{sum(feed.rows_per_node)} training rows: {steps_per_epoch} steps per epoch of "
+              f"batch {args.batch_size}", flush=True)
     else:                            # each worker's shard of the files, staged by tfspark
         features = {"image": tf.io.FixedLenFeature([784], tf.float32),
                     "label": tf.io.FixedLenFeature([], tf.int64)}
@@ -140,7 +150,8 @@ def parse_args(argv=None):
     parser.add_argument("--images_labels", default="mnist_data/train",
                         help="TFRecord directory written by mnist_data_setup.py")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=32,
+                        help="rows per worker per step (global batch: batch_size x workers)")
     parser.add_argument("--model_dir", default=None, help="weight checkpoints (local or HDFS)")
     parser.add_argument("--export_dir", default="mnist_export",
                         help="SavedModel versions go to <export_dir>/<n> (local or HDFS)")
@@ -175,10 +186,11 @@ def main(argv=None):
             cluster.train(df, num_epochs=args.epochs)
         else:
             count = df.count()
-            # MWMS: steps per worker in lock step; PSS: steps over all workers together
+            # PSS: a step is one batch from one worker; MWMS: one batch from every worker
             per_step = args.batch_size * (1 if pss else args.cluster_size)
             args.steps_per_epoch = max(1, math.ceil(count / per_step))
-            print(f"{count} training records: {args.steps_per_epoch} steps per epoch")
+            print(f"{count} training records: {'' if pss else 'about '}{args.steps_per_epoch} "
+                  f"steps per epoch of {'batch' if pss else 'global batch'} {per_step}")
             if pss:
                 roles["stage_files"] = {"train": args.images_labels}
             cluster = TFCluster.run(sc, main_fun, args, nodes, tensorboard=tensorboard,

@@ -85,3 +85,22 @@ def test_rdd_structures_round_trip(tmp_path):
     rows = SpilledRows([_spill(tmp_path, "r", [batch])])
     got = rows.take(np.array([5, 0]))
     assert got["_0"].shape == (2, 2, 2) and got["_0"][0, 0, 0] == 5 and got["_1"].tolist() == [5, 0]
+
+
+def test_runs_in_fed_order_and_scrambled_runs_are_gathered_alike(tmp_path):
+    rows = SpilledRows([_table_file(tmp_path, "a", np.arange(30))])
+    for order in (np.arange(30), np.array([0, 2, 1, 3]), np.array([5, 4]), np.arange(29, -1, -1)):
+        got = rows.take(order)
+        assert got["id"].tolist() == order.tolist()
+        assert got["tag"].tolist() == [f"t{i}" for i in order]
+
+
+def test_laid_out_columns_gather_the_same_rows(tmp_path):
+    paths = [_table_file(tmp_path, "a", np.arange(0, 50)), _table_file(tmp_path, "b",
+                                                                         np.arange(50, 80))]
+    plain, laid_out = SpilledRows(paths), SpilledRows(paths, str(tmp_path / "columns"))
+    assert sorted(p.name for p in (tmp_path / "columns").iterdir()) == ["column-0.npy",
+                                                                         "column-1.npy"]
+    for order in (epoch_order(80, True, 4, 0), np.arange(80), np.arange(10, 20)):
+        a, b = plain.take(order), laid_out.take(order)
+        assert all(np.array_equal(a[k], b[k]) for k in a)
