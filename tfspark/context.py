@@ -8,7 +8,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
-from urllib.parse import urlparse
 
 from .constants import PSS_STAGED_DIR
 from .errors import TFSparkError
@@ -114,18 +113,16 @@ class NodeContext:
     def absolute_path(self, path: str) -> str:
         """Resolve ``path`` for use on this node.
 
-        A path with a scheme (``hdfs://``, ``file://``, ...) is returned unchanged. A relative path
-        resolves against the default filesystem: for ``hdfs://nn:port`` that is the user's HDFS
-        home (``hdfs://nn:port/user/<user>/path``); for a local default FS, the driver's working
-        directory. An absolute path gets the default filesystem's scheme and authority.
+        tfspark's one path rule (:func:`tfspark.fs.resolve`): a URL with a host is returned
+        unchanged; ``hdfs:///path`` gets the default filesystem's NameNode; a relative path
+        resolves against the default filesystem -- for ``hdfs://nn:port`` the user's HDFS home
+        (``hdfs://nn:port/user/<user>/path``), for a local default FS the driver's working
+        directory; an absolute path gets the default filesystem's scheme and authority.
         """
         return resolve_path(path, self.default_fs, self.working_dir, self.user)
 
 
 def resolve_path(path: str, default_fs: str, working_dir: str, user: Optional[str] = None) -> str:
     """See :meth:`NodeContext.absolute_path`; local results are plain paths, usable by TF and os."""
-    from .fs import resolve
-    resolved = resolve(path, default_fs, working_dir, user)
-    if resolved.startswith("file://") and not urlparse(path).scheme:
-        return resolved[len("file://"):]
-    return resolved
+    from .fs import absolute
+    return absolute(path, default_fs, working_dir, user)

@@ -161,8 +161,8 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
     Parameters
     ----------
     path : str
-        A directory, file or glob, local or ``hdfs://`` (relative paths resolve against
-        ``ctx.absolute_path`` when ``ctx`` is given).
+        A directory, file or glob: local, ``file://``, ``hdfs://nn:port/...``, ``hdfs:///...``
+        or relative (see :func:`tfspark.fs.resolve`; with ``ctx``, ``ctx.absolute_path``).
     features : dict
         ``{name: tf.io.FixedLenFeature | tf.io.VarLenFeature | ...}`` for ``tf.io.parse_example``.
     batch_size : int, optional
@@ -197,8 +197,7 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
     """
     import tensorflow as tf
 
-    if ctx is not None and not fs.split_url(path)[0]:
-        path = ctx.absolute_path(path)
+    path = ctx.absolute_path(path) if ctx is not None else fs.resolve(path)
     if shard_index is None and num_shards is None:
         shard_index, num_shards = shard_of(ctx) if ctx is not None else (0, 1)
     elif shard_index is None or num_shards is None:

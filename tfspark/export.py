@@ -55,8 +55,15 @@ def _local_path(path: str) -> str:
     return fs.LOCAL.native(path) if not is_remote(path) else path
 
 
+def _url(path: str, ctx: Any = None) -> str:
+    """``path`` resolved by the one rule (:func:`tfspark.fs.resolve`), on a node against its
+    ``ctx``: relative paths land in the HDFS home, ``hdfs:///`` gets fs.defaultFS's NameNode."""
+    return ctx.absolute_path(str(path)) if ctx is not None else fs.absolute(str(path))
+
+
 def versions(export_dir: str) -> list:
     """The numeric versions under ``export_dir``, ascending; ``[]`` if it is missing."""
+    export_dir = _url(export_dir)
     try:
         entries = fs.get_filesystem(export_dir).scandir(export_dir)
     except FileSystemError as e:
@@ -77,6 +84,7 @@ def latest_version(export_dir: str) -> str:
 
     Raises :class:`ExportError` naming ``export_dir`` when it holds no version.
     """
+    export_dir = _url(export_dir)
     found = versions(export_dir)
     if not found:
         raise ExportError(f"no exported model under {export_dir}: it has no numbered version "
@@ -116,8 +124,9 @@ def export_saved_model(model: Any, export_dir: str, ctx: Any = None) -> Optional
     Parameters
     ----------
     model : a tf.keras (tf-keras) model, or any trackable ``tf.Module``.
-    export_dir : local path, ``file://`` or ``hdfs://`` URL; relative paths resolve with
-        ``ctx.absolute_path`` when ``ctx`` is given.
+    export_dir : local path, ``file://``, ``hdfs://nn:port/...``, ``hdfs:///...`` (NameNode of
+        fs.defaultFS) or relative (the HDFS home, or the working directory for a local
+        default filesystem); resolved by :func:`tfspark.fs.resolve`, with ``ctx`` if given.
     ctx : the node's :class:`~tfspark.context.NodeContext`, or None outside a TF cluster.
 
     Returns
@@ -125,8 +134,7 @@ def export_saved_model(model: Any, export_dir: str, ctx: Any = None) -> Optional
     The published version's path (e.g. ``hdfs://nn:8020/models/mnist/3``) on the chief or when
     ``ctx`` is None; ``None`` on other workers, which only take part in the collective save.
     """
-    if ctx is not None and not fs.split_url(str(export_dir))[0]:
-        export_dir = ctx.absolute_path(export_dir)
+    export_dir = _url(export_dir, ctx)
     chief = ctx is None or ctx.is_chief
     staging = tempfile.mkdtemp(prefix="tfspark-export-")
     try:
@@ -151,6 +159,7 @@ def local_copy(path: str, local_dir: Optional[str] = None) -> str:
     Local paths are returned as plain paths; HDFS paths are downloaded into ``local_dir``
     (default: a new temporary directory, which the caller may delete).
     """
+    path = _url(path)
     if not is_remote(path):
         return _local_path(path)
     local_dir = local_dir or tempfile.mkdtemp(prefix="tfspark-download-")
@@ -166,6 +175,7 @@ def publish_dir(local: str, remote: str) -> str:
     For TensorBoard logs and checkpoints written locally by TensorFlow and kept on HDFS.  A
     remote path equal to ``local`` is left alone.  Returns ``remote``.
     """
+    remote = _url(remote)
     if not is_remote(remote) and os.path.abspath(_local_path(remote)) == os.path.abspath(local):
         return remote
     fs.upload(local, remote, overwrite=True)
@@ -179,8 +189,7 @@ def local_mirror(path: str, ctx: Any = None) -> str:
     resume from checkpoints kept on HDFS.  Publish the mirror back with :func:`publish_dir`
     (or :class:`PublishDirCallback`).
     """
-    if ctx is not None and not fs.split_url(str(path))[0]:
-        path = ctx.absolute_path(path)
+    path = _url(path, ctx)
     if not is_remote(path):
         local = _local_path(path)
         os.makedirs(local, exist_ok=True)
@@ -202,6 +211,7 @@ def PublishDirCallback(local: str, remote: str, ctx: Any = None, every_epoch: bo
     import tensorflow as tf
 
     chief = ctx is None or ctx.is_chief
+    remote = _url(remote, ctx)
 
     class _PublishDir(tf.keras.callbacks.Callback):
         def _publish(self) -> None:

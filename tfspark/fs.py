@@ -30,6 +30,7 @@ import queue
 import re
 import shutil
 import stat as stat_mod
+import sys
 import tempfile
 import threading
 import uuid
@@ -151,17 +152,30 @@ def join(base: str, *parts: str) -> str:
 
 def resolve(path: str, default_fs: Optional[str] = None, cwd: Optional[str] = None,
             user: Optional[str] = None) -> str:
-    """Absolute URL for ``path``.
+    """The absolute URL of ``path``: tfspark's one rule for every path it is given.
 
-    URLs are returned as they are.  A plain path is taken against ``default_fs`` (e.g.
-    ``hdfs://nn:8020``; relative paths land under ``/user/<user>``), or, when ``default_fs``
-    is None or ``file://``, against the local ``cwd`` (default: the current directory).
-    See :func:`default_fs` for the cluster's value.
+    * ``scheme://authority/path`` (``hdfs://nn:8020/data``, ``file:///tmp/x``): as it is.
+    * ``hdfs:///path`` (no authority): on the NameNode of ``default_fs``, as Hadoop does.
+    * a plain absolute path: that path on ``default_fs``.
+    * a plain relative path: on HDFS, under the user's home ``/user/<user>``; on a local
+      default filesystem, under ``cwd`` (default: the current directory).
+
+    ``default_fs`` defaults to :func:`default_fs` (``fs.defaultFS``).
     """
-    if _check_scheme(path):
-        return str(path)
-    base_scheme, base_authority, _ = split_url(default_fs or "file://")
-    _check_scheme(default_fs or "file://")
+    default_fs = default_fs or _cluster_default_fs()
+    scheme = _check_scheme(path)
+    base_scheme, base_authority, _ = split_url(default_fs)
+    _check_scheme(default_fs)
+    if scheme:
+        _, authority, remote = split_url(path)
+        if authority or scheme == "file":
+            return str(path)
+        if scheme != base_scheme or not base_authority:
+            raise _error("unsupported", f"{path!r} names no NameNode, and fs.defaultFS "
+                         f"({default_fs}) is not a {scheme}:// URL to take it from: write "
+                         f"{scheme}://host:port{remote}, or set fs.defaultFS in "
+                         "HADOOP_CONF_DIR's core-site.xml")
+        return f"{scheme}://{base_authority}{posixpath.normpath(remote)}"
     if base_scheme in ("", "file"):
         local = os.path.join(cwd or os.getcwd(), os.path.expanduser(str(path)))
         return "file://" + os.path.normpath(local)
@@ -169,6 +183,16 @@ def resolve(path: str, default_fs: Optional[str] = None, cwd: Optional[str] = No
     if not remote.startswith("/"):
         remote = posixpath.join(f"/user/{user or current_user()}", remote)
     return f"{base_scheme}://{base_authority}{posixpath.normpath(remote)}"
+
+
+def absolute(path: str, default_fs: Optional[str] = None, cwd: Optional[str] = None,
+             user: Optional[str] = None) -> str:
+    """:func:`resolve`, except that a plain path that stays local comes back as a plain path
+    (usable by TensorFlow and ``os``) rather than a ``file://`` URL."""
+    resolved = resolve(path, default_fs, cwd, user)
+    if resolved.startswith("file://") and not split_url(str(path))[0]:
+        return resolved[len("file://"):]
+    return resolved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,8 +221,24 @@ def hadoop_conf(conf_dir: Optional[str] = None) -> Dict[str, str]:
 
 
 def default_fs() -> str:
-    """The cluster's ``fs.defaultFS`` from $HADOOP_CONF_DIR, or ``file:///``."""
-    return hadoop_conf().get("fs.defaultFS", "file:///")
+    """The cluster's ``fs.defaultFS``: the running Spark driver's Hadoop configuration if this
+    process is one (it also sees ``spark.hadoop.*`` settings), else $HADOOP_CONF_DIR's
+    core-site.xml, else ``file:///``."""
+    return _spark_default_fs() or hadoop_conf().get("fs.defaultFS", "file:///")
+
+
+_cluster_default_fs = default_fs  # for resolve(), whose argument has the same name
+
+
+def _spark_default_fs() -> Optional[str]:
+    pyspark = sys.modules.get("pyspark")  # never imported from here: only if the app did
+    sc = getattr(getattr(pyspark, "SparkContext", None), "_active_spark_context", None)
+    if sc is None:
+        return None
+    try:
+        return sc._jsc.hadoopConfiguration().get("fs.defaultFS")
+    except Exception:  # noqa: BLE001 - a stopping context: fall back to the files
+        return None
 
 
 def namenode_http_urls(authority: str, conf: Optional[Dict[str, str]] = None) -> List[str]:
@@ -720,7 +760,7 @@ class HdfsFileSystem(FileSystem):
 
     def native(self, path: str) -> str:
         scheme, authority, native = split_url(path)
-        if scheme and (scheme, authority) != (self.scheme, self.authority):
+        if scheme and (scheme != self.scheme or authority not in ("", self.authority)):
             raise _error("unsupported", f"{path!r} is not on {self.scheme}://{self.authority}")
         if not native.startswith("/"):
             native = posixpath.join(f"/user/{self.user}", native)

@@ -205,7 +205,7 @@ def _is_data_file(name: str) -> bool:
 
 
 def _resolve(path: str) -> str:
-    return fs.resolve(path, fs.default_fs())
+    return fs.resolve(path)
 
 
 def list_files(path: str) -> List[Tuple[str, Dict[str, str]]]:

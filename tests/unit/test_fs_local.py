@@ -219,3 +219,30 @@ def test_open_a_directory_or_bad_mode(tmp_path):
     with pytest.raises(ValueError):
         with fs.open(str(tmp_path / "x"), "a"):
             pass
+
+
+def test_every_path_form_resolves_by_one_rule(tmp_path, monkeypatch):
+    monkeypatch.setenv("HADOOP_USER_NAME", "alice")
+    hdfs = "hdfs://nn:8020"
+    assert fs.resolve("hdfs:///user/root/mnist/data", hdfs) == f"{hdfs}/user/root/mnist/data"
+    assert fs.resolve("hdfs:///a/../b/./c", hdfs) == f"{hdfs}/b/c"
+    assert fs.resolve("hdfs://other:9000/x", hdfs) == "hdfs://other:9000/x"
+    assert fs.resolve("mnist/export", hdfs) == f"{hdfs}/user/alice/mnist/export"
+    assert fs.resolve("/models/m", hdfs) == f"{hdfs}/models/m"
+    assert fs.resolve("file:///tmp/x", hdfs) == "file:///tmp/x"
+    assert fs.resolve("/tmp/x", "file:///") == "file:///tmp/x"
+    assert fs.resolve("x", "file:///", cwd="/job") == "file:///job/x"
+    with pytest.raises(fs.FileSystemError, match=r"names no NameNode.*hdfs://host:port/data"):
+        fs.resolve("hdfs:///data", "file:///")
+
+
+def test_the_default_filesystem_comes_from_hadoop_conf_dir(tmp_path, monkeypatch):
+    (tmp_path / "core-site.xml").write_text(
+        "<configuration><property><name>fs.defaultFS</name><value>hdfs://nn:8020</value>"
+        "</property></configuration>")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
+    monkeypatch.setenv("HADOOP_USER_NAME", "bob")
+    assert fs.default_fs() == "hdfs://nn:8020"
+    assert fs.resolve("hdfs:///d") == "hdfs://nn:8020/d"
+    assert fs.resolve("d") == "hdfs://nn:8020/user/bob/d"
+    assert fs.get_filesystem("hdfs:///d").native("hdfs:///d") == "/d"
