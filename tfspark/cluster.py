@@ -137,7 +137,9 @@ class TFCluster:
         payload = preflight.check_pickles(cloudpickle.dumps, main_fun, args)
         preflight.wait_for_slots(num_executors, conf, sc.master,
                                  functools.partial(preflight.current_slots, sc),
-                                 reservation_timeout)
+                                 reservation_timeout, feeding=input_mode == InputMode.SPARK,
+                                 current_executors=functools.partial(
+                                     preflight.current_executors, sc))
 
         cluster = cls(sc, roles, reservation_timeout)
         cluster._input_mode = InputMode(input_mode)

@@ -112,30 +112,43 @@ def expected_slots(conf: Mapping[str, str], master: str) -> Optional[int]:
     return None
 
 
-def wait_for_slots(needed: int, conf: Mapping[str, str], master: str,
-                   current_slots: Callable[[], int], timeout: float) -> None:
-    """Wait until Spark has ``needed`` concurrent task slots, or raise saying what is missing.
+def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
+                   current_slots: Callable[[], int], timeout: float, feeding: bool = False,
+                   current_executors: Optional[Callable[[], int]] = None) -> None:
+    """Wait until Spark has a task slot for each of the ``nodes`` TF nodes (and, with
+    ``feeding``, one more for the Spark job that feeds them), or raise saying what is missing.
 
-    Fails at once when the settings cap the application below ``needed``; otherwise waits for
-    executors to register, up to ``timeout`` when the settings promise enough slots, or up to
-    ``SLOT_WAIT_SECS`` when they say nothing.
+    Fails at once when the settings cap the application below that; otherwise waits for
+    executors to register, up to ``timeout`` (``reservation_timeout``) when the settings promise
+    enough slots, or up to ``SLOT_WAIT_SECS`` when they say nothing. On YARN the error says how
+    many executors were granted, the container size asked for and what the ResourceManager
+    has free (see :mod:`tfspark.yarn`).
     """
+    needed = nodes + int(feeding)
     cap = expected_slots(conf, master)
     have = current_slots()
     if have >= needed:
         return
+    started = time.monotonic()
     if cap is None or cap >= needed:
         limit = timeout if cap is not None else min(timeout, constants.SLOT_WAIT_SECS)
-        deadline = time.monotonic() + limit
+        deadline = started + limit
         while have < needed and time.monotonic() < deadline:
             time.sleep(0.5)
             have = current_slots()
         if have >= needed:
             return
+    why = f"num_executors={nodes}, one barrier task per node" + (
+        ", plus one for the Spark job that feeds them (InputMode.SPARK)" if feeding else "")
+    text = (f"The TF cluster needs {needed} task slots ({why}), but the Spark application "
+            f"({master}) has {max(have, 0)} task slots")
+    if master == "yarn" and current_executors is not None and (cap is None or cap >= needed):
+        from .yarn import shortfall
+        waited = time.monotonic() - started
+        raise PreflightError(f"{text}. {shortfall(conf, current_executors(), waited)}")
     raise PreflightError(
-        f"The TF cluster needs {needed} task slots (num_executors={needed}, one barrier task per "
-        f"node), but the Spark application ({master}) has {max(have, 0)} task slots"
-        + (f" and its settings allow at most {cap}" if cap is not None and cap < needed else "")
+        text + (f" and its settings allow at most {cap}" if cap is not None and cap < needed
+                else "")
         + ". Lower num_executors, or give the application more executors or cores "
         "(spark.executor.instances, spark.executor.cores, spark.cores.max; task slots = "
         "executor cores / spark.task.cpus).")
@@ -143,6 +156,11 @@ def wait_for_slots(needed: int, conf: Mapping[str, str], master: str,
 
 def spark_conf(sc: Any) -> Dict[str, str]:
     return dict(sc.getConf().getAll())
+
+
+def current_executors(sc: Any) -> int:
+    """How many executors have registered (the driver is not one)."""
+    return max(0, len(sc._jsc.sc().statusTracker().getExecutorInfos()) - 1)
 
 
 def current_slots(sc: Any) -> int:

@@ -1,7 +1,9 @@
-"""The MNIST example end to end with spark-submit: Spark standalone and YARN, data on HDFS.
+"""The MNIST example end to end with spark-submit on Spark standalone, data on HDFS.
 
 Runs examples/mnist/{mnist_data_setup,mnist_spark,mnist_inference}.py as a user would, on the
 digits fallback (1,438 train / 359 test images, no download), 2 TF workers and a few epochs.
+YARN (client and cluster mode, a packed environment) runs in test_yarn_readme.py, from the
+README's own commands.
 Each spark-submit's wall time is printed as ``[timing] ...`` (see them with ``pytest -s``).
 """
 from __future__ import annotations
@@ -165,25 +167,6 @@ def test_standalone_parameter_server_strategy(standalone_master, mnist_data, had
     assert match, out[-3000:]
     print(f"[accuracy] standalone, PSS, input_mode spark: {match.group(1)}")
     assert float(match.group(1)) >= 0.90, out[-3000:]
-
-
-@pytest.mark.parametrize("deploy_mode,input_mode", [("client", "spark"), ("cluster", "tf")])
-def test_yarn_training_exports_to_hdfs(yarn_cluster, mnist_data, hadoop_env, tmp_path,
-                                       deploy_mode, input_mode):
-    export_dir = f"{mnist_data}/export_yarn_{deploy_mode}"
-    conf = dict(yarn_cluster.spark_yarn_conf(),
-                **{"spark.submit.deployMode": deploy_mode,
-                   "spark.executor.instances": "2", "spark.executor.cores": "2",
-                   "spark.executor.memory": "1g", "spark.driver.memory": "1g",
-                   "spark.dynamicAllocation.enabled": "false", "spark.ui.enabled": "false",
-                   "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
-                   "spark.yarn.appMasterEnv.TF_CPP_MIN_LOG_LEVEL": "2"})
-    _submit(f"train --input_mode {input_mode} (yarn {deploy_mode})", conf, "mnist_spark.py",
-            [*TRAIN_ARGS, "--input_mode", input_mode, "--images_labels",
-             f"{mnist_data}/data/train", "--export_dir", export_dir], _env_from(hadoop_env),
-            tmp_path)
-    version = _check_saved_model(export_dir, tmp_path)
-    assert version == f"{export_dir}/1"
 
 
 def _env_from(hadoop_env: dict) -> dict:

@@ -82,3 +82,50 @@ def test_unpicklable_args_are_named():
         check_pickles(pickle.dumps, print, threading.Lock())
     with pytest.raises(PreflightError, match="main_fun must be callable"):
         check_pickles(pickle.dumps, "not a function", None)
+
+
+def test_feeding_needs_a_slot_beside_the_nodes():
+    with pytest.raises(PreflightError, match=r"needs 3 task slots \(num_executors=2, .* plus one "
+                                             r"for the Spark job that feeds them"):
+        wait_for_slots(2, {}, "local[2]", lambda: 2, timeout=600, feeding=True)
+
+
+def test_yarn_shortfall_names_executors_container_size_and_free_memory(tmp_path, monkeypatch):
+    import http.server
+    import json
+    import threading
+
+    class RM(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = {"/ws/v1/cluster/metrics": {"clusterMetrics": {"availableMB": 1536}},
+                    "/ws/v1/cluster/nodes": {"nodes": {"node": [
+                        {"state": "RUNNING", "availMemoryMB": 1536}]}}}[self.path]
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RM)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "yarn-site.xml").write_text(
+        "<configuration><property><name>yarn.resourcemanager.webapp.address</name>"
+        f"<value>127.0.0.1:{server.server_address[1]}</value></property></configuration>")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
+    monkeypatch.delenv("YARN_CONF_DIR", raising=False)
+    conf = {"spark.executor.instances": "2", "spark.executor.cores": "2",
+            "spark.executor.memory": "2g", "spark.executor.memoryOverhead": "1500m"}
+    try:
+        with pytest.raises(PreflightError) as raised:
+            wait_for_slots(2, conf, "yarn", lambda: 2, timeout=1.0, feeding=True,
+                           current_executors=lambda: 1)
+    finally:
+        server.shutdown()
+    message = str(raised.value)
+    assert "YARN granted 1 of the 2 executors" in message
+    assert "asks for 3548 MB (spark.executor.memory 2048 MB + memoryOverhead 1500 MB)" in message
+    assert "has 1536 MB available, at most 1536 MB free on one of its 1 running" in message
+    assert "executor cores" not in message  # no advice about cores: cores were not the cause

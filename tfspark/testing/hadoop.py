@@ -24,6 +24,7 @@ import ctypes
 import fcntl
 import getpass
 import grp
+import hashlib
 import json
 import os
 import shutil
@@ -85,14 +86,25 @@ def ensure_jars(home: Optional[Path] = None) -> Path:
     """Return the folder of Hadoop jars, downloading them with Maven on first use."""
     home = Path(home or hadoop_home())
     lib = home / "lib"
-    if (lib / ".complete").exists():
+    if _jars_complete(lib):
         return lib
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be fetching right now
-        if not (lib / ".complete").exists():
+        if not _jars_complete(lib):
             _fetch_jars(home, lib)
     return lib
+
+
+def _jars_stamp() -> str:
+    """What a complete jar folder was fetched for: the version and the pom's content."""
+    pom = hashlib.sha256(POM.read_bytes()).hexdigest()[:16] if POM.exists() else "no-pom"
+    return f"{HADOOP_VERSION} {pom}\n"
+
+
+def _jars_complete(lib: Path) -> bool:
+    stamp = lib / ".complete"
+    return stamp.exists() and stamp.read_text() == _jars_stamp()
 
 
 def _fetch_jars(home: Path, lib: Path) -> None:
@@ -110,7 +122,7 @@ def _fetch_jars(home: Path, lib: Path) -> None:
     if done.returncode != 0:
         raise HadoopClusterError(f"fetching Hadoop jars failed: {' '.join(cmd)}\n"
                                  f"{_tail(done.stdout)}")
-    (staging / ".complete").write_text(HADOOP_VERSION + "\n")
+    (staging / ".complete").write_text(_jars_stamp())
     shutil.rmtree(lib, ignore_errors=True)
     staging.rename(lib)
     shutil.rmtree(home / "m2", ignore_errors=True)  # only lib/ is used from now on
@@ -274,10 +286,18 @@ class HadoopCluster:
     def rm_web_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['rm_web']}"
 
+    @property
+    def bin_dir(self) -> Path:
+        """``hdfs`` and ``yarn`` commands for this cluster (``hdfs dfs``, ``yarn logs``,
+        ``yarn application``)."""
+        return self.base_dir / "bin"
+
     def env(self) -> Dict[str, str]:
-        """Environment variables a Hadoop/Spark/tfspark client needs to use this cluster."""
+        """Environment variables a Hadoop/Spark/tfspark client needs to use this cluster
+        (``PATH`` starts with :attr:`bin_dir`)."""
         return {"HADOOP_CONF_DIR": str(self.conf_dir), "YARN_CONF_DIR": str(self.conf_dir),
-                "JAVA_HOME": java_home()}
+                "JAVA_HOME": java_home(),
+                "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def spark_yarn_conf(self, python: str = sys.executable) -> Dict[str, str]:
         """Spark settings to run on this YARN with ``python`` on the driver, AM and executors.
@@ -339,6 +359,7 @@ class HadoopCluster:
                       "nm", "nm_localizer", "nm_web"]
         self.ports = {name: _free_port() for name in names}
         self._write_config()
+        self._write_commands()
 
         fmt = self._launch("namenode-format", MAIN_CLASSES["namenode"],
                            ["-format", "-nonInteractive", "-force"])
@@ -472,7 +493,9 @@ class HadoopCluster:
                                           f"JAVA_HOME={java_home()}",
             "yarn.nodemanager.disk-health-checker.max-disk-utilization-per-disk-percentage":
                 99.9,
-            "yarn.log-aggregation-enable": "false",
+            # `yarn logs -applicationId ...` reads finished applications' logs from HDFS
+            "yarn.log-aggregation-enable": "true",
+            "yarn.nodemanager.remote-app-log-dir": "/tmp/logs",
             "yarn.resourcemanager.nodemanagers.heartbeat-interval-ms": 500,
             # a stopping NodeManager waits this long (+ ~1 s) for containers: keep stop() quick
             "yarn.nodemanager.process-kill-wait.ms": 1000,
@@ -487,6 +510,30 @@ class HadoopCluster:
             "yarn.scheduler.capacity.root.default.acl_submit_applications": "*",
             "yarn.scheduler.capacity.root.default.acl_administer_queue": "*",
         })
+
+    def _write_commands(self) -> None:
+        """``bin/hdfs`` and ``bin/yarn``: the Hadoop client commands that the README's
+        instructions use, run from the cluster's own jars."""
+        java = Path(java_home()) / "bin" / "java"
+        run = (f'exec "{java}" -Xmx256m {" ".join(JAVA_17_OPENS)} '
+               f'-cp "{self.conf_dir}:{self.lib}/*" "$main" "$@"')
+        commands = {  # subcommand -> main class, as Hadoop's own scripts map them
+            "hdfs": {"dfs": ("org.apache.hadoop.fs.FsShell", True)},
+            "yarn": {"logs": ("org.apache.hadoop.yarn.client.cli.LogsCLI", True),
+                     "application": ("org.apache.hadoop.yarn.client.cli.ApplicationCLI",
+                                     False)},
+        }
+        self.bin_dir.mkdir(parents=True, exist_ok=True)
+        for name, subcommands in commands.items():
+            cases = "".join(f'  {sub}) {"shift; " if drop else ""}main={main} ;;\n'
+                            for sub, (main, drop) in subcommands.items())
+            only = ", ".join(f"{name} {sub}" for sub in subcommands)
+            path = self.bin_dir / name
+            path.write_text(
+                f"#!/usr/bin/env bash\n# {name} for the tfspark test cluster in {self.base_dir}"
+                f"\ncase \"$1\" in\n{cases}  *) echo \"this test cluster has only: {only}\" >&2;"
+                f" exit 2 ;;\nesac\n{run}\n")
+            path.chmod(0o755)
 
     # -- processes -----------------------------------------------------------------------------
 
