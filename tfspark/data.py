@@ -21,6 +21,7 @@ from typing import IO, Deque, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from tfspark import fs
+from tfspark.arrow_columns import chunks
 from tfspark.shares import node_share  # noqa: F401 - public as tfspark.data.node_share
 from tfspark.tfrecord import list_files
 from tfspark.tfrecord_codec import GZIP_MAGIC, TFRecordError, open_records
@@ -114,32 +115,21 @@ def _interleaved_remote_records(urls: List[str], cycle_length: int, prefetch_fil
             while waiting and len(active) < cycle_length:
                 _, local = prefetcher.next()
                 handle = open(local, "rb")
-                active.append((local, handle, _chunks(open_records(handle, local), 512)))
+                active.append((local, handle, iter(chunks(open_records(handle, local), 512))))
                 waiting -= 1
-            local, handle, chunks = active.popleft()
-            chunk = next(chunks, None)
+            local, handle, pending = active.popleft()
+            chunk = next(pending, None)
             if chunk is None:  # this file is read: free its slot
                 handle.close()
                 prefetcher.done_with(local)
                 continue
-            active.append((local, handle, chunks))
+            active.append((local, handle, pending))
             yield chunk
     finally:
         for _, handle, _ in active:
             handle.close()
         prefetcher.stop.set()
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _chunks(records: Iterator[bytes], size: int) -> Iterator[List[bytes]]:
-    chunk: List[bytes] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def file_order(files: List[str], shuffle: bool, seed: int, epoch: int) -> List[str]:
