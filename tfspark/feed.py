@@ -1,9 +1,8 @@
 """Node side of the Spark feed: receive partitions, spill them to local disk, serve them to TF.
 
-Runs inside a TF node's own process (``InputMode.SPARK``, chief and workers only). A
-:class:`FeedReceiver` accepts authenticated connections from the feeding Spark tasks; each
-carries one Arrow stream, written to an Arrow file on local disk (bounded memory: one record
-batch at a time) and published by rename when complete. :class:`DataFeed` serves those files:
+Runs inside a TF node's own process (``InputMode.SPARK``, chief and workers only). The
+receiver (:mod:`tfspark.feed_receiver`) spills what the feeding Spark tasks send to local disk
+and tells the :class:`DataFeed`, which serves those files:
 
 * ``dataset(batch_size)`` -- a ``tf.data.Dataset`` of one epoch of this node's share of the next
   ``train()`` feed, in **per-worker batches** (global batch = ``batch_size x num_workers``).
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import tempfile
 import threading
 from collections import deque
@@ -33,17 +31,14 @@ import pyarrow as pa
 
 from . import shares
 from .arrow_columns import FeedDataError, numpy_columns, row_shape, rows_of, structure_of
-from .control import ChannelError, Connection, accept_authenticated, tcp_server
 from .feed_protocol import TRAIN
+from .feed_receiver import FeedReceiver
 from .spill import BLOCK_BYTES, SpilledRows, batch_sizes, epoch_order, steps_per_epoch
 
 _END, _BOUNDARY = object(), object()  # markers in a stream of column blocks
 
 #: Rows per block that ``next_batch`` takes from a shuffled pass at a time.
 _NEXT_BATCH_BLOCK = 4096
-
-#: Rows per spilled TFRecord file on a ParameterServerStrategy worker.
-_PSS_FILE_ROWS = 1024
 
 Columns = Dict[str, np.ndarray]
 
@@ -484,96 +479,6 @@ def _structurer(structure: str, names: List[str], label: Optional[str]):
         return (next(iter(features.values())) if len(features) == 1 else features), columns[label]
 
     return to_structure
-
-
-class FeedReceiver:
-    """Accepts the feeding tasks' connections on ``(host, port)`` and spills what they send."""
-
-    def __init__(self, feed: DataFeed, host: str, port: int, secret: bytes, spill_dir: str,
-                 spill_format: str = "arrow"):
-        self.feed, self.secret, self.spill_dir = feed, secret, spill_dir
-        self.spill_format = spill_format
-        os.makedirs(spill_dir, exist_ok=True)
-        # the node's Spark task holds the port reserved for us; SO_REUSEADDR lets us bind it
-        self._server = tcp_server(host, port, self._serve)
-        threading.Thread(target=self._server.serve_forever, name="tfspark-feed-receiver",
-                         daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
-        try:
-            accept_authenticated(sock, self.secret)
-            connection = Connection(sock)
-            header = connection.recv()
-            kind = header["type"]
-            if kind == "data":
-                self._receive(sock, connection, header)
-            elif kind == "end":
-                self.feed.end_feed(header["feed_id"], header["rows_per_node"],
-                                   header["num_epochs"], header.get("schema", b""))
-                connection.send({"ok": True})
-            elif kind == "done":
-                self.feed.driver_done()
-                connection.send({"ok": True})
-        except (ChannelError, OSError, pa.ArrowException):
-            pass  # the sender sees the broken connection and fails its task
-        finally:
-            sock.close()
-
-    def _receive(self, sock: socket.socket, connection: Connection, header: Dict) -> None:
-        path, rows = self._spill(sock, header) if not header.get("empty") else (None, 0)
-        if header["mode"] == TRAIN:
-            self.feed.add_train_file(header["feed_id"], header["partition"], path, rows)
-            connection.send({"rows": rows})
-            return
-        partition = self.feed.add_inference_partition(path, rows)
-        partition.done.wait()
-        connection.send({"results": partition.results, "terminated": self.feed.discarding})
-
-    def _spill(self, sock: socket.socket, header: Dict) -> Tuple[Optional[str], int]:
-        reader = pa.ipc.open_stream(sock.makefile("rb"))
-        if self.feed.discarding:
-            return None, sum(batch.num_rows for batch in reader)
-        folder = os.path.join(self.spill_dir, f"{header['mode']}-{header['feed_id']}")
-        os.makedirs(folder, exist_ok=True)
-        final = os.path.join(folder, f"part-{header['partition']:06d}.{self.spill_format}")
-        if self.spill_format == "tfrecord":  # for PSS workers, whose dataset_fn is a graph
-            return self._spill_tfrecords(reader, final)
-        partial = f"{final}.{threading.get_ident()}.partial"
-        rows = 0
-        with pa.OSFile(partial, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as out:
-            for batch in reader:
-                out.write_batch(batch)
-                rows += batch.num_rows
-        os.replace(partial, final)
-        return final, rows
-
-    def _spill_tfrecords(self, reader, final: str) -> Tuple[str, int]:
-        """Spill as TFRecord files of at most ``_PSS_FILE_ROWS`` rows (``final`` gets a part
-        number), so that a graph-only ``dataset_fn`` can mix rows well by shuffling files."""
-        from .tfrecord_codec import ColumnSpec, encode_examples, frame_records, kind_of_arrow
-        specs = [ColumnSpec(f.name, kind_of_arrow(
-            f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type),
-            int(pa.types.is_fixed_size_list(f.type))) for f in reader.schema]
-        stem = final[:-len(".tfrecord")]
-        written: List[Tuple[str, str]] = []
-        rows = 0
-        try:
-            for batch in reader:
-                for start in range(0, batch.num_rows, _PSS_FILE_ROWS):
-                    part = batch.slice(start, _PSS_FILE_ROWS)
-                    path = f"{stem}-{len(written):05d}.tfrecord"
-                    partial = f"{path}.{threading.get_ident()}.partial"
-                    with open(partial, "wb") as sink:
-                        sink.write(frame_records(encode_examples(part, specs)))
-                    written.append((partial, path))
-                    rows += part.num_rows
-        except BaseException:
-            for partial, _ in written:
-                os.remove(partial)
-            raise
-        for partial, path in written:  # the partition appears whole or not at all
-            os.replace(partial, path)
-        return (written[0][1] if written else final), rows
 
 
 _feed: Optional[DataFeed] = None
