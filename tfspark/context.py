@@ -84,6 +84,13 @@ class NodeContext:
         from .strategy import parameter_server_strategy
         return parameter_server_strategy(self, variable_partitioner)
 
+    def backup_and_restore(self, path: str, save_freq="epoch", delete_checkpoint: bool = True):
+        """A Keras ``BackupAndRestore`` callback whose backup lives at ``path`` (HDFS or a
+        shared path): ``model.fit`` resumes from the last backup after a failure or on a rerun.
+        See :func:`tfspark.backup.backup_and_restore`."""
+        from .backup import backup_and_restore
+        return backup_and_restore(path, self, save_freq, delete_checkpoint)
+
     def staged_files(self, name: str) -> str:
         """Glob pattern of the files staged as ``name`` (``TFCluster.run(stage_files=...)``).
 

@@ -21,8 +21,11 @@ record of the shard once; a worker whose shard is smaller idles on empty batches
 
 The chief exports the trained model as the next numbered SavedModel version under
 ``--export_dir`` (:func:`tfspark.export.export_saved_model`); the other workers never write
-there.  ``--model_dir`` keeps per-epoch weight checkpoints and ``--log_dir`` TensorBoard logs;
-on HDFS both are written locally and published there by the chief at every epoch end.
+there.  ``--model_dir`` keeps a backup (``ctx.backup_and_restore``) and per-epoch weights, and
+``--log_dir`` TensorBoard logs; on HDFS all are written locally and published there by the chief
+at every epoch end. Rerun the same command after a failed run with the same ``--model_dir`` and
+training continues after the last finished epoch (``--crash_after_epoch N`` tries it out: the
+chief's process dies right after epoch N is backed up).
 """
 import argparse
 import math
@@ -81,15 +84,20 @@ def main_fun(args, ctx):
 
 
 def _checkpoint_callbacks(args, ctx, tf):
-    """Per-epoch weight checkpoints and TensorBoard logs; on HDFS via a local mirror."""
+    """Under --model_dir: a backup to resume from (a rerun after a failure continues after the
+    last finished epoch) and per-epoch weights; TensorBoard logs. On HDFS via local mirrors."""
     callbacks = []
     if args.model_dir:
-        ckpt_dir = export.local_mirror(args.model_dir, ctx)   # local; HDFS: a local mirror
+        model_dir = ctx.absolute_path(args.model_dir)
+        callbacks.append(ctx.backup_and_restore(f"{model_dir}/backup"))
+        weights = f"{model_dir}/weights"
+        ckpt_dir = export.local_mirror(weights, ctx)   # local; HDFS: a local mirror
         callbacks.append(tf.keras.callbacks.ModelCheckpoint(
             os.path.join(ckpt_dir, "weights-{epoch:02d}"), save_weights_only=True))
-        if export.is_remote(ctx.absolute_path(args.model_dir)):
-            callbacks.append(export.PublishDirCallback(ckpt_dir, ctx.absolute_path(
-                args.model_dir), ctx))
+        if export.is_remote(weights):
+            callbacks.append(export.PublishDirCallback(ckpt_dir, weights, ctx))
+    if args.crash_after_epoch and ctx.is_chief:
+        callbacks.append(_CrashAfterEpoch(tf, args.crash_after_epoch))
     if args.log_dir:
         log_dir = export.local_mirror(args.log_dir, ctx)
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir))
@@ -97,6 +105,17 @@ def _checkpoint_callbacks(args, ctx, tf):
             callbacks.append(export.PublishDirCallback(log_dir, ctx.absolute_path(args.log_dir),
                                                        ctx))
     return callbacks
+
+
+def _CrashAfterEpoch(tf, epoch):
+    """Kill this process (as the OOM killer would) at the end of ``epoch`` (1-based), after the
+    callbacks before it -- the backup among them -- have run."""
+    class CrashAfterEpoch(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, index, logs=None):
+            if index + 1 == epoch:
+                print(f"--crash_after_epoch {epoch}: killing this process", flush=True)
+                os.kill(os.getpid(), 9)
+    return CrashAfterEpoch()
 
 
 def fit_and_export(args, ctx, model, data, epochs, steps_per_epoch, callbacks):
@@ -152,10 +171,14 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=32,
                         help="rows per worker per step (global batch: batch_size x workers)")
-    parser.add_argument("--model_dir", default=None, help="weight checkpoints (local or HDFS)")
+    parser.add_argument("--model_dir", default=None,
+                        help="backup to resume from (rerun the same command after a failure "
+                             "to continue) and per-epoch weights; local, shared or HDFS")
     parser.add_argument("--export_dir", default="mnist_export",
                         help="SavedModel versions go to <export_dir>/<n> (local or HDFS)")
     parser.add_argument("--log_dir", default=None, help="TensorBoard logs (local or HDFS)")
+    parser.add_argument("--crash_after_epoch", type=int, default=0,
+                        help="to try out resuming: the chief's process dies after this epoch")
     parser.add_argument("--tensorboard", action="store_true",
                         help="serve TensorBoard from the chief on a local --log_dir")
     parser.add_argument("--master", default=None,

@@ -39,7 +39,8 @@ def _env(hadoop) -> dict:
     return env
 
 
-def _submit(what: str, conf: dict, script: str, args: list, env: dict, cwd) -> str:
+def _submit(what: str, conf: dict, script: str, args: list, env: dict, cwd,
+            expect_failure: bool = False) -> str:
     cmd = [SPARK_SUBMIT]
     for key, value in conf.items():
         cmd += ["--conf", f"{key}={value}"]
@@ -49,6 +50,9 @@ def _submit(what: str, conf: dict, script: str, args: list, env: dict, cwd) -> s
                           stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
     print(f"[timing] {what}: {time.time() - started:.1f}s", flush=True)
     tail = "\n".join(proc.stdout.splitlines()[-120:])
+    if expect_failure:
+        assert proc.returncode != 0, f"{' '.join(cmd)} should have failed:\n{tail}"
+        return proc.stdout
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}"
     if conf.get("spark.submit.deployMode") == "client":  # ran on the cluster, not local[N]
         assert f"master: {conf['spark.master']}" in proc.stdout, tail
@@ -121,7 +125,8 @@ def test_standalone_input_mode_spark_train_export_inference(standalone_master, m
                    "--model_dir", f"{mnist_data}/ckpt", "--log_dir", f"{mnist_data}/logs"],
                   env, tmp_path)
     assert f"exported SavedModel: {export_dir}/1" in out, out[-3000:]
-    assert any(n.startswith("weights-05") for n in fs.listdir(f"{mnist_data}/ckpt"))
+    assert any(n.startswith("weights-05") for n in fs.listdir(f"{mnist_data}/ckpt/weights"))
+    assert not fs.exists(f"{mnist_data}/ckpt/backup")  # a finished run deletes its backup
     assert fs.listdir(f"{mnist_data}/logs")  # TensorBoard logs published to HDFS
     _check_saved_model(export_dir, tmp_path)
 
@@ -175,3 +180,24 @@ def _env_from(hadoop_env: dict) -> dict:
     env.pop("HADOOP_USER_NAME", None)
     env.pop("SPARK_HOME", None)
     return env
+
+
+def test_rerun_after_a_crash_resumes_from_the_backup(standalone_master, mnist_data, hadoop_env,
+                                                    tmp_path):
+    conf, env = _standalone_conf(standalone_master), _env_from(hadoop_env)
+    export_dir, model_dir = f"{mnist_data}/export_resume", f"{mnist_data}/ckpt_resume"
+    args = [*TRAIN_ARGS, "--input_mode", "tf", "--images_labels", f"{mnist_data}/data/train",
+            "--export_dir", export_dir, "--model_dir", model_dir]
+    crashed = _submit("train, killed after epoch 2 (standalone)", conf, "mnist_spark.py",
+                      args + ["--crash_after_epoch", "2"], env, tmp_path, expect_failure=True)
+    assert "killed by signal 9" in crashed, crashed[-3000:]
+    assert "Epoch 2/5" in crashed and "Epoch 3/5" not in crashed, crashed[-3000:]
+    assert fs.exists(f"{model_dir}/backup") and not export.versions(export_dir)
+
+    out = _submit("train again, same command (standalone)", conf, "mnist_spark.py", args, env,
+                  tmp_path)
+    epochs = re.findall(r"\] Epoch (\d)/5", out)
+    assert epochs == ["3", "4", "5"], epochs  # resumed after epoch 2, not from epoch 1
+    assert f"exported SavedModel: {export_dir}/1" in out, out[-3000:]
+    assert export.versions(export_dir) == [1]
+    assert not fs.exists(f"{model_dir}/backup")
