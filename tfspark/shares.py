@@ -68,9 +68,13 @@ def is_node_share(dataset: Any) -> bool:
 
 def note_rows_taken_directly(how: str) -> None:
     """Record that this node takes its rows outside a marked dataset (``how``), so that an
-    unmarked dataset distributed over several workers gets a warning."""
+    unmarked dataset distributed over several workers gets a warning (the strategy rule that
+    warns is installed here too, if TensorFlow is loaded; this module never imports it first)."""
     global _warn_unmarked
     _warn_unmarked = how
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "distribute"):
+        _install_strategy_rule(tf)
 
 
 def warn_once(message: str) -> None:
