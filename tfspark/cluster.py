@@ -320,7 +320,8 @@ class TFCluster:
             plan, addresses=tuple(tuple(n.feed_address) for n in listeners),
             labels=tuple(n.role.label for n in listeners)),
             {"type": "end", "feed_id": plan.feed_id, "rows_per_node": rows_per_node,
-             "num_epochs": num_epochs, "schema": next((s for *_, s in rows if s), b"")})
+             "num_epochs": num_epochs, "schema": next((s for *_, s in rows if s), b"")},
+            failure=lambda: self._failure)
 
     def inference(self, data: Any, feed_timeout: float = 600) -> Any:
         """Feed ``data`` to the nodes for inference; an RDD with one result per input row.
@@ -467,7 +468,8 @@ class TFCluster:
             try:
                 spark_feed.tell_nodes(dataclasses.replace(
                     plan, addresses=plan.addresses[node:node + 1],
-                    labels=plan.labels[node:node + 1]), {"type": "done"})
+                    labels=plan.labels[node:node + 1]), {"type": "done"},
+                    failure=lambda: self._failure)
             except (OSError, TFSparkError):
                 pass  # that node has finished already
 

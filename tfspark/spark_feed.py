@@ -12,7 +12,7 @@ from __future__ import annotations
 import pickle
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -41,8 +41,13 @@ class FeedPlan:
     chunk_rows: int = 4096
 
 
-def connect(plan: FeedPlan, node: int) -> Connection:
-    """Connect to a node's receiver, retrying while it starts, for up to ``plan.timeout``."""
+def connect(plan: FeedPlan, node: int,
+            failure: Callable[[], Optional[BaseException]] = lambda: None) -> Connection:
+    """Connect to a node's receiver, retrying while it starts, for up to ``plan.timeout``.
+
+    ``failure`` (driver side) returns the TF cluster's failure, if any: it ends the retries,
+    since a node that has died will never answer.
+    """
     deadline = time.monotonic() + plan.timeout
     while True:
         try:
@@ -51,6 +56,8 @@ def connect(plan: FeedPlan, node: int) -> Connection:
             sock.settimeout(plan.timeout)
             return Connection(sock)
         except OSError as e:
+            if failure() is not None:
+                raise failure() from e
             if time.monotonic() >= deadline:
                 raise FeedError(f"could not reach TF node {plan.labels[node]}'s feed at "
                                 f"{plan.addresses[node]} within feed_timeout={plan.timeout}s: "
@@ -187,10 +194,12 @@ def _prepend(first, rest):
         yield from rest
 
 
-def tell_nodes(plan: FeedPlan, message: Dict[str, Any]) -> None:
-    """Driver: send one message to every training node's receiver and await each ack."""
+def tell_nodes(plan: FeedPlan, message: Dict[str, Any],
+               failure: Callable[[], Optional[BaseException]]) -> None:
+    """Driver: send one message to every training node's receiver and await each ack;
+    ``failure`` returns the TF cluster's failure, raised instead of waiting on a dead node."""
     for node in range(len(plan.addresses)):
-        connection = connect(plan, node)
+        connection = connect(plan, node, failure)
         try:
             connection.send(message)
             connection.recv()
