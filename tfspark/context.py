@@ -35,6 +35,7 @@ class NodeContext:
     log_dir : TensorBoard log directory (absolute), if one was given to ``TFCluster.run``.
     input_mode, feed_port : where Spark-fed data arrives (``InputMode.SPARK``).
     stage_files : TFRecord files staged on ParameterServerStrategy workers.
+    attempt : which run of the TF cluster this is: 0 first, 1 after the first restart, ...
     """
 
     job_name: str
@@ -56,6 +57,7 @@ class NodeContext:
     num_shards: int = 0
     secret: bytes = field(default=b"", repr=False)
     stage_files: Dict[str, str] = field(default_factory=dict)  # name -> TFRecord dir/glob
+    attempt: int = 0
 
     @property
     def is_chief(self) -> bool:

@@ -5,7 +5,7 @@ stage it happened so callers can tell a bad setting from a failed node.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 
 class TFSparkError(Exception):
@@ -28,17 +28,29 @@ class NodeError(TFSparkError):
     """A TF node failed: its ``main_fun`` raised, its process died, or it stopped answering.
 
     Carries where it happened (``role``, ``index``, ``host``), the node's traceback text and the
-    last lines the node printed.
+    last lines the node printed. ``restartable`` is true when a restart of the TF cluster can
+    cure the cause (the node's process killed by a signal, its executor or Python worker lost,
+    a peer's death seen by TF as ``UnavailableError``); ``cause`` says it in one line;
+    ``attempts`` lists the cause of every attempt when restarts ran out.
     """
 
     def __init__(self, role: str, index: int, host: str, message: str,
-                 traceback_text: str = "", output_tail: Optional[list] = None):
+                 traceback_text: str = "", output_tail: Optional[list] = None, *,
+                 restartable: bool = False, attempts: Sequence[str] = ()):
         self.role = role
         self.index = index
         self.host = host
+        self.message = message
         self.traceback_text = traceback_text
         self.output_tail = list(output_tail or [])
+        self.restartable = restartable
+        self.attempts = list(attempts)
+        self.cause = f"{role}:{index} on {host}: {message.splitlines()[0] if message else ''}"
         text = f"TF node {role}:{index} on {host} failed: {message}"
+        if self.attempts:
+            text += (f"\nThe TF cluster ran {len(self.attempts)} times and every attempt failed:\n"
+                     + "\n".join(f"  attempt {i + 1}: {cause}"
+                                 for i, cause in enumerate(self.attempts)))
         if traceback_text:
             text += f"\n--- traceback from {role}:{index} ---\n{traceback_text.rstrip()}"
         if self.output_tail:

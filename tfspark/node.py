@@ -21,7 +21,7 @@ import threading
 import shutil
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from . import constants
 from .context import NodeContext
@@ -33,6 +33,10 @@ SPARK_INPUT = 1  # InputMode.SPARK
 
 #: How a node ended, as reported to the driver and returned from the Spark task.
 OK, ERROR, STOPPED = "ok", "error", "stopped"
+
+#: TF errors a node's ``main_fun`` may raise because a peer died (a collective or gRPC call to a
+#: node that is gone): a restart of the cluster cures them. Any other exception is the user's.
+RESTARTABLE_TF_ERRORS = ("UnavailableError", "AbortedError")
 
 OUTCOME_FILE, VALUE_FILE, PAYLOAD_FILE, CONTEXT_FILE = (
     "outcome.json", "value.pkl", "payload.pkl", "context.pkl")
@@ -57,6 +61,8 @@ class NodePlan:
     hadoop_conf_dir: Optional[str]  # the driver's, for executors that have none
     echo_output: bool  # also copy node output to the executor's log (not in local mode,
     #                    where that log is the driver's terminal)
+    attempt: int = 0  # which run of the TF cluster this is (0 first); see TFCluster.attempts
+    max_restarts: int = 0  # also how often a PSS worker's server is restarted in place
 
 
 def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, bytes]]:
@@ -157,7 +163,8 @@ class _Node:
                 input_mode=self.plan.input_mode, feed_port=feed_port,
                 shard_index=data_index(self.plan.roles, self.role),
                 num_shards=len(data_nodes(self.plan.roles)),
-                secret=self.plan.secret, stage_files=self.plan.stage_files)
+                secret=self.plan.secret, stage_files=self.plan.stage_files,
+                attempt=self.plan.attempt)
             with self._tensorboard(ctx) as tensorboard_url:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
                            tensorboard_url=tensorboard_url,
@@ -166,7 +173,7 @@ class _Node:
         self._send("finished", status=status, **fields)
         return self.role.worker_num, status, value
 
-    def _run_process(self, ctx: NodeContext) -> Tuple[str, Dict[str, str], bytes]:
+    def _run_process(self, ctx: NodeContext) -> Tuple[str, Dict[str, Any], bytes]:
         if self.stop_requested.is_set():
             return STOPPED, {"message": self.stop_reason}, b""
         workdir = tempfile.mkdtemp(prefix=f"tfspark-{self.role.job_name}-{self.role.task_index}-",
@@ -177,19 +184,38 @@ class _Node:
             with open(os.path.join(workdir, CONTEXT_FILE), "wb") as f:
                 import pickle
                 pickle.dump(ctx, f)
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tfspark.node_process", workdir],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=node_environment(self.plan, ctx), start_new_session=True,
-                cwd=workdir if ctx.runs_server_only else None)  # see constants.PSS_FEED_DIR
-            forwarders = [self._forward(process.stdout, "stdout"),
-                          self._forward(process.stderr, "stderr")]
-            stopped = self._wait(process)
-            for forwarder in forwarders:
-                forwarder.join()
-            return self._outcome(workdir, process.returncode, stopped)
+            restarts_in_place = 0
+            while True:
+                outcome = self._run_process_once(ctx, workdir)
+                if not (self._restarts_in_place(ctx) and outcome[1].get("restartable")
+                        and restarts_in_place < self.plan.max_restarts):
+                    return outcome
+                restarts_in_place += 1
+                self._send("log", stream="stderr", line=(
+                    f"tfspark: {outcome[1]['message']}; restarting {self.role.label}'s TF server "
+                    f"in place ({restarts_in_place} of {self.plan.max_restarts}): the "
+                    "coordinator re-runs its lost steps"))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # with PSS staged files and spills
+
+    def _restarts_in_place(self, ctx: NodeContext) -> bool:
+        """A ParameterServerStrategy worker only serves: TF's ClusterCoordinator waits for it to
+        come back at the same address and re-runs the steps it lost, so it restarts alone."""
+        return ctx.runs_server_only and ctx.job_name == "worker"
+
+    def _run_process_once(self, ctx: NodeContext, workdir: str
+                          ) -> Tuple[str, Dict[str, Any], bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tfspark.node_process", workdir],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=node_environment(self.plan, ctx), start_new_session=True,
+            cwd=workdir if ctx.runs_server_only else None)  # see constants.PSS_FEED_DIR
+        forwarders = [self._forward(process.stdout, "stdout"),
+                      self._forward(process.stderr, "stderr")]
+        stopped = self._wait(process)
+        for forwarder in forwarders:
+            forwarder.join()
+        return self._outcome(workdir, process.returncode, stopped)
 
     def _wait(self, process: subprocess.Popen) -> bool:
         """Wait for the node's process; stop it if asked to. True if it was stopped."""
@@ -207,10 +233,12 @@ class _Node:
             if outcome["status"] == OK:
                 with open(os.path.join(workdir, VALUE_FILE), "rb") as f:
                     return OK, {}, f.read()
-            return ERROR, {"message": outcome["message"], "traceback": outcome["traceback"]}, b""
+            return ERROR, {"message": outcome["message"], "traceback": outcome["traceback"],
+                           "restartable": outcome.get("error_type") in RESTARTABLE_TF_ERRORS}, b""
         if stopped:
             return STOPPED, {"message": self.stop_reason}, b""
-        return ERROR, {"message": _exit_description(returncode)}, b""
+        return ERROR, {"message": _exit_description(returncode),
+                       "restartable": returncode < 0}, b""
 
     def _forward(self, pipe, stream: str, prefix: str = "") -> threading.Thread:
         """Copy the process's lines to the driver (best effort) and to this executor's log."""

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from typing import Optional
 
 from . import constants
 from .node import CONTEXT_FILE, ERROR, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
@@ -68,6 +69,14 @@ def _load_payload(path: str):
             "executors, or define main_fun in the driver script.", name=e.name) from e
 
 
+def _tf_error_name(error: BaseException) -> Optional[str]:
+    """The class name of a ``tf.errors.OpError`` (e.g. "UnavailableError"), else None."""
+    tf_errors = sys.modules.get("tensorflow.python.framework.errors_impl")
+    if tf_errors is not None and isinstance(error, tf_errors.OpError):
+        return type(error).__name__
+    return None
+
+
 def main(workdir: str) -> int:
     _exit_with_parent()
     try:
@@ -104,7 +113,8 @@ def main(workdir: str) -> int:
         if "PerReplica" in message and not constants.is_true(
                 os.environ.get(constants.TF_USE_LEGACY_KERAS, "")):
             message += _KERAS3_HINT
-        _write_outcome(workdir, {"status": ERROR, "message": message, "traceback": text})
+        _write_outcome(workdir, {"status": ERROR, "message": message, "traceback": text,
+                                 "error_type": _tf_error_name(e)})
         sys.stderr.write(text)
         return 1
     finally:

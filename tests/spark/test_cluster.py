@@ -185,7 +185,7 @@ def test_control_channel_refuses_peers_without_the_secret(sc, tmp_path):
     release = str(tmp_path / "release")
     cluster = TFCluster.run(sc, _wait_for_release, release, 2)
     try:
-        address = cluster._server.address
+        address = cluster._attempts[-1].server_address
         with pytest.raises((ChannelError, OSError)):
             ControlClient(address, b"not-the-job-secret", lambda message: None)
     finally:

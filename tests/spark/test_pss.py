@@ -178,7 +178,7 @@ def test_pss_trains_on_a_spark_fed_dataframe(spark):
     assert chief["loss"][-1] < chief["loss"][0] / 10
 
 
-def _kill_worker_1_mid_training(args, ctx):
+def _kill_mid_training(args, ctx):
     import subprocess
     import tensorflow as tf
 
@@ -188,22 +188,47 @@ def _kill_worker_1_mid_training(args, ctx):
         x = tf.random.stateless_normal((256, 4), seed=[9, 0])
         return tf.data.Dataset.from_tensor_slices((x, tf.reduce_sum(x, 1))).batch(32).repeat()
 
-    class KillWorker(tf.keras.callbacks.Callback):
+    class Kill(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 0:  # the node processes are named after their role
-                subprocess.run(["pkill", "-9", "-f", "tfspark-worker-1-"], check=True)
+            if epoch == 1 and ctx.attempt == 0:  # the node processes are named after their role
+                subprocess.run(["pkill", "-9", "-f", f"tfspark-{args['kill']}-"], check=True)
 
     with strategy.scope():
         model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
         model.compile(optimizer="sgd", loss="mse")
-    model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=50,
-              steps_per_epoch=10, callbacks=[KillWorker()], verbose=2)
+    history = model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=6,
+                        steps_per_epoch=10, verbose=2,
+                        callbacks=[ctx.backup_and_restore(args["backup"]), Kill()])
+    return {"attempt": ctx.attempt, "epochs": len(history.history["loss"]),
+            "steps": int(model.optimizer.iterations.numpy()), "loss": history.history["loss"]}
 
 
-def test_worker_dying_mid_training_ends_the_job_naming_it(sc):
+def test_worker_killed_is_restarted_in_place_and_training_finishes(sc, tmp_path, capfd):
+    cluster = TFCluster.run(sc, _kill_mid_training,
+                            {"kill": "worker-1", "backup": str(tmp_path / "backup")}, 4,
+                            num_ps=1, master_node="chief")
+    chief = cluster.shutdown(timeout=300)[1]
+    assert len(cluster.attempts) == 1  # no cluster restart
+    assert chief["attempt"] == 0 and chief["epochs"] == 6 and chief["steps"] == 60
+    out = capfd.readouterr()
+    assert "restarting worker:1's TF server in place (1 of 2)" in out.out + out.err
+
+
+def test_ps_killed_restarts_the_cluster_from_the_backup(sc, tmp_path):
+    cluster = TFCluster.run(sc, _kill_mid_training,
+                            {"kill": "ps-0", "backup": str(tmp_path / "backup")}, 4,
+                            num_ps=1, master_node="chief")
+    chief = cluster.shutdown(timeout=300)[1]
+    assert len(cluster.attempts) == 2 and "ps:0" in cluster.attempts[0].cause
+    assert chief["attempt"] == 1 and chief["steps"] == 60
+    assert chief["epochs"] == 4  # epochs 1-2 were backed up: only 3-6 ran again
+
+
+def test_worker_killed_without_restarts_ends_the_job_naming_it(sc, tmp_path):
     started = time.monotonic()
-    cluster = TFCluster.run(sc, _kill_worker_1_mid_training, None, 4, num_ps=1,
-                            master_node="chief")
+    cluster = TFCluster.run(sc, _kill_mid_training,
+                            {"kill": "worker-1", "backup": str(tmp_path / "backup")}, 4,
+                            num_ps=1, master_node="chief", max_restarts=0)
     with pytest.raises(NodeError, match=r"worker:1 .* killed by signal 9"):
         cluster.shutdown(timeout=300)
     assert time.monotonic() - started < 150

@@ -1,0 +1,348 @@
+"""One attempt at running the TF cluster: its barrier stage, control channel and node states.
+
+An :class:`Attempt` starts the stage (one task per TF node, through a :class:`Launcher`, so
+another way to reach Spark can start it too), serves the control channel the nodes report to,
+keeps what the driver knows of each node, and records the first failure, after which it stops
+every node. It never restarts anything: :class:`tfspark.cluster.TFCluster` decides, from the
+failure's cause, whether to run another attempt.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import logging
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple
+
+from . import constants
+from .control import Connection, ControlServer, Message, new_secret
+from .errors import NodeError, ReservationError, TFSparkError
+from .node import ERROR, OK, STOPPED, NodePlan, run_node
+from .spark_feed import FeedError
+from .roles import PS, TRAINING_ROLES, WORKER, Role, data_nodes, self_finishing_roles
+
+logger = logging.getLogger(__name__)
+
+
+class Launcher(Protocol):
+    """How the driver reaches Spark to run the cluster's stage and its feeding jobs."""
+
+    def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
+                          description: str) -> list:
+        """Run ``task`` (a ``mapPartitions`` function) as one barrier stage of ``num_tasks``
+        tasks in job group ``group``; return the collected task outputs."""
+
+    def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
+        """Run ``action`` (which runs Spark jobs) with its jobs in job group ``group``."""
+
+    def cancel(self, group: str) -> None:
+        """Cancel every job of ``group``."""
+
+
+class SparkContextLauncher:
+    """The classic launcher: a ``SparkContext`` in this process."""
+
+    def __init__(self, sc: Any):
+        self.sc = sc
+
+    def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
+                          description: str) -> list:
+        self.sc.setJobGroup(group, description, interruptOnCancel=True)
+        nodes = self.sc.parallelize(range(num_tasks), num_tasks)
+        return nodes.barrier().mapPartitions(task).collect()
+
+    def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
+        self.sc.setJobGroup(group, description, interruptOnCancel=True)
+        return action()
+
+    def cancel(self, group: str) -> None:
+        self.sc.cancelJobGroup(group)
+
+
+class NodeState:
+    """What the driver knows of one node in one attempt."""
+
+    def __init__(self, role: Role):
+        self.role = role
+        self.host = "?"
+        self.connection: Optional[Connection] = None
+        self.feed_address: Optional[Tuple[str, int]] = None
+        self.started = False
+        self.status: Optional[str] = None  # OK, ERROR or STOPPED once finished
+        self.message = ""
+        self.traceback = ""
+        self.restartable = False
+        self.output: Deque[str] = collections.deque(maxlen=constants.OUTPUT_TAIL_LINES)
+
+    def error(self, message: str, traceback_text: str = "", restartable: bool = False
+              ) -> NodeError:
+        return NodeError(self.role.job_name, self.role.task_index, self.host, message,
+                         traceback_text, list(self.output), restartable=restartable)
+
+
+class Attempt:
+    """The ``number``-th run of the TF cluster (0 first)."""
+
+    def __init__(self, number: int, roles: List[Role], launcher: Launcher,
+                 reservation_timeout: float, print_lock: threading.Lock,
+                 on_tensorboard: Callable[[str], None] = lambda url: None):
+        self.number = number
+        self.nodes = {role.worker_num: NodeState(role) for role in roles}
+        self.finishers = self_finishing_roles(roles)
+        self.launcher = launcher
+        self.reservation_timeout = reservation_timeout
+        self.changed = threading.Condition()
+        self.failure: Optional[TFSparkError] = None
+        self.job_group = f"tfspark-{uuid.uuid4().hex[:12]}"
+        self.secret = new_secret()
+        self.feeds = 0  # feeds started in this attempt (their ids)
+        self._print_lock = print_lock
+        self._on_tensorboard = on_tensorboard
+        self._server: Optional[ControlServer] = None
+        self._job_result: Optional[list] = None
+        self._job_error: Optional[BaseException] = None
+        self._job_done = threading.Event()
+
+    # ----------------------------------------------------------------------------- starting
+    def start(self, plan: NodePlan, conf: Dict[str, str]) -> None:
+        """Start the stage for ``plan`` (given this attempt's channel) and wait until every node
+        runs ``main_fun``; on failure, stop what started and raise."""
+        host = conf.get("spark.driver.host") or "127.0.0.1"
+        bind = conf.get("spark.driver.bindAddress") or host
+        self._server = ControlServer(self.secret, self._on_message, host=bind,
+                                     on_disconnect=self._on_disconnect).start()
+        plan = dataclasses.replace(plan, driver_address=(host, self._server.address[1]),
+                                   secret=self.secret, attempt=self.number)
+        self._start_stage(plan)
+        self._await_reservation()
+
+    def _start_stage(self, plan: NodePlan) -> None:
+        from pyspark import InheritableThread
+
+        def job() -> None:
+            try:
+                self._job_result = self.launcher.run_barrier_stage(
+                    len(self.nodes), functools.partial(run_node, plan), self.job_group,
+                    f"tfspark: TF cluster of {len(self.nodes)} nodes (attempt {self.number + 1})")
+            except BaseException as e:  # noqa: B902 - reported by the cluster
+                self._job_error = e
+            finally:
+                self._job_done.set()
+                with self.changed:
+                    self.changed.notify_all()
+
+        InheritableThread(target=job, name="tfspark-cluster-job", daemon=True).start()
+
+    def _await_reservation(self) -> None:
+        deadline = time.monotonic() + self.reservation_timeout
+        with self.changed:
+            while not self._all_started() and self.failure is None and not self._job_done.is_set():
+                if not self.changed.wait(max(0.0, deadline - time.monotonic())):
+                    break
+            started = self._all_started()
+        if started:
+            return
+        if self.failure is None and not self._job_done.is_set():
+            waiting = [n.role.label for n in self.nodes.values() if not n.started]
+            self.fail(ReservationError(
+                f"{len(waiting)} of {len(self.nodes)} TF nodes did not start within "
+                f"reservation_timeout={self.reservation_timeout}s (waiting for "
+                f"{', '.join(waiting)}). Check that the application has {len(self.nodes)} free "
+                "task slots and that executors can reach the driver."))
+        self.abort()
+        if self.failure is not None:
+            raise self.failure
+        raise ReservationError(f"the TF cluster's Spark job ended before all nodes started: "
+                               f"{spark_error_summary(self._job_error)}") from self._job_error
+
+    def _all_started(self) -> bool:
+        return all(n.started for n in self.nodes.values())
+
+    # ----------------------------------------------------------------------------- messages
+    def _on_message(self, connection: Connection, message: Message) -> None:
+        node = self.nodes[message["worker_num"]]
+        kind = message["type"]
+        if kind == "log":
+            self._print(node, message["stream"], message["line"])
+            return
+        with self.changed:
+            if kind == "hello":
+                node.host, node.connection = message["host"], connection
+                if self.failure is not None:
+                    connection.send({"type": "stop", "reason": "the TF cluster has failed"})
+            elif kind == "started":
+                node.started = True
+                node.feed_address = message.get("feed_address")
+                if message.get("tensorboard_url"):
+                    self._on_tensorboard(message["tensorboard_url"])
+            elif kind == "finished":
+                node.status, node.message = message["status"], message.get("message", "")
+                node.traceback = message.get("traceback", "")
+                node.restartable = bool(message.get("restartable"))
+                self._on_finished(node)
+            self.changed.notify_all()
+
+    def _on_finished(self, node: NodeState) -> None:
+        if node.status == ERROR:
+            self.fail(node.error(node.message, node.traceback, node.restartable))
+        elif node.status == STOPPED and node.role.job_name in self.finishers and not self.failure:
+            self.fail(node.error(f"it was stopped: {node.message}"))
+        elif self.training_done():
+            self.stop_servers()
+
+    def _on_disconnect(self, connection: Connection) -> None:
+        with self.changed:
+            for node in self.nodes.values():
+                if node.connection is connection and node.status is None:
+                    self.fail(node.error(
+                        "the driver lost contact with it before it finished (its executor or "
+                        "Python worker died, or was killed; see the executor's log)",
+                        restartable=True))
+            self.changed.notify_all()
+
+    def _print(self, node: NodeState, stream: str, line: str) -> None:
+        out = sys.stderr if stream == "stderr" else sys.stdout
+        with self._print_lock:
+            node.output.append(line)
+            out.write(f"[{node.role.label}] {line}\n")
+            out.flush()
+
+    # ----------------------------------------------------------------------------- state
+    def training_done(self) -> bool:
+        return all(n.status is not None for n in self.nodes.values()
+                   if n.role.job_name in self.finishers)
+
+    def nodes_done(self, job_name: str) -> bool:
+        return all(n.status is not None for n in self.nodes.values()
+                   if n.role.job_name == job_name)
+
+    @property
+    def job_done(self) -> bool:
+        return self._job_done.is_set()
+
+    def feed_nodes(self, listening: bool) -> List[NodeState]:
+        """Nodes that receive fed rows, in share order (:func:`tfspark.roles.data_nodes`), or,
+        with ``listening``, every node with a feed receiver (also the PSS chief, told of each
+        feed)."""
+        if listening:
+            return [n for n in self.nodes.values() if n.role.job_name in TRAINING_ROLES]
+        return [self.nodes[r.worker_num] for r in data_nodes([n.role for n in self.nodes.values()])]
+
+    def stop_servers(self) -> None:
+        """Training is done: stop the nodes that only serve (ps; PSS workers)."""
+        for job_name in (PS, WORKER):
+            if job_name not in self.finishers:
+                self.stop_nodes(job_name, reason="training finished")
+
+    def fail(self, error: TFSparkError) -> None:
+        """Record the first failure and stop every node."""
+        with self.changed:
+            if self.failure is None:
+                self.failure = error
+                logger.error("tfspark: %s", str(error).splitlines()[0])
+                self.stop_nodes(None, reason=f"the TF cluster failed: {str(error).splitlines()[0]}")
+            self.changed.notify_all()
+
+    def stop_nodes(self, job_name: Optional[str], reason: str) -> None:
+        for node in self.nodes.values():
+            if node.status is None and node.connection is not None and (
+                    job_name is None or node.role.job_name == job_name):
+                try:
+                    node.connection.send({"type": "stop", "reason": reason})
+                except OSError:
+                    pass
+
+    def wait_for(self, done: Callable[[], bool], deadline: Optional[float],
+                 on_timeout: Optional[Callable[[], TFSparkError]]) -> None:
+        """Wait until ``done()``, a failure, the stage's end, or ``deadline`` (monotonic time;
+        past it, fail with ``on_timeout()`` if given)."""
+        with self.changed:
+            while not done() and self.failure is None and not self._job_done.is_set():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    if on_timeout is not None:
+                        self.fail(on_timeout())
+                    return
+                self.changed.wait(remaining if remaining is not None else 1.0)
+
+    def wait_for_stage_end(self) -> None:
+        """Every node has been told to stop: its task ends within the stop grace period."""
+        if not self._job_done.wait(constants.NODE_STOP_GRACE_SECS + 60):
+            self.fail(TFSparkError("the TF cluster's Spark job did not end after all nodes "
+                                   "were stopped; it was cancelled"))
+
+    def abort(self) -> None:
+        """After a failure or at the end: cancel the stage if it still runs; stop the server."""
+        if self.failure is not None and not self._job_done.wait(
+                constants.NODE_STOP_GRACE_SECS + 5):
+            self.launcher.cancel(self.job_group)
+            self._job_done.wait(30)
+        if self._job_done.is_set() and self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def results(self) -> List[Any]:
+        """Each node's return value by worker_num (after a successful end), else raise."""
+        if self.failure is not None:
+            raise self.failure
+        if self._job_error is not None:
+            raise TFSparkError(f"the TF cluster's Spark job failed: "
+                               f"{spark_error_summary(self._job_error)}") from self._job_error
+        from pyspark import cloudpickle
+        results: List[Any] = [None] * len(self.nodes)
+        for worker_num, status, value in self._job_result or []:
+            results[worker_num] = cloudpickle.loads(value) if status == OK else None
+        return results
+
+    @property
+    def server_address(self) -> Optional[Tuple[str, int]]:
+        return self._server.address if self._server is not None else None
+
+    def run_feed_job(self, action: Callable[[], list]) -> list:
+        """Run a feeding Spark job; if a TF node fails meanwhile, cancel it and raise that."""
+        from pyspark import InheritableThread
+        group, outcome, done = f"{self.job_group}-feed-{self.feeds}", {}, threading.Event()
+
+        def job() -> None:
+            try:
+                outcome["value"] = self.launcher.run_job(action, group,
+                                                         f"tfspark: feed {self.feeds}")
+            except BaseException as e:  # noqa: B902 - raised below
+                outcome["error"] = e
+            finally:
+                done.set()
+                with self.changed:
+                    self.changed.notify_all()
+
+        InheritableThread(target=job, name="tfspark-feed-job", daemon=True).start()
+        with self.changed:
+            while not done.is_set() and self.failure is None:
+                self.changed.wait(1.0)
+        if not done.is_set():
+            self.launcher.cancel(group)
+            raise self.failure
+        if "error" in outcome:
+            if self.failure is not None:  # the feed failed because a node did
+                raise self.failure
+            error = FeedError(f"feeding data to the TF nodes failed: "
+                              f"{spark_error_summary(outcome['error'])}")
+            error.__cause__ = outcome["error"]
+            self.fail(error)  # the nodes would wait for this data forever
+            self.abort()
+            raise error
+        return outcome["value"]
+
+
+def spark_error_summary(error: Optional[BaseException], max_lines: int = 30) -> str:
+    """The useful part of a Spark job error: the Python traceback from the executor if any,
+    without the JVM stack trace."""
+    text = str(error)
+    marker = "An exception was thrown from the Python worker"
+    if marker in text:
+        text = text[text.index(marker):]
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("at ")]
+    return "\n".join(lines[:max_lines])
