@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -215,9 +216,10 @@ class TFCluster:
                     raise
                 attempt.abort()
                 self._raise_unless_restartable(attempt.failure)
-                restarts = len(self._attempts)
-                logger.warning("tfspark: restarting the TF cluster (%d of %d): %s", restarts,
-                               self._max_restarts, _cause(attempt.failure))
+                notice = (f"tfspark: restarting the TF cluster ({len(self._attempts)} of "
+                          f"{self._max_restarts}): {_cause(attempt.failure)}")
+                print(notice, file=sys.stderr, flush=True)  # progress the user must see
+                logger.info(notice)
                 self._start_attempt()
 
     def _raise_unless_restartable(self, failure: TFSparkError) -> None:

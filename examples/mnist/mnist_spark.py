@@ -23,9 +23,11 @@ The chief exports the trained model as the next numbered SavedModel version unde
 ``--export_dir`` (:func:`tfspark.export.export_saved_model`); the other workers never write
 there.  ``--model_dir`` keeps a backup (``ctx.backup_and_restore``) and per-epoch weights, and
 ``--log_dir`` TensorBoard logs; on HDFS all are written locally and published there by the chief
-at every epoch end. Rerun the same command after a failed run with the same ``--model_dir`` and
-training continues after the last finished epoch (``--crash_after_epoch N`` tries it out: the
-chief's process dies right after epoch N is backed up).
+at every epoch end. If a TF node dies (its process killed, its executor lost), tfspark restarts
+the TF cluster up to ``--max_restarts`` times and training resumes after the last finished epoch;
+if the job fails anyway, rerun the same command with the same ``--model_dir`` and it does the
+same (``--crash_after_epoch N`` tries both out: the chief's process dies right after epoch N is
+backed up).
 """
 import argparse
 import math
@@ -177,6 +179,8 @@ def parse_args(argv=None):
     parser.add_argument("--export_dir", default="mnist_export",
                         help="SavedModel versions go to <export_dir>/<n> (local or HDFS)")
     parser.add_argument("--log_dir", default=None, help="TensorBoard logs (local or HDFS)")
+    parser.add_argument("--max_restarts", type=int, default=2,
+                        help="restarts of the TF cluster after a node dies (0: fail at once)")
     parser.add_argument("--crash_after_epoch", type=int, default=0,
                         help="to try out resuming: the chief's process dies after this epoch")
     parser.add_argument("--tensorboard", action="store_true",
@@ -205,7 +209,8 @@ def main(argv=None):
         roles = dict(num_ps=args.num_ps, master_node="chief") if pss else {}
         if args.input_mode == "spark":
             cluster = TFCluster.run(sc, main_fun, args, nodes, tensorboard=tensorboard,
-                                    input_mode=InputMode.SPARK, log_dir=args.log_dir, **roles)
+                                    input_mode=InputMode.SPARK, log_dir=args.log_dir,
+                                    max_restarts=args.max_restarts, **roles)
             cluster.train(df, num_epochs=args.epochs)
         else:
             count = df.count()
@@ -217,7 +222,8 @@ def main(argv=None):
             if pss:
                 roles["stage_files"] = {"train": args.images_labels}
             cluster = TFCluster.run(sc, main_fun, args, nodes, tensorboard=tensorboard,
-                                    input_mode=InputMode.TENSORFLOW, log_dir=args.log_dir, **roles)
+                                    input_mode=InputMode.TENSORFLOW, log_dir=args.log_dir,
+                                    max_restarts=args.max_restarts, **roles)
         if getattr(cluster, "tensorboard_url", None):
             print(f"TensorBoard: {cluster.tensorboard_url}")
         results = cluster.shutdown(timeout=args.timeout)

@@ -182,22 +182,28 @@ def _env_from(hadoop_env: dict) -> dict:
     return env
 
 
-def test_rerun_after_a_crash_resumes_from_the_backup(standalone_master, mnist_data, hadoop_env,
-                                                    tmp_path):
+def test_crashes_resume_from_the_backup_in_the_job_and_on_rerun(standalone_master, mnist_data,
+                                                                hadoop_env, tmp_path):
     conf, env = _standalone_conf(standalone_master), _env_from(hadoop_env)
     export_dir, model_dir = f"{mnist_data}/export_resume", f"{mnist_data}/ckpt_resume"
     args = [*TRAIN_ARGS, "--input_mode", "tf", "--images_labels", f"{mnist_data}/data/train",
             "--export_dir", export_dir, "--model_dir", model_dir]
     crashed = _submit("train, killed after epoch 2 (standalone)", conf, "mnist_spark.py",
-                      args + ["--crash_after_epoch", "2"], env, tmp_path, expect_failure=True)
+                      args + ["--crash_after_epoch", "2", "--max_restarts", "0"], env, tmp_path,
+                      expect_failure=True)
     assert "killed by signal 9" in crashed, crashed[-3000:]
     assert "Epoch 2/5" in crashed and "Epoch 3/5" not in crashed, crashed[-3000:]
     assert fs.exists(f"{model_dir}/backup") and not export.versions(export_dir)
 
-    out = _submit("train again, same command (standalone)", conf, "mnist_spark.py", args, env,
-                  tmp_path)
+    # rerun: resumes after epoch 2, not from epoch 1; crashes after epoch 4, and the restarted
+    # TF cluster resumes after epoch 4 within the same job
+    out = _submit("train again, killed after epoch 4 (standalone)", conf, "mnist_spark.py",
+                  args + ["--crash_after_epoch", "4"], env, tmp_path)
     epochs = re.findall(r"\] Epoch (\d)/5", out)
-    assert epochs == ["3", "4", "5"], epochs  # resumed after epoch 2, not from epoch 1
+    assert epochs == ["3", "4", "5"], epochs
+    restart = out.index("restarting the TF cluster (1 of 2): worker:0")
+    assert out.index("] Epoch 4/5") < restart < out.index("] Epoch 5/5"), out[-3000:]
+    assert "killed by signal 9" in out[restart:].splitlines()[0]
     assert f"exported SavedModel: {export_dir}/1" in out, out[-3000:]
     assert export.versions(export_dir) == [1]
     assert not fs.exists(f"{model_dir}/backup")

@@ -89,7 +89,7 @@ def _restart_log(caplog):
 
 def test_worker_killed_mid_training_restarts_and_resumes_from_the_hdfs_backup(
         sc, tfrecords, hadoop_env, hdfs_cluster, caplog):
-    caplog.set_level(logging.WARNING, logger="tfspark")
+    caplog.set_level(logging.INFO, logger="tfspark")
     base = f"{hdfs_cluster.default_fs}/tmp/restart-{uuid.uuid4().hex[:8]}"
     clean = TFCluster.run(sc, _fit_tfrecords, {"data": tfrecords, "backup": f"{base}/clean"},
                           2).shutdown(timeout=300)
@@ -115,7 +115,7 @@ def test_worker_killed_mid_training_restarts_and_resumes_from_the_hdfs_backup(
 
 
 def test_executor_lost_restarts_the_cluster_on_the_slots_left(sc, tfrecords, tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="tfspark")
+    caplog.set_level(logging.INFO, logger="tfspark")
     cluster = TFCluster.run(sc, _fit_tfrecords, {
         "data": tfrecords, "backup": f"file://{tmp_path}/backup",
         "kill": {"worker": 0, "step": STEPS + 3, "what": "executor"}}, 2)
@@ -193,7 +193,7 @@ def test_max_restarts_0_fails_at_the_first_kill(sc):
 
 
 def test_restarts_run_out_with_an_error_naming_every_attempt(sc, caplog):
-    caplog.set_level(logging.WARNING, logger="tfspark")
+    caplog.set_level(logging.INFO, logger="tfspark")
     cluster = TFCluster.run(sc, _killed_every_attempt, None, 2, max_restarts=1)
     with pytest.raises(NodeError) as error:
         cluster.shutdown(timeout=240)
