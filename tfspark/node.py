@@ -209,6 +209,7 @@ class _Node:
             [sys.executable, "-m", "tfspark.node_process", workdir],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=node_environment(self.plan, ctx), start_new_session=True,
+            preexec_fn=_die_with_parent,
             cwd=workdir if ctx.runs_server_only else None)  # see constants.PSS_FEED_DIR
         forwarders = [self._forward(process.stdout, "stdout"),
                       self._forward(process.stderr, "stderr")]
@@ -271,7 +272,7 @@ class _Node:
                 [sys.executable, "-m", "tensorboard.main", "--logdir", ctx.log_dir,
                  "--host", self.host, "--port", str(port)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_die_with_parent)
             forwarder = self._forward(process.stdout, "stderr", prefix="tensorboard: ")
             try:
                 yield f"http://{self.host}:{port}"
@@ -287,6 +288,17 @@ def _local_dir() -> Optional[str]:
             if folder and os.path.isdir(folder):
                 return folder
     return None
+
+
+def _die_with_parent() -> None:
+    """In a node's child process, before exec (Linux): have the kernel SIGKILL it the moment
+    this Python worker dies -- e.g. with its executor. Polling for that takes long enough for a
+    fast model to train on, and finish, after the driver has given the node up for lost."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: node_process's parent watch still ends it
 
 
 def _terminate(process: subprocess.Popen) -> None:

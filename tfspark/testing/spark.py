@@ -27,11 +27,18 @@ def spark_home() -> str:
 
 
 class StandaloneCluster:
-    """Start/stop a Spark standalone master and workers bound to 127.0.0.1."""
+    """Start/stop a Spark standalone master and workers bound to 127.0.0.1.
+
+    ``worker_hosts`` puts worker ``i`` (and its executors) on another loopback address, e.g.
+    ``["127.0.0.2", "127.0.0.3"]``: Spark then sees several hosts (it launches a speculative copy
+    of a task only on a host where the task is not already running).
+    """
 
     def __init__(self, base_dir: str, num_workers: int = 2, cores_per_worker: int = 2,
-                 memory_per_worker: str = "4g", start_timeout: float = 120.0):
+                 memory_per_worker: str = "4g", start_timeout: float = 120.0,
+                 worker_hosts: Optional[List[str]] = None):
         self.base_dir = os.path.abspath(base_dir)
+        self.worker_hosts = worker_hosts or ["127.0.0.1"] * num_workers
         self.num_workers = num_workers
         self.cores_per_worker = cores_per_worker
         self.memory_per_worker = memory_per_worker
@@ -40,19 +47,19 @@ class StandaloneCluster:
         self.web_url: Optional[str] = None
         self._processes: List[subprocess.Popen] = []
 
-    def env(self) -> Dict[str, str]:
+    def env(self, host: str = "127.0.0.1") -> Dict[str, str]:
         env = dict(os.environ)
-        env.update(SPARK_HOME=spark_home(), SPARK_LOCAL_IP="127.0.0.1",
+        env.update(SPARK_HOME=spark_home(), SPARK_LOCAL_IP=host,
                    SPARK_DAEMON_MEMORY="256m", PYSPARK_PYTHON=sys.executable,
                    SPARK_LOG_DIR=self.base_dir, SPARK_NO_DAEMONIZE="1")
         return env
 
-    def _spawn(self, name: str, args: List[str]) -> str:
+    def _spawn(self, name: str, args: List[str], host: str = "127.0.0.1") -> str:
         log_path = os.path.join(self.base_dir, f"{name}.log")
         with open(log_path, "wb") as log:
             self._processes.append(subprocess.Popen(
                 [os.path.join(spark_home(), "bin", "spark-class"), *args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env(),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env(host),
                 cwd=self.base_dir, start_new_session=True))
         return log_path
 
@@ -66,10 +73,12 @@ class StandaloneCluster:
             self.web_url = self._await_log(master_log, r"started at (http://\S+)")
             for i in range(self.num_workers):
                 work_dir = os.path.join(self.base_dir, f"worker-{i}")
+                host = self.worker_hosts[i]
                 self._spawn(f"worker-{i}", [
-                    "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                    "org.apache.spark.deploy.worker.Worker", "--host", host,
                     "--port", "0", "--webui-port", "0", "--cores", str(self.cores_per_worker),
-                    "--memory", self.memory_per_worker, "--work-dir", work_dir, self.master_url])
+                    "--memory", self.memory_per_worker, "--work-dir", work_dir, self.master_url],
+                    host)
             self._await(lambda: self.alive_workers() >= self.num_workers,
                         f"{self.num_workers} workers to register with {self.master_url}")
         except BaseException:
