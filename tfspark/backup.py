@@ -50,16 +50,20 @@ class BackupDir:
         for root, dirs, files in os.walk(self.local):
             dirs[:] = [d for d in dirs if not d.startswith("workertemp")]
             for name in files:
-                newest = max(newest, os.path.getmtime(os.path.join(root, name)))
+                try:
+                    newest = max(newest, os.path.getmtime(os.path.join(root, name)))
+                except FileNotFoundError:
+                    continue  # TensorFlow replaced an older checkpoint meanwhile
                 count += 1
         return (newest, count) if count else None
 
     def publish(self, force: bool = False) -> bool:
         """On the chief, publish the local folder to ``path`` (atomically) if it changed since
         the last publish (or ``force``). True if it was published."""
+        if not (self.chief and self.remote):
+            return False
         state = self._state()
-        if not (self.chief and self.remote) or state is None or (
-                state == self._published and not force):
+        if state is None or (state == self._published and not force):
             return False
         staging = tempfile.mkdtemp(prefix="tfspark-backup-")
         try:  # publish a snapshot without other workers' scratch folders
