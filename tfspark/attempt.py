@@ -20,7 +20,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
 from . import constants
 from .control import Connection, ControlServer, Message, new_secret
-from .errors import NodeError, ReservationError, TFSparkError
+from .errors import NodeError, ReservationError, StageError, TFSparkError
 from .node import ERROR, OK, STOPPED, NodePlan, run_node
 from .spark_feed import FeedError
 from .roles import PS, TRAINING_ROLES, WORKER, Role, data_nodes, self_finishing_roles
@@ -130,12 +130,27 @@ class Attempt:
                     f"tfspark: TF cluster of {len(self.nodes)} nodes (attempt {self.number + 1})")
             except BaseException as e:  # noqa: B902 - reported by the cluster
                 self._job_error = e
+                self._on_stage_failed(e)
             finally:
                 self._job_done.set()
                 with self.changed:
                     self.changed.notify_all()
 
         InheritableThread(target=job, name="tfspark-cluster-job", daemon=True).start()
+
+    def _on_stage_failed(self, error: BaseException) -> None:
+        """The stage failed: unless a node already said why, that is the attempt's failure --
+        restartable when Spark lost an executor (its node may not have reported that yet)."""
+        if self.failure is not None:
+            return
+        text = str(error)
+        lost = next((line.strip() for line in text.splitlines()
+                     if "ExecutorLostFailure" in line), None)
+        if lost is not None:
+            self.fail(StageError(f"the TF cluster's Spark stage failed: {lost}", restartable=True))
+        elif any(n.started for n in self.nodes.values()):
+            self.fail(StageError(f"the TF cluster's Spark stage failed: "
+                                 f"{spark_error_summary(error)}"))
 
     def _await_reservation(self) -> None:
         deadline = time.monotonic() + self.reservation_timeout

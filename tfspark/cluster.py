@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, TypeVar
 from . import preflight, spark_feed
 from .attempt import Attempt, SparkContextLauncher
 from .context import resolve_path
-from .errors import NodeError, TFSparkError
+from .errors import NodeError, StageError, TFSparkError, attempts_text
 from .feed_protocol import INFERENCE, TRAIN
 from .node import NodePlan
 from .roles import EVALUATOR, TRAINING_ROLES, Role
@@ -226,12 +226,14 @@ class TFCluster:
         restartable = bool(getattr(failure, "restartable", False))
         if restartable and len(self._attempts) <= self._max_restarts:
             return
-        if len(self._attempts) > 1 and isinstance(failure, NodeError):
+        if len(self._attempts) == 1:
+            raise failure
+        causes = [_cause(a.failure) for a in self._attempts]
+        if isinstance(failure, NodeError):
             raise NodeError(failure.role, failure.index, failure.host, failure.message,
                             failure.traceback_text, failure.output_tail,
-                            restartable=failure.restartable,
-                            attempts=[_cause(a.failure) for a in self._attempts]) from None
-        raise failure
+                            restartable=failure.restartable, attempts=causes) from None
+        raise StageError(f"{failure}\n{attempts_text(causes)}", restartable) from failure
 
     def _on_tensorboard(self, url: str) -> None:
         self.tensorboard_url = url
@@ -394,6 +396,6 @@ class TFCluster:
 
 def _cause(failure: Optional[BaseException]) -> str:
     """One line saying why an attempt failed."""
-    if isinstance(failure, NodeError):
-        return failure.cause
-    return str(failure).splitlines()[0] if failure is not None else ""
+    if failure is None:
+        return ""
+    return getattr(failure, "cause", None) or (str(failure).splitlines() or [""])[0]

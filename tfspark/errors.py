@@ -24,6 +24,22 @@ class FileSystemError(TFSparkError):
     """A path could not be read, written, listed or found."""
 
 
+def attempts_text(causes: Sequence[str]) -> str:
+    """What each attempt of a TF cluster ended with, for the error raised when all failed."""
+    return (f"The TF cluster ran {len(causes)} times and every attempt failed:\n"
+            + "\n".join(f"  attempt {i + 1}: {cause}" for i, cause in enumerate(causes)))
+
+
+class StageError(TFSparkError):
+    """The TF cluster's Spark stage failed without a node reporting why (e.g. an executor was
+    lost before its node's process was). ``restartable`` and ``cause`` as for NodeError."""
+
+    def __init__(self, message: str, restartable: bool = False):
+        super().__init__(message)
+        self.restartable = restartable
+        self.cause = message.splitlines()[0]
+
+
 class NodeError(TFSparkError):
     """A TF node failed: its ``main_fun`` raised, its process died, or it stopped answering.
 
@@ -48,9 +64,7 @@ class NodeError(TFSparkError):
         self.cause = f"{role}:{index} on {host}: {message.splitlines()[0] if message else ''}"
         text = f"TF node {role}:{index} on {host} failed: {message}"
         if self.attempts:
-            text += (f"\nThe TF cluster ran {len(self.attempts)} times and every attempt failed:\n"
-                     + "\n".join(f"  attempt {i + 1}: {cause}"
-                                 for i, cause in enumerate(self.attempts)))
+            text += "\n" + attempts_text(self.attempts)
         if traceback_text:
             text += f"\n--- traceback from {role}:{index} ---\n{traceback_text.rstrip()}"
         if self.output_tail:

@@ -121,7 +121,8 @@ def test_executor_lost_restarts_the_cluster_on_the_slots_left(sc, tfrecords, tmp
         "kill": {"worker": 0, "step": STEPS + 3, "what": "executor"}}, 2)
     results = cluster.shutdown(timeout=300)
     assert len(cluster.attempts) == 2
-    assert "lost contact" in cluster.attempts[0].cause
+    cause = cluster.attempts[0].cause  # whichever Spark or the node's task reported first
+    assert "lost contact" in cause or "ExecutorLostFailure" in cause, cause
     assert [r["attempt"] for r in results] == [1, 1]
     first = results[0]["steps"][0]  # the nodes trained on until their process saw the loss
     assert first > STEPS and (first - 1) % STEPS == 0  # resumed at an epoch after the backup

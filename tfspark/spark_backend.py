@@ -1,0 +1,190 @@
+"""tfspark's one way to reach Spark: a classic ``SparkContext`` or a Spark Connect session.
+
+Everything the driver side asks of Spark goes through a :class:`SparkBackend`: settings, the
+default filesystem, task slots, and running the TF cluster's barrier stage and its feeding jobs
+(the :class:`tfspark.attempt.Launcher` part), with a way to cancel them.
+
+* :class:`ClassicBackend` -- a ``SparkContext`` in this process (also what a classic
+  ``SparkSession`` has): an RDD barrier stage in a job group.
+* :class:`ConnectBackend` -- a Spark Connect session, which has no ``SparkContext``: the stage is
+  ``spark.range(n, numPartitions=n).mapInArrow(task, schema, barrier=True)`` under a job tag, as
+  PySpark's TorchDistributor runs its own; RDDs and the JVM are out of reach.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+from .errors import PreflightError, TFSparkError
+
+
+def is_connect_session(spark: Any) -> bool:
+    """True for a Spark Connect ``SparkSession`` (told apart without importing Connect)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def backend_for(spark: Any) -> "SparkBackend":
+    """The backend for what a user passes: a SparkContext, or a SparkSession (classic/Connect)."""
+    if is_connect_session(spark):
+        return ConnectBackend(spark)
+    sc = getattr(spark, "sparkContext", spark)  # a classic SparkSession, or the context itself
+    if not hasattr(sc, "_jsc"):
+        raise PreflightError(f"expected a SparkSession or a SparkContext, got {type(spark)}")
+    return ClassicBackend(sc)
+
+
+class SparkBackend:
+    """What the driver asks of Spark (see the module docstring)."""
+
+    connect = False
+    master: str
+
+    def conf(self) -> Dict[str, str]:
+        raise NotImplementedError
+
+    def default_fs(self) -> str:
+        raise NotImplementedError
+
+    def user(self) -> str:
+        raise NotImplementedError
+
+    def slots(self) -> Optional[int]:
+        """Task slots the application has right now; None when this backend cannot tell."""
+        raise NotImplementedError
+
+    def executors(self) -> Optional[int]:
+        raise NotImplementedError
+
+    def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
+                          description: str) -> list:
+        raise NotImplementedError
+
+    def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
+        raise NotImplementedError
+
+    def cancel(self, group: str) -> None:
+        raise NotImplementedError
+
+
+class ClassicBackend(SparkBackend):
+    """A ``SparkContext`` in this process."""
+
+    def __init__(self, sc: Any):
+        self.sc = sc
+        self.master = sc.master
+
+    def conf(self) -> Dict[str, str]:
+        return dict(self.sc.getConf().getAll())
+
+    def default_fs(self) -> str:
+        return self.sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+
+    def user(self) -> str:
+        return os.environ.get("HADOOP_USER_NAME") or self.sc.sparkUser() or getpass.getuser()
+
+    def slots(self) -> Optional[int]:
+        scala_sc = self.sc._jsc.sc()
+        profile = scala_sc.resourceProfileManager().defaultResourceProfile()
+        return int(scala_sc.maxNumConcurrentTasks(profile))
+
+    def executors(self) -> Optional[int]:
+        return max(0, len(self.sc._jsc.sc().statusTracker().getExecutorInfos()) - 1)
+
+    def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
+                          description: str) -> list:
+        self.sc.setJobGroup(group, description, interruptOnCancel=True)
+        nodes = self.sc.parallelize(range(num_tasks), num_tasks)
+        return nodes.barrier().mapPartitions(task).collect()
+
+    def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
+        self.sc.setJobGroup(group, description, interruptOnCancel=True)
+        return action()
+
+    def cancel(self, group: str) -> None:
+        self.sc.cancelJobGroup(group)
+
+
+#: The rows a node's barrier task returns under Connect (``tfspark.node.run_node``'s tuples).
+NODE_RESULT_SCHEMA = "worker_num int, status string, value binary"
+
+
+class ConnectBackend(SparkBackend):
+    """A Spark Connect session: no SparkContext, no RDDs, no JVM on this side."""
+
+    connect = True
+
+    def __init__(self, spark: Any):
+        self.spark = spark
+        self.master = self._get("spark.master") or "?"
+
+    def _get(self, key: str) -> Optional[str]:
+        try:
+            return self.spark.conf.get(key, None)
+        except Exception:  # noqa: BLE001 - a setting the server will not show
+            return None
+
+    def conf(self) -> Dict[str, str]:
+        try:
+            return dict(self.spark.conf.getAll)
+        except Exception:  # noqa: BLE001 - older servers: the settings tfspark reads
+            keys = ("spark.master", "spark.driver.host", "spark.driver.bindAddress",
+                    "spark.dynamicAllocation.enabled", "spark.task.cpus",
+                    "spark.executor.instances", "spark.executor.cores", "spark.cores.max",
+                    "spark.hadoop.fs.defaultFS")
+            return {k: v for k in keys if (v := self._get(k)) is not None}
+
+    def default_fs(self) -> str:
+        from . import fs
+        return self._get("spark.hadoop.fs.defaultFS") or fs.hadoop_conf().get(
+            "fs.defaultFS", "file:///")
+
+    def user(self) -> str:
+        return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+
+    def slots(self) -> Optional[int]:
+        return None  # no status tracker under Connect: the settings, or the stage, tell
+
+    def executors(self) -> Optional[int]:
+        return None
+
+    def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
+                          description: str) -> list:
+        self.spark.addTag(group)
+        try:
+            rows = self.spark.range(0, num_tasks, 1, num_tasks).mapInArrow(
+                _arrow_task(task), NODE_RESULT_SCHEMA, barrier=True).collect()
+        finally:
+            self.spark.removeTag(group)
+        return [(r.worker_num, r.status, r.value) for r in rows]
+
+    def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
+        self.spark.addTag(group)
+        try:
+            return action()
+        finally:
+            self.spark.removeTag(group)
+
+    def cancel(self, group: str) -> None:
+        self.spark.interruptTag(group)
+
+
+def _arrow_task(task: Callable[[Iterator], Iterator[Tuple[int, str, bytes]]]):
+    """``task`` (a barrier ``mapPartitions`` function) as a ``mapInArrow`` function."""
+    def run(batches):
+        import pyarrow as pa
+        for worker_num, status, value in task(iter(())):
+            yield pa.RecordBatch.from_pydict(
+                {"worker_num": [worker_num], "status": [status], "value": [value]},
+                schema=pa.schema([("worker_num", pa.int32()), ("status", pa.string()),
+                                  ("value", pa.binary())]))
+        for _ in batches:  # the input ids carry nothing: the task knows its partition
+            pass
+    return run
+
+
+def require_classic(backend: SparkBackend, what: str) -> None:
+    """Raise a clear error for a feature that needs a SparkContext."""
+    if backend.connect:
+        raise TFSparkError(f"{what} is not available under Spark Connect (there is no "
+                           "SparkContext); use a DataFrame instead")
