@@ -42,25 +42,8 @@ class Launcher(Protocol):
     def cancel(self, group: str) -> None:
         """Cancel every job of ``group``."""
 
-
-class SparkContextLauncher:
-    """The classic launcher: a ``SparkContext`` in this process."""
-
-    def __init__(self, sc: Any):
-        self.sc = sc
-
-    def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
-                          description: str) -> list:
-        self.sc.setJobGroup(group, description, interruptOnCancel=True)
-        nodes = self.sc.parallelize(range(num_tasks), num_tasks)
-        return nodes.barrier().mapPartitions(task).collect()
-
-    def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
-        self.sc.setJobGroup(group, description, interruptOnCancel=True)
-        return action()
-
-    def cancel(self, group: str) -> None:
-        self.sc.cancelJobGroup(group)
+    def thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """A thread that runs Spark jobs for this driver (it inherits the session's state)."""
 
 
 class NodeState:
@@ -121,8 +104,6 @@ class Attempt:
         self._await_reservation()
 
     def _start_stage(self, plan: NodePlan) -> None:
-        from pyspark import InheritableThread
-
         def job() -> None:
             try:
                 self._job_result = self.launcher.run_barrier_stage(
@@ -136,7 +117,7 @@ class Attempt:
                 with self.changed:
                     self.changed.notify_all()
 
-        InheritableThread(target=job, name="tfspark-cluster-job", daemon=True).start()
+        self.launcher.thread(job, "tfspark-cluster-job").start()
 
     def _on_stage_failed(self, error: BaseException) -> None:
         """The stage failed: unless a node already said why, that is the attempt's failure --
@@ -319,7 +300,6 @@ class Attempt:
 
     def run_feed_job(self, action: Callable[[], list]) -> list:
         """Run a feeding Spark job; if a TF node fails meanwhile, cancel it and raise that."""
-        from pyspark import InheritableThread
         group, outcome, done = f"{self.job_group}-feed-{self.feeds}", {}, threading.Event()
 
         def job() -> None:
@@ -333,7 +313,7 @@ class Attempt:
                 with self.changed:
                     self.changed.notify_all()
 
-        InheritableThread(target=job, name="tfspark-feed-job", daemon=True).start()
+        self.launcher.thread(job, "tfspark-feed-job").start()
         with self.changed:
             while not done.is_set() and self.failure is None:
                 self.changed.wait(1.0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import getpass
 import logging
 import os
 import pickle
@@ -29,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from . import preflight, spark_feed
-from .attempt import Attempt, SparkContextLauncher
+from .attempt import Attempt
+from .spark_backend import SparkBackend, backend_for
 from .context import resolve_path
 from .errors import NodeError, StageError, TFSparkError, attempts_text
 from .feed_protocol import INFERENCE, TRAIN
@@ -71,10 +71,10 @@ class AttemptSummary:
 class TFCluster:
     """A TensorFlow cluster running on Spark executors. Create it with :meth:`TFCluster.run`."""
 
-    def __init__(self, sc: Any, roles: List[Role], plan: NodePlan, conf: Dict[str, str],
-                 reservation_timeout: float, max_restarts: int, input_mode: "InputMode"):
-        self._sc = sc
-        self._launcher = SparkContextLauncher(sc)
+    def __init__(self, backend: SparkBackend, roles: List[Role], plan: NodePlan,
+                 conf: Dict[str, str], reservation_timeout: float, max_restarts: int,
+                 input_mode: "InputMode"):
+        self._backend = backend
         self._roles = roles
         self._plan = plan
         self._conf = conf
@@ -145,12 +145,12 @@ class TFCluster:
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise preflight.PreflightError(f"max_restarts must be an int >= 0, got "
                                            f"{max_restarts!r}")
-        conf = preflight.spark_conf(sc)
+        backend = backend_for(sc)
+        conf = backend.conf()
         preflight.check_dynamic_allocation(conf)
         from pyspark import cloudpickle
         payload = preflight.check_pickles(cloudpickle.dumps, main_fun, args)
-        default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
-        user = os.environ.get("HADOOP_USER_NAME") or sc.sparkUser() or getpass.getuser()
+        default_fs, user = backend.default_fs(), backend.user()
         plan = NodePlan(
             roles=tuple(roles), driver_address=("", 0), secret=b"", payload=payload,
             env=dict(env or {}), default_fs=default_fs, working_dir=os.getcwd(),
@@ -159,9 +159,9 @@ class TFCluster:
             stage_files={name: resolve_path(path, default_fs, os.getcwd(), user)
                          for name, path in (stage_files or {}).items()},
             hadoop_conf_dir=os.environ.get("HADOOP_CONF_DIR"),
-            echo_output=not re.fullmatch(r"local(\[.*\])?", sc.master),
+            echo_output=not re.fullmatch(r"local(\[.*\])?", backend.master),
             max_restarts=max_restarts)
-        cluster = cls(sc, roles, plan, conf, reservation_timeout, max_restarts,
+        cluster = cls(backend, roles, plan, conf, reservation_timeout, max_restarts,
                       InputMode(input_mode))
         cluster._start_attempt()
         cluster._on_current_attempt(lambda attempt: None)
@@ -179,11 +179,9 @@ class TFCluster:
         return summaries
 
     def _wait_for_slots(self, feeding: bool) -> None:
-        preflight.wait_for_slots(len(self._roles), self._conf, self._sc.master,
-                                 functools.partial(preflight.current_slots, self._sc),
-                                 self._reservation_timeout, feeding=feeding,
-                                 current_executors=functools.partial(
-                                     preflight.current_executors, self._sc))
+        preflight.wait_for_slots(len(self._roles), self._conf, self._backend.master,
+                                 self._backend.slots, self._reservation_timeout,
+                                 feeding=feeding, current_executors=self._backend.executors)
 
     def _start_attempt(self) -> None:
         """Run the TF cluster once more, and feed it every RDD/DataFrame fed so far.
@@ -191,7 +189,7 @@ class TFCluster:
         Raises only errors that are not the attempt's failure (the attempt records those, and
         :meth:`_on_current_attempt` decides what follows)."""
         self._wait_for_slots(feeding=self._input_mode == InputMode.SPARK)
-        attempt = Attempt(len(self._attempts), self._roles, self._launcher,
+        attempt = Attempt(len(self._attempts), self._roles, self._backend,
                           self._reservation_timeout, self._print_lock, self._on_tensorboard)
         self._attempts.append(attempt)
         try:
@@ -292,6 +290,10 @@ class TFCluster:
         training node ``p % n``, whose ``main_fun`` answers its rows in order with
         ``feed.batch_results``; results keep the partition order of ``data``.
         """
+        if self._backend.connect:
+            raise TFSparkError("cluster.inference returns an RDD, and Spark Connect has no RDDs: "
+                               "under Connect, score a DataFrame with the exported SavedModel "
+                               "(see examples/mnist/mnist_inference.py)")
         self._check_feed(data, feed_timeout)
         plan = self._on_current_attempt(
             lambda attempt: self._feed_plan(attempt, INFERENCE, feed_timeout))
@@ -311,8 +313,11 @@ class TFCluster:
         if not isinstance(feed_timeout, (int, float)) or feed_timeout <= 0:
             raise preflight.PreflightError(f"feed_timeout must be a positive number of seconds, "
                                            f"got {feed_timeout!r}")
-        slots = preflight.current_slots(self._sc)
-        if slots <= len(self._roles):
+        if self._backend.connect and not spark_feed.is_dataframe(data):
+            raise preflight.PreflightError("under Spark Connect there are no RDDs: feed a "
+                                           "DataFrame (spark.createDataFrame(...))")
+        slots = self._backend.slots()
+        if slots is not None and slots <= len(self._roles):
             raise preflight.PreflightError(
                 f"InputMode.SPARK feeds data with a second Spark job while the {len(self._roles)}"
                 f" TF nodes hold {len(self._roles)} task slots, but the application has {slots} "

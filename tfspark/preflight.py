@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 from . import constants
 from .errors import PreflightError
@@ -113,8 +113,9 @@ def expected_slots(conf: Mapping[str, str], master: str) -> Optional[int]:
 
 
 def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
-                   current_slots: Callable[[], int], timeout: float, feeding: bool = False,
-                   current_executors: Optional[Callable[[], int]] = None) -> None:
+                   current_slots: Callable[[], Optional[int]], timeout: float,
+                   feeding: bool = False,
+                   current_executors: Optional[Callable[[], Optional[int]]] = None) -> None:
     """Wait until Spark has a task slot for each of the ``nodes`` TF nodes (and, with
     ``feeding``, one more for the Spark job that feeds them), or raise saying what is missing.
 
@@ -122,12 +123,17 @@ def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
     executors to register, up to ``timeout`` (``reservation_timeout``) when the settings promise
     enough slots, or up to ``SLOT_WAIT_SECS`` when they say nothing. On YARN the error says how
     many executors were granted, the container size asked for and what the ResourceManager
-    has free (see :mod:`tfspark.yarn`).
+    has free (see :mod:`tfspark.yarn`). Where Spark cannot say how many slots there are (Spark
+    Connect), only the settings are checked; ``reservation_timeout`` bounds the rest.
     """
     needed = nodes + int(feeding)
     cap = expected_slots(conf, master)
     have = current_slots()
-    if have >= needed:
+    if have is None:
+        if cap is None or cap >= needed:
+            return
+        have = 0
+    elif have >= needed:
         return
     started = time.monotonic()
     if cap is None or cap >= needed:
@@ -152,19 +158,3 @@ def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
         + ". Lower num_executors, or give the application more executors or cores "
         "(spark.executor.instances, spark.executor.cores, spark.cores.max; task slots = "
         "executor cores / spark.task.cpus).")
-
-
-def spark_conf(sc: Any) -> Dict[str, str]:
-    return dict(sc.getConf().getAll())
-
-
-def current_executors(sc: Any) -> int:
-    """How many executors have registered (the driver is not one)."""
-    return max(0, len(sc._jsc.sc().statusTracker().getExecutorInfos()) - 1)
-
-
-def current_slots(sc: Any) -> int:
-    """How many tasks Spark can run at once right now (over all registered executors)."""
-    scala_sc = sc._jsc.sc()
-    profile = scala_sc.resourceProfileManager().defaultResourceProfile()
-    return int(scala_sc.maxNumConcurrentTasks(profile))

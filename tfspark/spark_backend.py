@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import threading
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from .errors import PreflightError, TFSparkError
@@ -65,6 +66,13 @@ class SparkBackend:
 
     def cancel(self, group: str) -> None:
         raise NotImplementedError
+
+    def thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """A daemon thread for Spark jobs that inherits this thread's Spark state."""
+        from pyspark import InheritableThread
+        session = getattr(self, "spark", None)
+        return InheritableThread(target=target, name=name, daemon=True,
+                                 **({"session": session} if self.connect else {}))
 
 
 class ClassicBackend(SparkBackend):

@@ -569,16 +569,17 @@ def _with_mask(arr: pa.Array, present: np.ndarray, dtype: pa.DataType) -> pa.Arr
     return pc.if_else(pa.array(present), arr, pa.nulls(len(arr), dtype))
 
 
-def _read_task(batches: Iterator[pa.RecordBatch], plan: List[Tuple[str, str, int]],
-               arrow_schema_bytes: bytes, record_type: str, partition_cols: List[str],
-               conf_dir: Optional[str]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: decode the files named in the input rows."""
+def _read_task(batches: Iterator[pa.RecordBatch], files: List[Tuple[str, str]],
+               plan: List[Tuple[str, str, int]], arrow_schema_bytes: bytes, record_type: str,
+               partition_cols: List[str], conf_dir: Optional[str]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body over ``spark.range(len(files))``: decode file ``id`` of ``files``
+    ((url, partition values as JSON))."""
     import json
     _use_hadoop_conf(conf_dir)
     schema = pa.ipc.read_schema(pa.py_buffer(arrow_schema_bytes))
     for batch in batches:
-        for url, parts_json in zip(batch.column("path").to_pylist(),
-                                   batch.column("partitions").to_pylist()):
+        for index in batch.column("id").to_pylist():
+            url, parts_json = files[index]
             parts = json.loads(parts_json)
             rows: list = []
             for record in _records_of(url):
@@ -677,13 +678,12 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
         plan = _column_plan(T.StructType([f for f in schema.fields
                                           if f.name not in partition_cols]))
     arrow_schema = to_arrow_schema(schema)
-    task = functools.partial(_read_task, plan=plan,
+    rows = [(url, json.dumps(parts)) for url, parts in files]
+    if not rows:
+        return spark.createDataFrame([], schema)
+    task = functools.partial(_read_task, files=rows, plan=plan,
                              arrow_schema_bytes=arrow_schema.serialize().to_pybytes(),
                              record_type=record_type, partition_cols=partition_cols,
                              conf_dir=os.environ.get("HADOOP_CONF_DIR"))
-    rows = [(url, json.dumps(parts)) for url, parts in files]
-    file_schema = "path string, partitions string"
-    if not rows:
-        return spark.createDataFrame([], schema)
-    rdd = spark.sparkContext.parallelize(rows, len(rows))
-    return spark.createDataFrame(rdd, file_schema).mapInArrow(task, schema)
+    # one partition per file, also under Spark Connect (which has no parallelize)
+    return spark.range(0, len(rows), 1, len(rows)).mapInArrow(task, schema)

@@ -1,0 +1,34 @@
+"""tfspark from a Spark Connect session: a local Connect server from pip's pyspark.
+
+The job runs in its own driver process (a Connect server cannot share the test session's JVM);
+each check is on what the user gets: trained models, rows fed, records read back, and clear
+errors for what Connect cannot do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+JOB = os.path.join(os.path.dirname(__file__), "connect_job.py")
+
+
+def test_tfspark_runs_from_a_spark_connect_session(tmp_path):
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable,
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("SPARK_REMOTE", None)
+    done = subprocess.run([sys.executable, JOB, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=500, cwd=tmp_path)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-5000:]
+    result = json.loads(lines[0][len("RESULT "):])
+    assert result["session"].startswith("pyspark.sql.connect")
+    # MWMS trained in a barrier stage started through Connect (mapInArrow(barrier=True))
+    assert result["weights_equal"]
+    assert all(loss[-1] < loss[0] for loss in result["loss"])
+    assert "worker:1 trained" in done.stdout  # node output streamed to the client
+    assert sum(result["fed_rows"]) == 300 and min(result["fed_rows"]) == 150
+    assert result["read_back"] == [2 * i for i in range(50)]
+    assert "Spark Connect has no RDDs" in result["errors"]["inference"]
+    assert "data must be an RDD or a DataFrame" in result["errors"]["not_data"]
