@@ -36,7 +36,8 @@ def count_fed_rows(args, ctx):
 
 def main(work: str) -> None:
     spark = SparkSession.builder.remote("local[3]").getOrCreate()
-    result = {"session": type(spark).__module__}
+    result = {"session": type(spark).__module__,
+              "driver_host": spark.conf.get("spark.driver.host", None)}
 
     cluster = TFCluster.run(spark, fit_in_memory, None, 2)
     trained = cluster.shutdown(timeout=300)

@@ -15,7 +15,7 @@ JOB = os.path.join(os.path.dirname(__file__), "connect_job.py")
 
 
 def test_tfspark_runs_from_a_spark_connect_session(tmp_path):
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable,
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1",  # loopback
                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     env.pop("SPARK_REMOTE", None)
     done = subprocess.run([sys.executable, JOB, str(tmp_path)], env=env, capture_output=True,
@@ -24,6 +24,7 @@ def test_tfspark_runs_from_a_spark_connect_session(tmp_path):
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-5000:]
     result = json.loads(lines[0][len("RESULT "):])
     assert result["session"].startswith("pyspark.sql.connect")
+    assert result["driver_host"] in ("127.0.0.1", "localhost")  # loopback only
     # MWMS trained in a barrier stage started through Connect (mapInArrow(barrier=True))
     assert result["weights_equal"]
     assert all(loss[-1] < loss[0] for loss in result["loss"])
