@@ -17,7 +17,7 @@ import os
 import threading
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from .errors import PreflightError, TFSparkError
+from .errors import PreflightError
 
 
 def is_connect_session(spark: Any) -> bool:
@@ -190,9 +190,3 @@ def _arrow_task(task: Callable[[Iterator], Iterator[Tuple[int, str, bytes]]]):
             pass
     return run
 
-
-def require_classic(backend: SparkBackend, what: str) -> None:
-    """Raise a clear error for a feature that needs a SparkContext."""
-    if backend.connect:
-        raise TFSparkError(f"{what} is not available under Spark Connect (there is no "
-                           "SparkContext); use a DataFrame instead")
