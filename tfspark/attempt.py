@@ -1,9 +1,9 @@
 """One attempt at running the TF cluster: its barrier stage, control channel and node states.
 
-An :class:`Attempt` starts the stage (one task per TF node, through a :class:`Launcher`, so
-another way to reach Spark can start it too), serves the control channel the nodes report to,
-keeps what the driver knows of each node, and records the first failure, after which it stops
-every node. It never restarts anything: :class:`tfspark.cluster.TFCluster` decides, from the
+An :class:`Attempt` starts the stage (one task per TF node, through a
+:class:`~tfspark.spark_backend.SparkBackend`, classic or Spark Connect), serves the control
+channel the nodes report to, keeps what the driver knows of each node, and records the first
+failure, after which it stops every node. It never restarts anything: :class:`tfspark.cluster.TFCluster` decides, from the
 failure's cause, whether to run another attempt.
 """
 from __future__ import annotations
@@ -16,34 +16,17 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import constants
 from .control import Connection, ControlServer, Message, new_secret
 from .errors import NodeError, ReservationError, StageError, TFSparkError
 from .node import ERROR, OK, STOPPED, NodePlan, run_node
+from .spark_backend import SparkBackend
 from .spark_feed import FeedError
 from .roles import PS, TRAINING_ROLES, WORKER, Role, data_nodes, self_finishing_roles
 
 logger = logging.getLogger(__name__)
-
-
-class Launcher(Protocol):
-    """How the driver reaches Spark to run the cluster's stage and its feeding jobs."""
-
-    def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
-                          description: str) -> list:
-        """Run ``task`` (a ``mapPartitions`` function) as one barrier stage of ``num_tasks``
-        tasks in job group ``group``; return the collected task outputs."""
-
-    def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
-        """Run ``action`` (which runs Spark jobs) with its jobs in job group ``group``."""
-
-    def cancel(self, group: str) -> None:
-        """Cancel every job of ``group``."""
-
-    def thread(self, target: Callable[[], None], name: str) -> threading.Thread:
-        """A thread that runs Spark jobs for this driver (it inherits the session's state)."""
 
 
 class NodeState:
@@ -70,13 +53,13 @@ class NodeState:
 class Attempt:
     """The ``number``-th run of the TF cluster (0 first)."""
 
-    def __init__(self, number: int, roles: List[Role], launcher: Launcher,
+    def __init__(self, number: int, roles: List[Role], backend: SparkBackend,
                  reservation_timeout: float, print_lock: threading.Lock,
                  on_tensorboard: Callable[[str], None] = lambda url: None):
         self.number = number
         self.nodes = {role.worker_num: NodeState(role) for role in roles}
         self.finishers = self_finishing_roles(roles)
-        self.launcher = launcher
+        self.backend = backend
         self.reservation_timeout = reservation_timeout
         self.changed = threading.Condition()
         self.failure: Optional[TFSparkError] = None
@@ -106,7 +89,7 @@ class Attempt:
     def _start_stage(self, plan: NodePlan) -> None:
         def job() -> None:
             try:
-                self._job_result = self.launcher.run_barrier_stage(
+                self._job_result = self.backend.run_barrier_stage(
                     len(self.nodes), functools.partial(run_node, plan), self.job_group,
                     f"tfspark: TF cluster of {len(self.nodes)} nodes (attempt {self.number + 1})")
             except BaseException as e:  # noqa: B902 - reported by the cluster
@@ -117,7 +100,7 @@ class Attempt:
                 with self.changed:
                     self.changed.notify_all()
 
-        self.launcher.thread(job, "tfspark-cluster-job").start()
+        self.backend.thread(job, "tfspark-cluster-job").start()
 
     def _on_stage_failed(self, error: BaseException) -> None:
         """The stage failed: unless a node already said why, that is the attempt's failure --
@@ -275,7 +258,7 @@ class Attempt:
         """After a failure or at the end: cancel the stage if it still runs; stop the server."""
         if self.failure is not None and not self._job_done.wait(
                 constants.NODE_STOP_GRACE_SECS + 5):
-            self.launcher.cancel(self.job_group)
+            self.backend.cancel(self.job_group)
             self._job_done.wait(30)
         if self._job_done.is_set() and self._server is not None:
             self._server.stop()
@@ -304,7 +287,7 @@ class Attempt:
 
         def job() -> None:
             try:
-                outcome["value"] = self.launcher.run_job(action, group,
+                outcome["value"] = self.backend.run_job(action, group,
                                                          f"tfspark: feed {self.feeds}")
             except BaseException as e:  # noqa: B902 - raised below
                 outcome["error"] = e
@@ -313,12 +296,12 @@ class Attempt:
                 with self.changed:
                     self.changed.notify_all()
 
-        self.launcher.thread(job, "tfspark-feed-job").start()
+        self.backend.thread(job, "tfspark-feed-job").start()
         with self.changed:
             while not done.is_set() and self.failure is None:
                 self.changed.wait(1.0)
         if not done.is_set():
-            self.launcher.cancel(group)
+            self.backend.cancel(group)
             raise self.failure
         if "error" in outcome:
             if self.failure is not None:  # the feed failed because a node did

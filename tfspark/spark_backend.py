@@ -2,7 +2,7 @@
 
 Everything the driver side asks of Spark goes through a :class:`SparkBackend`: settings, the
 default filesystem, task slots, and running the TF cluster's barrier stage and its feeding jobs
-(the :class:`tfspark.attempt.Launcher` part), with a way to cancel them.
+(what :class:`tfspark.attempt.Attempt` uses), with a way to cancel them.
 
 * :class:`ClassicBackend` -- a ``SparkContext`` in this process (also what a classic
   ``SparkSession`` has): an RDD barrier stage in a job group.
@@ -59,12 +59,17 @@ class SparkBackend:
 
     def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
                           description: str) -> list:
+        """Run ``task`` (a barrier ``mapPartitions`` function yielding ``(worker_num, status,
+        value)``) as one barrier stage of ``num_tasks`` tasks in job group/tag ``group``;
+        return the collected tuples."""
         raise NotImplementedError
 
     def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
+        """Run ``action`` (which runs Spark jobs) with its jobs in job group/tag ``group``."""
         raise NotImplementedError
 
     def cancel(self, group: str) -> None:
+        """Cancel every job of ``group``."""
         raise NotImplementedError
 
     def thread(self, target: Callable[[], None], name: str) -> threading.Thread:
