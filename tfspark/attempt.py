@@ -22,6 +22,7 @@ from . import constants
 from .control import Connection, ControlServer, Message, new_secret
 from .errors import NodeError, ReservationError, StageError, TFSparkError
 from .node import ERROR, OK, STOPPED, NodePlan, run_node
+from .progress import TrainingProgress
 from .spark_backend import SparkBackend
 from .spark_feed import FeedError
 from .roles import PS, TRAINING_ROLES, WORKER, Role, data_nodes, self_finishing_roles
@@ -54,7 +55,7 @@ class Attempt:
     """The ``number``-th run of the TF cluster (0 first)."""
 
     def __init__(self, number: int, roles: List[Role], backend: SparkBackend,
-                 reservation_timeout: float, print_lock: threading.Lock,
+                 reservation_timeout: float, progress: TrainingProgress,
                  on_tensorboard: Callable[[str], None] = lambda url: None):
         self.number = number
         self.nodes = {role.worker_num: NodeState(role) for role in roles}
@@ -66,7 +67,7 @@ class Attempt:
         self.job_group = f"tfspark-{uuid.uuid4().hex[:12]}"
         self.secret = new_secret()
         self.feeds = 0  # feeds started in this attempt (their ids)
-        self._print_lock = print_lock
+        self._progress = progress
         self._on_tensorboard = on_tensorboard
         self._server: Optional[ControlServer] = None
         self._job_result: Optional[list] = None
@@ -148,6 +149,9 @@ class Attempt:
         if kind == "log":
             self._print(node, message["stream"], message["line"])
             return
+        if kind == "progress":
+            self._progress.on_event(message["event"])
+            return
         with self.changed:
             if kind == "hello":
                 node.host, node.connection = message["host"], connection
@@ -184,11 +188,9 @@ class Attempt:
             self.changed.notify_all()
 
     def _print(self, node: NodeState, stream: str, line: str) -> None:
-        out = sys.stderr if stream == "stderr" else sys.stdout
-        with self._print_lock:
-            node.output.append(line)
-            out.write(f"[{node.role.label}] {line}\n")
-            out.flush()
+        node.output.append(line)
+        self._progress.write(sys.stderr if stream == "stderr" else sys.stdout,
+                             f"[{node.role.label}] {line}")
 
     # ----------------------------------------------------------------------------- state
     def training_done(self) -> bool:

@@ -22,7 +22,6 @@ import os
 import pickle
 import re
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, TypeVar
@@ -34,6 +33,7 @@ from .context import resolve_path
 from .errors import NodeError, StageError, TFSparkError, attempts_text
 from .feed_protocol import INFERENCE, TRAIN
 from .node import NodePlan
+from .progress import TrainingProgress
 from .roles import EVALUATOR, TRAINING_ROLES, Role
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class TFCluster:
         self._reservation_timeout = reservation_timeout
         self._max_restarts = max_restarts
         self._input_mode = input_mode
-        self._print_lock = threading.Lock()
+        self._progress = TrainingProgress(enabled=plan.progress)
         self._attempts: List[Attempt] = []
         self._feeds: List[_Feed] = []
         self._results: Optional[List[Any]] = None
@@ -95,7 +95,8 @@ class TFCluster:
             master_node: Optional[str] = None, eval_node: bool = False,
             reservation_timeout: float = 600, env: Optional[Dict[str, str]] = None,
             stage_files: Optional[Dict[str, str]] = None,
-            max_restarts: int = 2) -> "TFCluster":
+            max_restarts: int = 2, progress: bool = True, verbose: bool = False
+            ) -> "TFCluster":
         """Start ``main_fun(args, ctx)`` on ``num_executors`` Spark tasks as one TF cluster.
 
         Parameters
@@ -126,6 +127,13 @@ class TFCluster:
             ``main_fun`` raising is never restarted. To resume rather than redo, train with
             ``ctx.backup_and_restore(path)`` (Keras) or :class:`tfspark.backup.BackupDir`.
             A ParameterServerStrategy worker's server is restarted in place up to as many times.
+        progress : show the chief's ``model.fit`` progress live on the driver (epoch, step,
+            loss and metrics, rows/s, ETA; see :mod:`tfspark.progress`) and run ``fit`` on the
+            nodes with ``verbose=0`` unless it is given. The per-epoch values are kept either
+            way: :attr:`history`.
+        verbose : also show TensorFlow's C++ log lines from the nodes (start-up, oneDNN, CUDA
+            probing, coordination service); hidden by default. The nodes' own prints, Python
+            warnings and errors are always shown, and executors' logs keep every line.
 
         The positional order of the first eight parameters is TensorFlowOnSpark's.
 
@@ -160,7 +168,7 @@ class TFCluster:
                          for name, path in (stage_files or {}).items()},
             hadoop_conf_dir=os.environ.get("HADOOP_CONF_DIR"),
             echo_output=not re.fullmatch(r"local(\[.*\])?", backend.master),
-            max_restarts=max_restarts)
+            max_restarts=max_restarts, progress=bool(progress), verbose=bool(verbose))
         cluster = cls(backend, roles, plan, conf, reservation_timeout, max_restarts,
                       InputMode(input_mode))
         cluster._start_attempt()
@@ -178,6 +186,13 @@ class TFCluster:
                 bool(getattr(failure, "restartable", False))))
         return summaries
 
+    @property
+    def history(self) -> List[Dict[str, float]]:
+        """The chief's ``model.fit`` metrics, one dict per finished epoch: ``epoch`` (1-based),
+        ``loss`` and every compiled metric (``val_*`` too), ``rows`` (all workers') and
+        ``rows_per_sec`` when tfspark's datasets feed ``fit``, and ``secs``. Filled live while training runs."""
+        return self._progress.history
+
     def _wait_for_slots(self, feeding: bool) -> None:
         preflight.wait_for_slots(len(self._roles), self._conf, self._backend.master,
                                  self._backend.slots, self._reservation_timeout,
@@ -190,7 +205,7 @@ class TFCluster:
         :meth:`_on_current_attempt` decides what follows)."""
         self._wait_for_slots(feeding=self._input_mode == InputMode.SPARK)
         attempt = Attempt(len(self._attempts), self._roles, self._backend,
-                          self._reservation_timeout, self._print_lock, self._on_tensorboard)
+                          self._reservation_timeout, self._progress, self._on_tensorboard)
         self._attempts.append(attempt)
         try:
             attempt.start(self._plan, self._conf)
@@ -380,6 +395,7 @@ class TFCluster:
             attempt.wait_for_stage_end()
         finally:
             attempt.abort()
+            self._progress.close()
         return attempt.results()
 
     def _tell_feeds_done(self, attempt: Attempt) -> None:

@@ -9,6 +9,15 @@ TF_CONFIG = "TF_CONFIG"
 TF_USE_LEGACY_KERAS = "TF_USE_LEGACY_KERAS"
 DEFAULT_LEGACY_KERAS = "1"
 
+#: TF's C++ log threshold (0 all .. 3 fatal only). Unless ``TFCluster.run(verbose=True)`` or the
+#: user's ``env`` says otherwise, nodes run with 2 (errors only): the INFO/WARNING start-up lines
+#: (oneDNN, CUDA probing, coordination service) are noise to most users.
+TF_CPP_MIN_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+QUIET_TF_CPP_LOG_LEVEL = "2"
+
+#: Seconds between two progress lines within an epoch when the driver's output is not a terminal.
+PROGRESS_LINE_SECS = 30.0
+
 #: Seconds a node's process gets to exit after SIGTERM before it is killed.
 NODE_STOP_GRACE_SECS = 10.0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from . import constants
+from . import fit_progress
 from .context import NodeContext
 from .control import ControlClient, Message
 from .roles import (TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
@@ -63,6 +65,8 @@ class NodePlan:
     #                    where that log is the driver's terminal)
     attempt: int = 0  # which run of the TF cluster this is (0 first); see TFCluster.attempts
     max_restarts: int = 0  # also how often a PSS worker's server is restarted in place
+    progress: bool = True  # the chief reports model.fit's progress (see tfspark.fit_progress)
+    verbose: bool = False  # relay TF's C++ start-up/INFO log lines too (see quiet_line)
 
 
 def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, bytes]]:
@@ -90,6 +94,11 @@ def node_environment(plan: NodePlan, ctx: NodeContext) -> Dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env["PYTHONUNBUFFERED"] = "1"
     env[constants.TF_USE_LEGACY_KERAS] = constants.DEFAULT_LEGACY_KERAS
+    if not plan.verbose:
+        env.setdefault(constants.TF_CPP_MIN_LOG_LEVEL, constants.QUIET_TF_CPP_LOG_LEVEL)
+    if plan.progress and ctx.job_name in TRAINING_ROLES:
+        env[fit_progress.QUIET_FIT] = "1"
+        env[fit_progress.NUM_WORKERS] = str(ctx.num_workers)
     if "ps" in ctx.cluster_spec:  # ParameterServerStrategy: the coordinator retries steps
         env["GRPC_FAIL_FAST"] = "use_caller"
     if "HADOOP_CONF_DIR" not in env and plan.hadoop_conf_dir and os.path.isdir(
@@ -205,14 +214,25 @@ class _Node:
 
     def _run_process_once(self, ctx: NodeContext, workdir: str
                           ) -> Tuple[str, Dict[str, Any], bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tfspark.node_process", workdir],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=node_environment(self.plan, ctx), start_new_session=True,
-            preexec_fn=_die_with_parent,
-            cwd=workdir if ctx.runs_server_only else None)  # see constants.PSS_FEED_DIR
+        env = node_environment(self.plan, ctx)
+        reports = self.plan.progress and ctx.is_chief and not ctx.runs_server_only
+        progress_read, progress_write = os.pipe() if reports else (None, None)
+        if reports:
+            env[fit_progress.REPORT_FD] = str(progress_write)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tfspark.node_process", workdir],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                pass_fds=(progress_write,) if reports else (),
+                cwd=workdir if ctx.runs_server_only else None)  # see constants.PSS_FEED_DIR
+        finally:
+            if reports:
+                os.close(progress_write)  # the child holds its own copy
         forwarders = [self._forward(process.stdout, "stdout"),
                       self._forward(process.stderr, "stderr")]
+        if reports:
+            forwarders.append(self._forward_progress(os.fdopen(progress_read, "rb")))
         stopped = self._wait(process)
         for forwarder in forwarders:
             forwarder.join()
@@ -242,7 +262,8 @@ class _Node:
                        "restartable": returncode < 0}, b""
 
     def _forward(self, pipe, stream: str, prefix: str = "") -> threading.Thread:
-        """Copy the process's lines to the driver (best effort) and to this executor's log."""
+        """Copy the process's lines to the driver (best effort; without TF's C++ chatter unless
+        ``plan.verbose``) and to this executor's log (all of them)."""
         def copy() -> None:
             to_driver = True
             for raw in iter(pipe.readline, b""):
@@ -250,6 +271,8 @@ class _Node:
                 line = prefix + raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1]
                 if self.plan.echo_output:
                     print(f"[{self.role.label}] {line}", file=sys.stderr, flush=True)
+                if not self.plan.verbose and is_tf_chatter(line):
+                    continue
                 if to_driver:
                     try:
                         self._send("log", stream=stream, line=line)
@@ -258,6 +281,20 @@ class _Node:
             pipe.close()
 
         thread = threading.Thread(target=copy, name=f"tfspark-{stream}", daemon=True)
+        thread.start()
+        return thread
+
+    def _forward_progress(self, pipe) -> threading.Thread:
+        """Relay the chief's ``model.fit`` progress events (JSON lines) to the driver."""
+        def copy() -> None:
+            for raw in iter(pipe.readline, b""):
+                try:
+                    self._send("progress", event=json.loads(raw))
+                except (OSError, ValueError):
+                    pass  # progress is best effort
+            pipe.close()
+
+        thread = threading.Thread(target=copy, name="tfspark-progress", daemon=True)
         thread.start()
         return thread
 
@@ -279,6 +316,19 @@ class _Node:
             finally:
                 _terminate(process)
                 forwarder.join(5)
+
+
+#: TF's C++ log lines (glog/absl format: level letter, date, time, thread, file:line]) of level
+#: INFO or WARNING, and the errors every CPU-only machine logs when TF probes for CUDA.
+_TF_CHATTER = re.compile(
+    r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"
+    r"|E\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ cuda_\w+\.cc:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$)")
+
+
+def is_tf_chatter(line: str) -> bool:
+    """True for TensorFlow's C++ start-up and INFO/WARNING log lines (not shown by default)."""
+    return bool(_TF_CHATTER.match(line))
 
 
 def _local_dir() -> Optional[str]:

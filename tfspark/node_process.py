@@ -95,6 +95,8 @@ def main(workdir: str) -> int:
             from .strategy import serve, stage_files
             stage_files(ctx)
             serve(ctx)  # never returns: tfspark stops the process when training ends
+        from . import fit_progress
+        fit_progress.install()
         main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))
         value = main_fun(args, ctx)
         from pyspark import cloudpickle

@@ -16,13 +16,15 @@ def under_spark_submit() -> bool:
 
 
 def get_session(app_name: str, master: Optional[str] = None, local_slots: int = 2,
-                conf: Optional[Dict[str, str]] = None):
+                conf: Optional[Dict[str, str]] = None, remote: Optional[str] = None):
     """A SparkSession for a job script.
 
     Parameters
     ----------
     app_name : the application's name.
     master : a Spark master URL; wins over everything else when given.
+    remote : a Spark Connect URL (``sc://host:15002``, or ``local[N]`` for a local Connect
+        server): the session is then a Spark Connect client, and ``master`` is ignored.
     local_slots : task slots of the embedded ``local[N]`` Spark used when neither ``master`` nor
         spark-submit names a master (one per TF node, plus one for a feeding job).
     conf : extra Spark settings.
@@ -33,8 +35,16 @@ def get_session(app_name: str, master: Optional[str] = None, local_slots: int = 
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    conf = dict(conf or {})
+    if remote:
+        builder = SparkSession.builder.remote(remote).appName(app_name)
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        return builder.getOrCreate()
+    # tfspark prints training progress itself; Spark's stage bar would write over it.
+    conf.setdefault("spark.ui.showConsoleProgress", "false")
     spark_conf = SparkConf().setAppName(app_name)
-    for key, value in (conf or {}).items():
+    for key, value in conf.items():
         spark_conf.set(key, value)
     if master or not under_spark_submit():
         spark_conf.setMaster(master or f"local[{local_slots}]")
