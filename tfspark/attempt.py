@@ -73,6 +73,7 @@ class Attempt:
         self._job_result: Optional[list] = None
         self._job_error: Optional[BaseException] = None
         self._job_done = threading.Event()
+        self._feed_groups: set = set()  # job groups/tags of feeding jobs still running
 
     # ----------------------------------------------------------------------------- starting
     def start(self, plan: NodePlan, conf: Dict[str, str]) -> None:
@@ -258,6 +259,9 @@ class Attempt:
 
     def abort(self) -> None:
         """After a failure or at the end: cancel the stage if it still runs; stop the server."""
+        if self.failure is not None:
+            for group in list(self._feed_groups):
+                self.backend.cancel(group)
         if self.failure is not None and not self._job_done.wait(
                 constants.NODE_STOP_GRACE_SECS + 5):
             self.backend.cancel(self.job_group)
@@ -286,6 +290,7 @@ class Attempt:
     def run_feed_job(self, action: Callable[[], list]) -> list:
         """Run a feeding Spark job; if a TF node fails meanwhile, cancel it and raise that."""
         group, outcome, done = f"{self.job_group}-feed-{self.feeds}", {}, threading.Event()
+        self._feed_groups.add(group)
 
         def job() -> None:
             try:
@@ -294,6 +299,7 @@ class Attempt:
             except BaseException as e:  # noqa: B902 - raised below
                 outcome["error"] = e
             finally:
+                self._feed_groups.discard(group)
                 done.set()
                 with self.changed:
                     self.changed.notify_all()

@@ -14,6 +14,7 @@ the cluster. Anything else -- ``main_fun`` raising, a timeout, a bad setting -- 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -24,7 +25,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
 from . import preflight, spark_feed
 from .attempt import Attempt
@@ -171,9 +172,40 @@ class TFCluster:
             max_restarts=max_restarts, progress=bool(progress), verbose=bool(verbose))
         cluster = cls(backend, roles, plan, conf, reservation_timeout, max_restarts,
                       InputMode(input_mode))
-        cluster._start_attempt()
-        cluster._on_current_attempt(lambda attempt: None)
+        with cluster._stopped_on_interrupt():
+            cluster._start_attempt()
+            cluster._on_current_attempt(lambda attempt: None)
         return cluster
+
+    def __enter__(self) -> "TFCluster":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """``with TFCluster.run(...) as cluster:`` -- on a normal exit, :meth:`shutdown` (wait for
+        training to finish); if the block raised, stop every node at once instead."""
+        if exc_type is None:
+            self.shutdown()
+        elif self._results is None:
+            self._stop(f"the with-block raised {exc_type.__name__}")
+
+    @contextlib.contextmanager
+    def _stopped_on_interrupt(self) -> Iterator[None]:
+        """Ctrl-C (or a notebook's "interrupt kernel") while tfspark waits: stop every node,
+        cancel tfspark's Spark jobs and free the driver's port before the interrupt goes on."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self._stop("interrupted (KeyboardInterrupt)")
+            raise
+
+    def _stop(self, reason: str) -> None:
+        """Stop the running attempt now: its nodes, its Spark jobs, its control channel."""
+        if not self._attempts:
+            return
+        attempt = self._attempts[-1]
+        attempt.fail(TFSparkError(f"the TF cluster was stopped: {reason}"))
+        attempt.abort()
+        self._progress.close()
 
     @property
     def attempts(self) -> List[AttemptSummary]:
@@ -270,7 +302,8 @@ class TFCluster:
         if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
             raise preflight.PreflightError(f"num_epochs must be an int >= 1, got {num_epochs!r}")
         feed = _Feed(data, num_epochs, self._check_feed(data, feed_timeout))
-        self._on_current_attempt(lambda attempt: self._deliver(attempt, feed))
+        with self._stopped_on_interrupt():
+            self._on_current_attempt(lambda attempt: self._deliver(attempt, feed))
         self._feeds.append(feed)
 
     def _deliver(self, attempt: Attempt, feed: _Feed) -> None:
@@ -374,8 +407,9 @@ class TFCluster:
         if self._results is not None:
             return self._results
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._results = self._on_current_attempt(
-            lambda attempt: self._finish(attempt, deadline, timeout, grace_secs))
+        with self._stopped_on_interrupt():
+            self._results = self._on_current_attempt(
+                lambda attempt: self._finish(attempt, deadline, timeout, grace_secs))
         return self._results
 
     def _finish(self, attempt: Attempt, deadline: Optional[float], timeout: Optional[float],
