@@ -340,15 +340,25 @@ def _local_dir() -> Optional[str]:
     return None
 
 
+def _find_prctl():
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: node_process's parent watch still ends it
+
+
+# Looked up in the parent: between fork and exec a child of this multi-threaded worker must not
+# dlopen (a loader lock another thread held at fork time is never released there).
+_PRCTL = _find_prctl()
+
+
 def _die_with_parent() -> None:
     """In a node's child process, before exec (Linux): have the kernel SIGKILL it the moment
     this Python worker dies -- e.g. with its executor. Polling for that takes long enough for a
     fast model to train on, and finish, after the driver has given the node up for lost."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: node_process's parent watch still ends it
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _terminate(process: subprocess.Popen) -> None:

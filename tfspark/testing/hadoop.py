@@ -11,6 +11,9 @@ From Python::
         os.environ.update(cluster.env())     # HADOOP_CONF_DIR for Spark / tfspark.fs
         ... cluster.default_fs, cluster.webhdfs_url, cluster.rm_address ...
 
+(the daemons get SIGTERM if this Python process dies, even by SIGKILL: Linux's
+PR_SET_PDEATHSIG, see ``tfspark.testing._process``)
+
 From a shell (the daemons keep running after the command returns)::
 
     python -m tfspark.testing.hadoop start --dir /tmp/hc    # prints `export ...` lines
@@ -20,7 +23,6 @@ From a shell (the daemons keep running after the command returns)::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import fcntl
 import getpass
 import grp
@@ -38,6 +40,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 from xml.sax.saxutils import escape
+
+from tfspark.testing._process import spawn
 
 HADOOP_VERSION = "3.5.0"
 # the Maven project listing the jars; in a source checkout it is conf/hadoop/pom.xml
@@ -204,14 +208,6 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def _die_with_parent() -> None:
-    """In a child before exec: ask Linux to SIGTERM it when its parent dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux/glibc: `stop()` is then the only way the daemons end
 
 
 def kill_tree(pid: int, grace: float = 5.0) -> None:
@@ -545,10 +541,10 @@ class HadoopCluster:
                f"-Dhadoop.home.dir={self.lib.parent}", f"-Dproc_{name}", *JAVA_17_OPENS,
                "-cp", f"{self.conf_dir}:{self.lib}/*", main_class, *args]
         with open(self.log_file(name), "ab") as log:
-            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, cwd=self.base_dir,
-                                    start_new_session=True,
-                                    preexec_fn=_die_with_parent if self.die_with_parent else None)
+            # SIGTERM when this process dies (not for the CLI's `start`: see die_with_parent)
+            return spawn(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         env=env, cwd=self.base_dir, start_new_session=True,
+                         die_with_parent_signal=signal.SIGTERM if self.die_with_parent else None)
 
     def _wait(self, daemon: str, deadline: float, ready: Callable[[], bool]) -> None:
         """Poll ``ready`` until true; fail early if the daemon exits or the deadline passes."""

@@ -6,6 +6,10 @@ readiness is awaited: the cluster is up when the master's ``/json`` lists every 
 
     with StandaloneCluster(base_dir, num_workers=2, cores_per_worker=2) as cluster:
         spark = SparkSession.builder.master(cluster.master_url)...
+
+The daemons die with the Python process that started them, however it dies (SIGTERM, SIGKILL:
+Linux's PR_SET_PDEATHSIG, see ``tfspark.testing._process``): each gets SIGTERM, and a worker's
+shutdown hook kills its executors.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import sys
 import time
 import urllib.request
 from typing import Dict, List, Optional
+
+from tfspark.testing._process import spawn
 
 
 def spark_home() -> str:
@@ -57,7 +63,8 @@ class StandaloneCluster:
     def _spawn(self, name: str, args: List[str], host: str = "127.0.0.1") -> str:
         log_path = os.path.join(self.base_dir, f"{name}.log")
         with open(log_path, "wb") as log:
-            self._processes.append(subprocess.Popen(
+            # spark-class execs the JVM, which keeps the die-with-parent setting
+            self._processes.append(spawn(
                 [os.path.join(spark_home(), "bin", "spark-class"), *args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env(host),
                 cwd=self.base_dir, start_new_session=True))
