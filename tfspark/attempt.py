@@ -56,8 +56,10 @@ class Attempt:
 
     def __init__(self, number: int, roles: List[Role], backend: SparkBackend,
                  reservation_timeout: float, progress: TrainingProgress,
-                 on_tensorboard: Callable[[str], None] = lambda url: None):
+                 on_tensorboard: Callable[[str], None] = lambda url: None,
+                 detached: bool = False):
         self.number = number
+        self.detached = detached  # no channel: nodes report through the stage's output
         self.nodes = {role.worker_num: NodeState(role) for role in roles}
         self.finishers = self_finishing_roles(roles)
         self.backend = backend
@@ -76,17 +78,21 @@ class Attempt:
         self._feed_groups: set = set()  # job groups/tags of feeding jobs still running
 
     # ----------------------------------------------------------------------------- starting
-    def start(self, plan: NodePlan, conf: Dict[str, str]) -> None:
-        """Start the stage for ``plan`` (given this attempt's channel) and wait until every node
-        runs ``main_fun``; on failure, stop what started and raise."""
-        host = conf.get("spark.driver.host") or "127.0.0.1"
-        bind = conf.get("spark.driver.bindAddress") or host
-        self._server = ControlServer(self.secret, self._on_message, host=bind,
-                                     on_disconnect=self._on_disconnect).start()
-        plan = dataclasses.replace(plan, driver_address=(host, self._server.address[1]),
-                                   secret=self.secret, attempt=self.number)
+    def start(self, plan: NodePlan, hosts: Tuple[str, str]) -> None:
+        """Start the stage for ``plan`` (given this attempt's channel, on ``hosts``: bind,
+        advertised) and wait until every node runs ``main_fun``; on failure, stop what started
+        and raise. Detached, return once the stage is submitted: nothing reports before its
+        end."""
+        plan = dataclasses.replace(plan, driver_address=None, secret=self.secret,
+                                   attempt=self.number)
+        if not self.detached:
+            bind, advertised = hosts
+            self._server = ControlServer(self.secret, self._on_message, host=bind,
+                                         on_disconnect=self._on_disconnect).start()
+            plan = dataclasses.replace(plan, driver_address=(advertised, self._server.address[1]))
         self._start_stage(plan)
-        self._await_reservation()
+        if not self.detached:
+            self._await_reservation()
 
     def _start_stage(self, plan: NodePlan) -> None:
         def job() -> None:
@@ -94,6 +100,7 @@ class Attempt:
                 self._job_result = self.backend.run_barrier_stage(
                     len(self.nodes), functools.partial(run_node, plan), self.job_group,
                     f"tfspark: TF cluster of {len(self.nodes)} nodes (attempt {self.number + 1})")
+                self._replay_reports(self._job_result)
             except BaseException as e:  # noqa: B902 - reported by the cluster
                 self._job_error = e
                 self._on_stage_failed(e)
@@ -140,11 +147,19 @@ class Attempt:
         raise ReservationError(f"the TF cluster's Spark job ended before all nodes started: "
                                f"{spark_error_summary(self._job_error)}") from self._job_error
 
+    def _replay_reports(self, rows: list) -> None:
+        """Detached nodes' messages, handled as if they had come live (output, progress,
+        results, errors)."""
+        import pickle
+        for _, _, _, report in rows:
+            for message in pickle.loads(report) if report else []:
+                self._on_message(None, message)
+
     def _all_started(self) -> bool:
         return all(n.started for n in self.nodes.values())
 
     # ----------------------------------------------------------------------------- messages
-    def _on_message(self, connection: Connection, message: Message) -> None:
+    def _on_message(self, connection: Optional[Connection], message: Message) -> None:
         node = self.nodes[message["worker_num"]]
         kind = message["type"]
         if kind == "log":
@@ -156,7 +171,7 @@ class Attempt:
         with self.changed:
             if kind == "hello":
                 node.host, node.connection = message["host"], connection
-                if self.failure is not None:
+                if self.failure is not None and connection is not None:
                     connection.send({"type": "stop", "reason": "the TF cluster has failed"})
             elif kind == "started":
                 node.started = True
@@ -253,6 +268,8 @@ class Attempt:
 
     def wait_for_stage_end(self) -> None:
         """Every node has been told to stop: its task ends within the stop grace period."""
+        if self.detached and self.failure is not None:
+            return  # no node was told anything: abort() cancels the stage
         if not self._job_done.wait(constants.NODE_STOP_GRACE_SECS + 60):
             self.fail(TFSparkError("the TF cluster's Spark job did not end after all nodes "
                                    "were stopped; it was cancelled"))
@@ -262,8 +279,9 @@ class Attempt:
         if self.failure is not None:
             for group in list(self._feed_groups):
                 self.backend.cancel(group)
-        if self.failure is not None and not self._job_done.wait(
-                constants.NODE_STOP_GRACE_SECS + 5):
+        grace = 0 if self.detached else constants.NODE_STOP_GRACE_SECS + 5  # detached: no
+        #                                                        channel to stop nodes gently
+        if self.failure is not None and not self._job_done.wait(grace):
             self.backend.cancel(self.job_group)
             self._job_done.wait(30)
         if self._job_done.is_set() and self._server is not None:
@@ -279,7 +297,7 @@ class Attempt:
                                f"{spark_error_summary(self._job_error)}") from self._job_error
         from pyspark import cloudpickle
         results: List[Any] = [None] * len(self.nodes)
-        for worker_num, status, value in self._job_result or []:
+        for worker_num, status, value, _ in self._job_result or []:
             results[worker_num] = cloudpickle.loads(value) if status == OK else None
         return results
 

@@ -25,9 +25,9 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
-from . import preflight, spark_feed
+from . import constants, preflight, spark_feed
 from .attempt import Attempt
 from .spark_backend import SparkBackend, backend_for
 from .context import resolve_path
@@ -74,8 +74,11 @@ class TFCluster:
 
     def __init__(self, backend: SparkBackend, roles: List[Role], plan: NodePlan,
                  conf: Dict[str, str], reservation_timeout: float, max_restarts: int,
-                 input_mode: "InputMode"):
+                 input_mode: "InputMode", hosts: Tuple[str, str] = ("127.0.0.1", "127.0.0.1"),
+                 detached: bool = False):
         self._backend = backend
+        self._hosts = hosts
+        self._detached = detached
         self._roles = roles
         self._plan = plan
         self._conf = conf
@@ -170,8 +173,10 @@ class TFCluster:
             hadoop_conf_dir=os.environ.get("HADOOP_CONF_DIR"),
             echo_output=not re.fullmatch(r"local(\[.*\])?", backend.master),
             max_restarts=max_restarts, progress=bool(progress), verbose=bool(verbose))
+        hosts = backend.callback_hosts(conf)
+        detached = _executors_cannot_reach(backend, hosts, InputMode(input_mode))
         cluster = cls(backend, roles, plan, conf, reservation_timeout, max_restarts,
-                      InputMode(input_mode))
+                      InputMode(input_mode), hosts, detached)
         with cluster._stopped_on_interrupt():
             cluster._start_attempt()
             cluster._on_current_attempt(lambda attempt: None)
@@ -237,10 +242,11 @@ class TFCluster:
         :meth:`_on_current_attempt` decides what follows)."""
         self._wait_for_slots(feeding=self._input_mode == InputMode.SPARK)
         attempt = Attempt(len(self._attempts), self._roles, self._backend,
-                          self._reservation_timeout, self._progress, self._on_tensorboard)
+                          self._reservation_timeout, self._progress, self._on_tensorboard,
+                          detached=self._detached)
         self._attempts.append(attempt)
         try:
-            attempt.start(self._plan, self._conf)
+            attempt.start(self._plan, self._hosts)
             for feed in self._feeds:
                 self._deliver(attempt, feed)
         except TFSparkError:
@@ -447,6 +453,38 @@ class TFCluster:
                     failure=lambda: attempt.failure)
             except (OSError, TFSparkError):
                 pass  # that node has finished already
+
+
+#: Spark Connect clients whose executors were found unable to reach them (said once each).
+_UNREACHABLE: Dict[Tuple[int, str], Optional[str]] = {}
+
+
+def _executors_cannot_reach(backend: SparkBackend, hosts: Tuple[str, str],
+                            input_mode: InputMode) -> bool:
+    """Under Spark Connect the driver's end of the control channel runs in this client, which
+    executors may not reach: then the nodes run *detached* -- rendezvous inside the stage,
+    output, progress and errors returned with the stage's output -- and tfspark says so once."""
+    key = (id(getattr(backend, "spark", backend)), hosts[1])
+    if key not in _UNREACHABLE:
+        reason = backend.unreachable(*hosts)
+        _UNREACHABLE[key] = reason
+        if reason is not None:
+            notice = (f"tfspark: the executors cannot reach this Spark Connect client at "
+                      f"{hosts[1]} ({reason}). TF clusters run detached: node output, progress "
+                      "and errors arrive when each cluster's job ends, not live. Set "
+                      f"{constants.CLIENT_HOST} to an address of this machine the executors "
+                      "can reach to see them live.")
+            print(notice, file=sys.stderr, flush=True)
+            logger.warning(notice)
+    reason = _UNREACHABLE[key]
+    if reason is not None and input_mode == InputMode.SPARK:
+        raise preflight.PreflightError(
+            f"InputMode.SPARK streams rows from Spark tasks to the TF nodes, which needs the "
+            f"executors to reach this Spark Connect client, and they cannot reach {hosts[1]} "
+            f"({reason}). Let TF read the data instead (InputMode.TENSORFLOW: write it with "
+            "tfspark.tfrecord.write, read it with tfspark.data.tfrecord_dataset), or set "
+            f"{constants.CLIENT_HOST} to an address of this machine the executors can reach.")
+    return reason is not None
 
 
 def _cause(failure: Optional[BaseException]) -> str:

@@ -15,6 +15,19 @@ DEFAULT_LEGACY_KERAS = "1"
 TF_CPP_MIN_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_TF_CPP_LOG_LEVEL = "2"
 
+#: Under Spark Connect: the address of this client that executors should dial to stream node
+#: output, progress and errors live (default: this machine's address on the route to the
+#: Connect server), and how long a probe task tries it before tfspark runs nodes detached.
+CLIENT_HOST = "TFSPARK_CLIENT_HOST"
+CLIENT_PROBE_SECS = 5.0
+
+#: Lines of each node's output kept for the driver when the node runs detached (no live
+#: channel): shown when the TF cluster's job ends.
+DETACHED_OUTPUT_LINES = 200
+
+#: Detached nodes: seconds the evaluator may keep running after training ends.
+DETACHED_EVALUATOR_GRACE_SECS = 30.0
+
 #: Seconds between two progress lines within an epoch when the driver's output is not a terminal.
 PROGRESS_LINE_SECS = 30.0
 

@@ -80,18 +80,20 @@ def _wrap_fit(keras: Any, reporter: Optional["_Reporter"], quiet: bool) -> None:
     if model_class is None or getattr(model_class.fit, "_tfspark_progress", False):
         return
     fit = model_class.fit
-    callback_class = _callback_class(keras.callbacks.Callback) if reporter else None
+    epoch_class, step_class = _callback_classes(keras.callbacks.Callback) if reporter else (
+        None, None)
 
     def fit_with_progress(self, x=None, *args, **kwargs):
         if quiet and "verbose" not in kwargs and len(args) < 4:  # fit(x, y, batch_size, epochs,
             #                                                     verbose, ...)
             kwargs["verbose"] = 0
-        if callback_class is not None:
+        if reporter is not None:
             rows = _RowCounter()
             x = rows.wrap(x)
-            callbacks = list(kwargs.get("callbacks") or [])
-            callbacks.append(callback_class(reporter, rows))
-            kwargs["callbacks"] = callbacks
+            # ParameterServerStrategy refuses callbacks with batch hooks: epochs only there.
+            strategy = type(getattr(self, "distribute_strategy", None)).__name__
+            callback = (epoch_class if "ParameterServer" in strategy else step_class)
+            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [callback(reporter, rows)]
         return fit(self, x, *args, **kwargs)
 
     fit_with_progress.__doc__ = fit.__doc__
@@ -153,10 +155,11 @@ class _RowCounter:
         return x.map(counted)
 
 
-def _callback_class(base: type) -> type:
-    """A progress callback class deriving from this Keras's ``Callback``."""
+def _callback_classes(base: type) -> tuple:
+    """Progress callback classes deriving from this Keras's ``Callback``: one that reports
+    epochs only, and one that reports steps too."""
 
-    class TFSparkProgress(base):
+    class TFSparkEpochProgress(base):
         def __init__(self, reporter: _Reporter, rows: _RowCounter):
             super().__init__()
             self.reporter, self.counter = reporter, rows
@@ -177,6 +180,16 @@ def _callback_class(base: type) -> type:
             self.epoch_start = self.last_sent = time.monotonic()
             self.rows_at_start = self.counter.rows
 
+        def on_epoch_end(self, epoch, logs=None):
+            self.reporter.send({"event": "epoch_end", "epoch": epoch + 1,
+                                "epochs": self.params.get("epochs"), "logs": _numbers(logs),
+                                "rows": self._rows(),
+                                "secs": time.monotonic() - self.epoch_start})
+
+        def on_train_end(self, logs=None):
+            self.reporter.send({"event": "train_end"})
+
+    class TFSparkProgress(TFSparkEpochProgress):
         def on_train_batch_end(self, batch, logs=None):
             now = time.monotonic()
             steps = self.params.get("steps")
@@ -188,16 +201,7 @@ def _callback_class(base: type) -> type:
                                 "steps": steps, "logs": _numbers(logs), "rows": self._rows(),
                                 "secs": now - self.epoch_start})
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.reporter.send({"event": "epoch_end", "epoch": epoch + 1,
-                                "epochs": self.params.get("epochs"), "logs": _numbers(logs),
-                                "rows": self._rows(),
-                                "secs": time.monotonic() - self.epoch_start})
-
-        def on_train_end(self, logs=None):
-            self.reporter.send({"event": "train_end"})
-
-    return TFSparkProgress
+    return TFSparkEpochProgress, TFSparkProgress
 
 
 def _numbers(logs: Optional[Dict[str, Any]]) -> Dict[str, float]:

@@ -10,6 +10,7 @@ Never imports TensorFlow or ``pyspark.sql``: the Python worker that runs this st
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -28,8 +29,8 @@ from . import constants
 from . import fit_progress
 from .context import NodeContext
 from .control import ControlClient, Message
-from .roles import (TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
-                    num_training_nodes, tf_config)
+from .roles import (EVALUATOR, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
+                    num_training_nodes, self_finishing_roles, tf_config)
 
 SPARK_INPUT = 1  # InputMode.SPARK
 
@@ -49,7 +50,7 @@ class NodePlan:
     """Everything a node's task needs, computed on the driver; plain values only."""
 
     roles: Tuple[Role, ...]
-    driver_address: Tuple[str, int]
+    driver_address: Optional[Tuple[str, int]]  # None: run detached (see DetachedReport)
     secret: bytes
     payload: bytes  # cloudpickled (main_fun, args)
     env: Dict[str, str]
@@ -69,8 +70,9 @@ class NodePlan:
     verbose: bool = False  # relay TF's C++ start-up/INFO log lines too (see quiet_line)
 
 
-def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, bytes]]:
-    """The barrier stage's ``mapPartitions`` function: yields ``(worker_num, status, value)``."""
+def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, bytes, bytes]]:
+    """The barrier stage's ``mapPartitions`` function: yields ``(worker_num, status, value,
+    report)`` -- ``report`` is a detached node's pickled messages (else empty)."""
     from pyspark import BarrierTaskContext
 
     task = BarrierTaskContext.get()
@@ -82,6 +84,32 @@ def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, b
         yield node.run(task)
     finally:
         node.close()
+
+
+class DetachedReport:
+    """What a detached node would have sent the driver live, returned with the stage's output
+    instead: every message but the output lines, of which the last
+    :data:`~tfspark.constants.DETACHED_OUTPUT_LINES`, and but progress steps (epochs are kept)."""
+
+    def __init__(self):
+        self.messages: list = []
+        self.lines: collections.deque = collections.deque(maxlen=constants.DETACHED_OUTPUT_LINES)
+        self._lock = threading.Lock()
+
+    def keep(self, message: Message) -> None:
+        with self._lock:
+            if message["type"] == "log":
+                self.lines.append(message)
+            elif not (message["type"] == "progress" and message["event"].get("event") == "step"):
+                self.messages.append(message)
+
+    def pickled(self) -> bytes:
+        """The messages in the order the driver replays them: output before the end."""
+        import pickle
+        with self._lock:
+            body = [m for m in self.messages if m["type"] != "finished"]
+            end = [m for m in self.messages if m["type"] == "finished"]
+            return pickle.dumps(body + list(self.lines) + end)
 
 
 def node_environment(plan: NodePlan, ctx: NodeContext) -> Dict[str, str]:
@@ -135,10 +163,14 @@ class _Node:
         self.executor_address = executor_address
         self.stop_requested = threading.Event()
         self.stop_reason = ""
-        self.client = ControlClient(plan.driver_address, plan.secret, self._on_driver_message)
+        self.detached = plan.driver_address is None
+        self.report = DetachedReport()
+        self.client = None if self.detached else ControlClient(
+            plan.driver_address, plan.secret, self._on_driver_message)
 
     def close(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
 
     def _on_driver_message(self, message: Message) -> None:
         if message["type"] == "stop":
@@ -152,7 +184,11 @@ class _Node:
             self.stop_requested.set()
 
     def _send(self, message_type: str, **fields) -> None:
-        self.client.send(dict(fields, type=message_type, worker_num=self.role.worker_num))
+        message = dict(fields, type=message_type, worker_num=self.role.worker_num)
+        if self.client is None:
+            self.report.keep(message)
+        else:
+            self.client.send(message)
 
     def run(self, task) -> Tuple[int, str, bytes]:
         self._send("hello", label=self.role.label, host=self.host, attempt=task.attemptNumber())
@@ -178,9 +214,35 @@ class _Node:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
                            tensorboard_url=tensorboard_url,
                            feed_address=(self.host, feed_port) if feeds else None)
+                if self._ends_by_barrier() and self.role.job_name not in self_finishing_roles(
+                        self.plan.roles):
+                    self._stop_after_training(task)
                 status, fields, value = self._run_process(ctx)
         self._send("finished", status=status, **fields)
-        return self.role.worker_num, status, value
+        if self._ends_by_barrier() and self.role.job_name in self_finishing_roles(
+                self.plan.roles):
+            task.barrier()  # training is over on this node: see _stop_after_training
+        return self.role.worker_num, status, value, self.report.pickled() if self.detached else b""
+
+    def _ends_by_barrier(self) -> bool:
+        """Detached, with nodes that serve until told to stop (ps, PSS workers, evaluator)."""
+        finishers = self_finishing_roles(self.plan.roles)
+        return self.detached and any(r.job_name not in finishers for r in self.plan.roles)
+
+    def _stop_after_training(self, task) -> None:
+        """Detached, no driver tells a serving node (ps, PSS worker, evaluator) that training
+        ended: the nodes that train say so through the stage's barrier, which each of them
+        enters once done; a serving node enters it at once, and stops when it opens."""
+        def wait() -> None:
+            try:
+                task.barrier()
+            except Exception:  # noqa: BLE001 - the stage is ending anyway
+                return
+            if self.role.job_name == EVALUATOR:
+                self.stop_requested.wait(constants.DETACHED_EVALUATOR_GRACE_SECS)
+            self._request_stop("training finished")
+
+        threading.Thread(target=wait, name="tfspark-training-end", daemon=True).start()
 
     def _run_process(self, ctx: NodeContext) -> Tuple[str, Dict[str, Any], bytes]:
         if self.stop_requested.is_set():

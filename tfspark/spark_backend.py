@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import getpass
 import os
+import socket
 import threading
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
+from . import constants
 from .errors import PreflightError
 
 
@@ -60,7 +62,7 @@ class SparkBackend:
     def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
                           description: str) -> list:
         """Run ``task`` (a barrier ``mapPartitions`` function yielding ``(worker_num, status,
-        value)``) as one barrier stage of ``num_tasks`` tasks in job group/tag ``group``;
+        value, report)``) as one barrier stage of ``num_tasks`` tasks in job group/tag ``group``;
         return the collected tuples."""
         raise NotImplementedError
 
@@ -71,6 +73,16 @@ class SparkBackend:
     def cancel(self, group: str) -> None:
         """Cancel every job of ``group``."""
         raise NotImplementedError
+
+    def callback_hosts(self, conf: Dict[str, str]) -> Tuple[str, str]:
+        """``(bind, advertised)``: the address the driver's control server listens on, and the
+        one the TF nodes dial to reach it."""
+        raise NotImplementedError
+
+    def unreachable(self, bind: str, advertised: str) -> Optional[str]:
+        """Why executors cannot open a connection to ``advertised`` (a listener on ``bind``),
+        or None when they can."""
+        return None
 
     def thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         """A daemon thread for Spark jobs that inherits this thread's Spark state."""
@@ -117,9 +129,13 @@ class ClassicBackend(SparkBackend):
     def cancel(self, group: str) -> None:
         self.sc.cancelJobGroup(group)
 
+    def callback_hosts(self, conf: Dict[str, str]) -> Tuple[str, str]:
+        host = conf.get("spark.driver.host") or "127.0.0.1"  # executors reach the driver there
+        return conf.get("spark.driver.bindAddress") or host, host
+
 
 #: The rows a node's barrier task returns under Connect (``tfspark.node.run_node``'s tuples).
-NODE_RESULT_SCHEMA = "worker_num int, status string, value binary"
+NODE_RESULT_SCHEMA = "worker_num int, status string, value binary, report binary"
 
 
 class ConnectBackend(SparkBackend):
@@ -169,7 +185,7 @@ class ConnectBackend(SparkBackend):
                 _arrow_task(task), NODE_RESULT_SCHEMA, barrier=True).collect()
         finally:
             self.spark.removeTag(group)
-        return [(r.worker_num, r.status, r.value) for r in rows]
+        return [(r.worker_num, r.status, r.value, r.report) for r in rows]
 
     def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
         self.spark.addTag(group)
@@ -181,17 +197,63 @@ class ConnectBackend(SparkBackend):
     def cancel(self, group: str) -> None:
         self.spark.interruptTag(group)
 
+    def callback_hosts(self, conf: Dict[str, str]) -> Tuple[str, str]:
+        """This client's address on the route to the Connect server (loopback for a local
+        server), unless ``TFSPARK_CLIENT_HOST`` names the one executors should dial."""
+        bind = _local_address_towards(getattr(self.spark.client, "host", "localhost"))
+        return bind, os.environ.get(constants.CLIENT_HOST) or bind
 
-def _arrow_task(task: Callable[[Iterator], Iterator[Tuple[int, str, bytes]]]):
+    def unreachable(self, bind: str, advertised: str) -> Optional[str]:
+        """Ask one Spark task to connect to a listener on this client."""
+        with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET) as listener:
+            listener.bind((bind, 0))
+            listener.listen(8)
+            port = listener.getsockname()[1]
+            rows = self.spark.range(0, 1, 1, 1).mapInArrow(
+                _probe_task(advertised, port, constants.CLIENT_PROBE_SECS),
+                "failure string").collect()
+        failure = rows[0].failure if rows else "the probe task returned nothing"
+        return failure or None
+
+
+def _arrow_task(task: Callable[[Iterator], Iterator[Tuple[int, str, bytes, bytes]]]):
     """``task`` (a barrier ``mapPartitions`` function) as a ``mapInArrow`` function."""
     def run(batches):
         import pyarrow as pa
-        for worker_num, status, value in task(iter(())):
+        for worker_num, status, value, report in task(iter(())):
             yield pa.RecordBatch.from_pydict(
-                {"worker_num": [worker_num], "status": [status], "value": [value]},
+                {"worker_num": [worker_num], "status": [status], "value": [value],
+                 "report": [report]},
                 schema=pa.schema([("worker_num", pa.int32()), ("status", pa.string()),
-                                  ("value", pa.binary())]))
+                                  ("value", pa.binary()), ("report", pa.binary())]))
         for _ in batches:  # the input ids carry nothing: the task knows its partition
             pass
     return run
 
+
+
+def _local_address_towards(host: str) -> str:
+    """The local IP address this machine uses to reach ``host`` (no packet is sent)."""
+    try:
+        infos = socket.getaddrinfo(host, 15002, type=socket.SOCK_DGRAM)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            return sock.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def _probe_task(host: str, port: int, timeout: float):
+    """A ``mapInArrow`` function: one row, the reason ``host:port`` cannot be reached, or ""."""
+    def run(batches):
+        import pyarrow as pa
+        for _ in batches:
+            pass
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            failure = ""
+        except OSError as e:
+            failure = f"{type(e).__name__}: {e}"
+        yield pa.RecordBatch.from_pydict({"failure": [failure]})
+    return run

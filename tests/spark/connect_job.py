@@ -6,11 +6,12 @@ Runs in its own process: a local Spark Connect server (``SparkSession.builder.re
 share a JVM with the test session's classic SparkContext.
 """
 import json
+import os
 import sys
 
 from pyspark.sql import SparkSession
 
-from tfspark import InputMode, TFCluster, TFSparkError, tfrecord
+from tfspark import InputMode, NodeError, TFCluster, TFSparkError, tfrecord
 
 
 def fit_in_memory(args, ctx):
@@ -32,6 +33,51 @@ def count_fed_rows(args, ctx):
     for x, y in feed.dataset(8, label="y").as_numpy_iterator():
         rows += len(y)
     return rows
+
+
+def fail_after_output(args, ctx):
+    print(f"{ctx.job_name}:{ctx.task_index} about to fail", flush=True)
+    if ctx.worker_num == 1:
+        raise ValueError("worker 1 gives up")
+    return ctx.worker_num
+
+
+def coordinate(args, ctx):
+    """ParameterServerStrategy: the chief trains a few steps on 1 ps + 1 worker."""
+    import tensorflow as tf
+    strategy = ctx.parameter_server_strategy()
+
+    def dataset_fn(input_context):
+        x = tf.random.stateless_normal((256, 4), seed=[7, input_context.input_pipeline_id])
+        return tf.data.Dataset.from_tensor_slices((x, tf.reduce_sum(x, 1))).batch(32).repeat()
+
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    history = model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=2,
+                        steps_per_epoch=8)
+    return history.history["loss"]
+
+
+def detached(spark, result: dict) -> None:
+    """Executors that cannot reach this client (an address nothing answers on)."""
+    os.environ["TFSPARK_CLIENT_HOST"] = "192.0.2.1"  # TEST-NET-1: never routed
+    cluster = TFCluster.run(spark, fit_in_memory, None, 2)
+    trained = cluster.shutdown(timeout=300)
+    result["detached_weights_equal"] = trained[0]["weights"] == trained[1]["weights"]
+    result["detached_history"] = cluster.history
+    try:
+        TFCluster.run(spark, count_fed_rows, None, 2, input_mode=InputMode.SPARK)
+    except TFSparkError as e:
+        result["detached_spark_input"] = str(e)
+    try:
+        TFCluster.run(spark, fail_after_output, None, 2, max_restarts=0).shutdown(timeout=300)
+    except NodeError as e:
+        result["detached_error"] = {"text": str(e), "traceback": e.traceback_text,
+                                    "output": e.output_tail}
+    pss = TFCluster.run(spark, coordinate, None, 3, num_ps=1, master_node="chief")
+    result["detached_pss"] = pss.shutdown(timeout=300)
+    del os.environ["TFSPARK_CLIENT_HOST"]
 
 
 def main(work: str) -> None:
@@ -64,6 +110,7 @@ def main(work: str) -> None:
     cluster.train(df.limit(10))
     cluster.shutdown(timeout=300)
     result["errors"] = errors
+    detached(spark, result)
     print("RESULT " + json.dumps(result), flush=True)
     spark.stop()
 

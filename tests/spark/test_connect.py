@@ -33,3 +33,14 @@ def test_tfspark_runs_from_a_spark_connect_session(tmp_path):
     assert result["read_back"] == [2 * i for i in range(50)]
     assert "Spark Connect has no RDDs" in result["errors"]["inference"]
     assert "data must be an RDD or a DataFrame" in result["errors"]["not_data"]
+    # Detached: executors cannot reach the client. Said once; training still runs; output,
+    # progress and errors come back with the stage's output.
+    assert done.stderr.count("the executors cannot reach this Spark Connect client") == 1
+    assert result["detached_weights_equal"]
+    assert [h["epoch"] for h in result["detached_history"]] == [1, 2, 3]
+    assert "TFSPARK_CLIENT_HOST" in result["detached_spark_input"]
+    error = result["detached_error"]
+    assert "worker 1 gives up" in error["text"] and "ValueError" in error["traceback"]
+    assert "worker:1 about to fail" in error["output"]
+    pss_chief_loss = result["detached_pss"][1]  # worker_num 0 is the ps, 1 the chief
+    assert len(pss_chief_loss) == 2 and result["detached_pss"][0] is None  # ps stopped
