@@ -49,3 +49,11 @@ def get_session(app_name: str, master: Optional[str] = None, local_slots: int = 
     if master or not under_spark_submit():
         spark_conf.setMaster(master or f"local[{local_slots}]")
     return SparkSession.builder.config(conf=spark_conf).getOrCreate()
+
+
+def master_of(spark) -> str:
+    """The Spark master of a session, classic or Spark Connect (which has no SparkContext)."""
+    try:
+        return spark.conf.get("spark.master")
+    except Exception:  # noqa: BLE001 - a Connect server that hides it
+        return "?"

@@ -22,7 +22,7 @@ import struct
 import numpy as np
 
 from tfspark import fs, tfrecord
-from tfspark.session import get_session
+from tfspark.session import get_session, master_of
 
 IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
@@ -98,6 +98,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=42, help="train/test split of the digits")
     parser.add_argument("--master", default=None,
                         help="Spark master when not run by spark-submit (default: local[2])")
+    parser.add_argument("--remote", default=None,
+                        help="a Spark Connect server (sc://HOST:15002) to run on instead")
     return parser.parse_args(argv)
 
 
@@ -110,7 +112,7 @@ def main(argv=None):
         x_train, y_train, x_test, y_test = load_digits(seed=args.seed)
         source = "scikit-learn digits upscaled to 28x28 (no --mnist given)"
     spark = get_session("tfspark-mnist-data-setup", args.master)
-    print(f"master: {spark.sparkContext.master}", flush=True)
+    print(f"master: {master_of(spark)}", flush=True)
     try:
         for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
             df = to_dataframe(spark, x, y, args.num_partitions)

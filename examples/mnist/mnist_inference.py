@@ -23,7 +23,7 @@ import time
 from pyspark.sql import functions as F
 
 from tfspark import export, tfrecord
-from tfspark.session import get_session
+from tfspark.session import get_session, master_of
 
 
 def zip_dir(path: str) -> bytes:
@@ -33,11 +33,27 @@ def zip_dir(path: str) -> bytes:
             return f.read()
 
 
+class _InClosure:
+    """Spark Connect has no broadcast variables: the bytes travel with the function."""
+
+    def __init__(self, value: bytes):
+        self.value = value
+
+
+def shipped(spark, data: bytes):
+    """``data`` for the executors, read as ``.value``: a broadcast variable where the session
+    has a SparkContext, else inside the function's closure (Spark Connect)."""
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        return _InClosure(data)
+    return spark.sparkContext.broadcast(data)
+
+
 def make_predictor(model_zip):
     """A mapInPandas function: (label, image) batches -> (label, prediction) batches."""
 
     def predict(batches):
         os.environ["TF_USE_LEGACY_KERAS"] = "1"  # tf-keras, before TensorFlow is imported
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ start-up chatter
         import zipfile
 
         import numpy as np
@@ -71,6 +87,8 @@ def parse_args(argv=None):
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument("--master", default=None,
                         help="Spark master when not run by spark-submit (default: local[2])")
+    parser.add_argument("--remote", default=None,
+                        help="a Spark Connect server (sc://HOST:15002) to run on instead")
     return parser.parse_args(argv)
 
 
@@ -87,11 +105,11 @@ def main(argv=None):
             shutil.rmtree(os.path.dirname(local), ignore_errors=True)
 
     spark = get_session("tfspark-mnist-inference", args.master,
-                        conf={"spark.executorEnv.TF_USE_LEGACY_KERAS": "1"})
-    print(f"master: {spark.sparkContext.master}", flush=True)
+                        conf={"spark.executorEnv.TF_USE_LEGACY_KERAS": "1"}, remote=args.remote)
+    print(f"master: {master_of(spark)}", flush=True)
     try:
         predictions = (tfrecord.read(spark, args.images_labels).select("label", "image")
-                       .mapInPandas(make_predictor(spark.sparkContext.broadcast(model_zip)),
+                       .mapInPandas(make_predictor(shipped(spark, model_zip)),
                                     "label long, prediction long")
                        .cache())
         total, correct = predictions.agg(

@@ -36,7 +36,7 @@ import time
 
 
 from tfspark import InputMode, TFCluster, export, tfrecord
-from tfspark.session import get_session
+from tfspark.session import get_session, master_of
 
 
 def build_model(tf):
@@ -188,6 +188,8 @@ def parse_args(argv=None):
     parser.add_argument("--master", default=None,
                         help="Spark master when not run by spark-submit "
                              "(default: local[cluster_size + 1])")
+    parser.add_argument("--remote", default=None,
+                        help="a Spark Connect server (sc://HOST:15002) to run on instead")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for training")
     return parser.parse_args(argv)
 
@@ -197,9 +199,9 @@ def main(argv=None):
     # locally: one slot per TF node, plus one for the job that feeds them (InputMode.SPARK)
     pss = args.strategy == "ps"
     nodes = args.cluster_size + (args.num_ps + 1 if pss else 0)  # + ps and the chief
-    spark = get_session(f"tfspark-mnist-{args.input_mode}", args.master, local_slots=nodes + 1)
-    print(f"master: {spark.sparkContext.master}", flush=True)
-    sc = spark.sparkContext
+    spark = get_session(f"tfspark-mnist-{args.input_mode}", args.master, local_slots=nodes + 1,
+                        remote=args.remote)
+    print(f"master: {master_of(spark)}", flush=True)
     started = time.time()
     try:
         tensorboard = bool(args.tensorboard and args.log_dir and not export.is_remote(args.log_dir))
@@ -208,7 +210,7 @@ def main(argv=None):
         df = tfrecord.read(spark, args.images_labels).select("image", "label")
         roles = dict(num_ps=args.num_ps, master_node="chief") if pss else {}
         if args.input_mode == "spark":
-            cluster = TFCluster.run(sc, main_fun, args, nodes, tensorboard=tensorboard,
+            cluster = TFCluster.run(spark, main_fun, args, nodes, tensorboard=tensorboard,
                                     input_mode=InputMode.SPARK, log_dir=args.log_dir,
                                     max_restarts=args.max_restarts, **roles)
             cluster.train(df, num_epochs=args.epochs)
@@ -221,7 +223,7 @@ def main(argv=None):
                   f"steps per epoch of {'batch' if pss else 'global batch'} {per_step}")
             if pss:
                 roles["stage_files"] = {"train": args.images_labels}
-            cluster = TFCluster.run(sc, main_fun, args, nodes, tensorboard=tensorboard,
+            cluster = TFCluster.run(spark, main_fun, args, nodes, tensorboard=tensorboard,
                                     input_mode=InputMode.TENSORFLOW, log_dir=args.log_dir,
                                     max_restarts=args.max_restarts, **roles)
         if getattr(cluster, "tensorboard_url", None):
