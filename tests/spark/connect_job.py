@@ -110,6 +110,9 @@ def main(work: str) -> None:
     cluster.train(df.limit(10))
     cluster.shutdown(timeout=300)
     result["errors"] = errors
+    pss = TFCluster.run(spark, coordinate, None, 3, num_ps=1, master_node="chief")
+    result["pss"] = pss.shutdown(timeout=300)
+    result["pss_history"] = pss.history
     detached(spark, result)
     print("RESULT " + json.dumps(result), flush=True)
     spark.stop()

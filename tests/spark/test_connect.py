@@ -33,6 +33,9 @@ def test_tfspark_runs_from_a_spark_connect_session(tmp_path):
     assert result["read_back"] == [2 * i for i in range(50)]
     assert "Spark Connect has no RDDs" in result["errors"]["inference"]
     assert "data must be an RDD or a DataFrame" in result["errors"]["not_data"]
+    # ParameterServerStrategy: the chief coordinates 1 ps + 1 worker; the ps is stopped after
+    assert len(result["pss"][1]) == 2 and result["pss"][0] is None
+    assert [h["epoch"] for h in result["pss_history"]] == [1, 2]  # progress: epochs under PSS
     # Detached: executors cannot reach the client. Said once; training still runs; output,
     # progress and errors come back with the stage's output.
     assert done.stderr.count("the executors cannot reach this Spark Connect client") == 1
