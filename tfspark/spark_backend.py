@@ -37,6 +37,19 @@ def backend_for(spark: Any) -> "SparkBackend":
     return ClassicBackend(sc)
 
 
+def session_of(spark: Any) -> Any:
+    """A SparkSession (classic or Connect) for what a user passes: a session, or a
+    SparkContext (as TensorFlowOnSpark's API took)."""
+    if is_connect_session(spark) or hasattr(spark, "sparkContext"):
+        return spark
+    if hasattr(spark, "_jsc"):
+        from pyspark.sql import SparkSession
+        active = SparkSession.getActiveSession()
+        return active if active is not None and active.sparkContext is spark else SparkSession(
+            spark)
+    raise PreflightError(f"expected a SparkSession or a SparkContext, got {type(spark)}")
+
+
 class SparkBackend:
     """What the driver asks of Spark (see the module docstring)."""
 

@@ -631,7 +631,7 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
 
     Parameters
     ----------
-    spark : pyspark.sql.SparkSession
+    spark : pyspark.sql.SparkSession (classic or Spark Connect), or a SparkContext
     path : str
         A file, a directory (recursively; ``_*`` and ``.*`` names skipped; Hive-style
         ``col=value`` subdirectories become columns) or a glob, local or ``hdfs://``.
@@ -655,6 +655,8 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
     from pyspark.sql import types as T
     from pyspark.sql.pandas.types import to_arrow_schema
 
+    from .spark_backend import session_of
+    spark = session_of(spark)
     if record_type not in RECORD_TYPES:
         raise TFRecordError(f"record_type must be one of {RECORD_TYPES}, not {record_type!r}")
     files = list_files(path)

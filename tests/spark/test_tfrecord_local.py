@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from tfspark import tfrecord
+from tfspark import TFSparkError, tfrecord
 from tfspark.tfrecord_codec import TFRecordCorruptError, TFRecordError
 
 
@@ -73,6 +73,15 @@ def test_read_with_schema_wins(spark, tmp_path):
     assert [tuple(r) for r in rows] == [(False, -7, 1e10, b"", None),
                                         (True, 1, -2.25, "héllo".encode(), None),
                                         (None, None, None, None, None)]
+
+
+def test_read_takes_a_spark_context_too_and_names_anything_else(spark, tmp_path):
+    out = str(tmp_path / "sc")
+    tfrecord.write(spark.range(0, 20, 1, 2), out)
+    assert sorted(r.id for r in tfrecord.read(spark.sparkContext, out).collect()) == list(
+        range(20))
+    with pytest.raises(TFSparkError, match="expected a SparkSession or a SparkContext"):
+        tfrecord.read("local[2]", out)
 
 
 def test_unsupported_column_names_it(spark, tmp_path):
