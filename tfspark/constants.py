@@ -30,6 +30,7 @@ DETACHED_EVALUATOR_GRACE_SECS = 30.0
 
 #: Seconds between two progress lines within an epoch when the driver's output is not a terminal.
 PROGRESS_LINE_SECS = 30.0
+PROGRESS_LINE_SECS_ENV = "TFSPARK_PROGRESS_LINE_SECS"  # the driver's environment overrides it
 
 #: Seconds a node's process gets to exit after SIGTERM before it is killed.
 NODE_STOP_GRACE_SECS = 10.0

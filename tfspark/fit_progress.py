@@ -196,12 +196,26 @@ def _callback_classes(base: type) -> tuple:
             if now - self.last_sent < STEP_EVENT_SECS and batch + 1 != steps:
                 return
             self.last_sent = now
+            scale = _step_logs_scale(self.model)
             self.reporter.send({"event": "step", "epoch": self.epoch,
                                 "epochs": self.params.get("epochs"), "step": batch + 1,
-                                "steps": steps, "logs": _numbers(logs), "rows": self._rows(),
+                                "steps": steps, "rows": self._rows(),
+                                "logs": {k: v * scale for k, v in _numbers(logs).items()},
                                 "secs": now - self.epoch_start})
 
     return TFSparkEpochProgress, TFSparkProgress
+
+
+def _step_logs_scale(model: Any) -> float:
+    """tf-keras sums a step's metrics over the replicas under a multi-replica strategy
+    (``distribute_reduction_method`` "auto" = "sum" off TPUs), so a step's logs read W times the
+    metric; its epoch logs are recomputed from the metrics and are right. 1/W undoes it."""
+    method = getattr(model, "distribute_reduction_method", None)
+    strategy = getattr(model, "distribute_strategy", None)
+    replicas = getattr(strategy, "num_replicas_in_sync", 1) or 1
+    if method in ("auto", "sum") and replicas > 1 and "TPU" not in type(strategy).__name__:
+        return 1.0 / replicas
+    return 1.0
 
 
 def _numbers(logs: Optional[Dict[str, Any]]) -> Dict[str, float]:

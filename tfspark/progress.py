@@ -6,7 +6,8 @@ Where the driver's output goes decides how progress looks:
 * a Jupyter notebook: a ``tqdm`` bar per epoch (a widget when ``ipywidgets`` is installed);
 * a terminal: a single ``tqdm`` line per epoch, redrawn in place;
 * anything else (``spark-submit`` logs, a pipe): plain lines -- one every
-  :data:`~tfspark.constants.PROGRESS_LINE_SECS` within an epoch, and one at each epoch's end.
+  :data:`~tfspark.constants.PROGRESS_LINE_SECS` (``TFSPARK_PROGRESS_LINE_SECS``) within an
+  epoch, and one at each epoch's end.
 
 Each epoch ends with a line such as
 ``tfspark: epoch 2/5: loss 0.4123 - accuracy 0.8812 - 1520 rows/s - 3.1 s``.
@@ -15,6 +16,7 @@ Node output lines go through :meth:`TrainingProgress.write`, so they do not tear
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -27,10 +29,11 @@ class TrainingProgress:
     """Shows progress events from the reporting node and records one entry per epoch."""
 
     def __init__(self, enabled: bool = True, out: Optional[TextIO] = None,
-                 line_secs: float = constants.PROGRESS_LINE_SECS):
+                 line_secs: Optional[float] = None):
         self.enabled = enabled
         self._out = out
-        self._line_secs = line_secs
+        self._line_secs = line_secs if line_secs is not None else float(
+            os.environ.get(constants.PROGRESS_LINE_SECS_ENV, constants.PROGRESS_LINE_SECS))
         self._lock = threading.RLock()
         self._history: Dict[int, Dict[str, float]] = {}
         self._bar: Any = None

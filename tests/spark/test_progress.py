@@ -15,17 +15,26 @@ ROWS, EPOCHS = 300, 2
 
 
 def _fit_fed_rows(args, ctx):
+    import time
+
     import tensorflow as tf
+
+    class Slow(tf.keras.callbacks.Callback):  # long enough epochs for step lines
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.1)
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():
         model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(1)])
-        model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
-    history = model.fit(ctx.get_data_feed().dataset(10, label="y"), epochs=EPOCHS)
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse", metrics=["mae"])
+    history = model.fit(ctx.get_data_feed().dataset(10, label="y"), epochs=EPOCHS,
+                        callbacks=[Slow()])
     return history.history["loss"]
 
 
-def test_fit_progress_reaches_the_driver_as_epoch_lines_and_history(spark, capfd):
+def test_fit_progress_reaches_the_driver_as_epoch_lines_and_history(spark, capfd,
+                                                                    monkeypatch):
+    monkeypatch.setenv("TFSPARK_PROGRESS_LINE_SECS", "0")  # a line for every step event
     df = spark.createDataFrame([([float(i % 7), 1.0, -1.0], float(i % 3)) for i in range(ROWS)],
                                "x array<double>, y double").repartition(3)
     cluster = TFCluster.run(spark, _fit_fed_rows, None, 2, input_mode=InputMode.SPARK)
@@ -43,6 +52,11 @@ def test_fit_progress_reaches_the_driver_as_epoch_lines_and_history(spark, capfd
     assert [h["loss"] for h in history] == losses
     assert [h["rows"] for h in history] == [ROWS] * EPOCHS
     assert all(h["rows_per_sec"] > 0 and "mae" in h for h in history)
+    # Step lines within an epoch carry the metric's value, not one summed over the workers
+    steps = re.findall(rf"^tfspark: epoch {EPOCHS}/{EPOCHS} step \d+/15: loss ([\d.]+) - "
+                       rf"mae [\d.]+ - \d+ rows/s - ETA \d\d:\d\d:\d\d$", output, re.M)
+    assert steps, output
+    assert abs(float(steps[-1]) - losses[-1]) < 0.25 * losses[-1], (steps, losses)
     # Progress shows once, on the driver: the workers' own Keras progress bars are off.
     assert "Epoch 1/" not in output and "====" not in output
     # Quiet by default: none of TF's C++ start-up lines (see the verbose test below)
