@@ -9,9 +9,10 @@ import logging
 from .cluster import InputMode, TFCluster
 from .context import NodeContext
 from .errors import FileSystemError, NodeError, PreflightError, ReservationError, TFSparkError
+from .scoring import PredictError, predict
 
 __all__ = ["TFCluster", "InputMode", "NodeContext", "TFSparkError", "PreflightError",
-           "ReservationError", "NodeError", "FileSystemError"]
+           "ReservationError", "NodeError", "FileSystemError", "PredictError", "predict"]
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -475,7 +475,7 @@ def _executors_cannot_reach(backend: SparkBackend, hosts: Tuple[str, str],
                       f"{constants.CLIENT_HOST} to an address of this machine the executors "
                       "can reach to see them live.")
             print(notice, file=sys.stderr, flush=True)
-            logger.warning(notice)
+            logger.info(notice)  # printed above: shown once, also with a root handler
     reason = _UNREACHABLE[key]
     if reason is not None and input_mode == InputMode.SPARK:
         raise preflight.PreflightError(

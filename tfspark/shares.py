@@ -82,7 +82,7 @@ def warn_once(message: str) -> None:
     if message in _said:
         return
     _said.add(message)
-    logger.warning(message)
+    logger.info(message)  # printed below; a warning would print twice under TF's root handler
     print(message, file=sys.stderr, flush=True)
 
 

@@ -59,6 +59,24 @@ def coordinate(args, ctx):
     return history.history["loss"]
 
 
+def predict_under_connect(spark, work: str) -> dict:
+    """tfspark.predict from a Connect client: a Keras model saved here, scored by Spark."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import numpy as np
+    import tensorflow as tf
+
+    from tfspark import predict
+    model = tf.keras.Sequential([tf.keras.Input((2,), name="x"),
+                                 tf.keras.layers.Dense(1, name="y")])
+    model.save(f"{work}/model/1", save_format="tf")
+    x = np.arange(20, dtype="float32").reshape(10, 2)
+    df = spark.createDataFrame([(i, x[i].tolist()) for i in range(10)], "id long, x array<float>")
+    rows = sorted(predict(df, f"{work}/model").collect(), key=lambda r: r.id)
+    return {"max_error": float(np.abs(np.array([r.y for r in rows]) -
+                                      model.predict(x, verbose=0)).max()),
+            "columns": [*rows[0].asDict()]}
+
+
 def detached(spark, result: dict) -> None:
     """Executors that cannot reach this client (an address nothing answers on)."""
     os.environ["TFSPARK_CLIENT_HOST"] = "192.0.2.1"  # TEST-NET-1: never routed
@@ -98,6 +116,8 @@ def main(work: str) -> None:
     path = f"file://{work}/records"
     tfrecord.write(spark.range(0, 50, 1, 3).selectExpr("id", "id * 2 AS twice"), path)
     result["read_back"] = sorted(r.twice for r in tfrecord.read(spark, path).collect())
+
+    result["predict"] = predict_under_connect(spark, work)
 
     errors = {}
     cluster = TFCluster.run(spark, count_fed_rows, None, 2, input_mode=InputMode.SPARK)

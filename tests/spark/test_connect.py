@@ -31,6 +31,9 @@ def test_tfspark_runs_from_a_spark_connect_session(tmp_path):
     assert "worker:1 trained" in done.stdout  # node output streamed to the client
     assert sum(result["fed_rows"]) == 300 and min(result["fed_rows"]) == 150
     assert result["read_back"] == [2 * i for i in range(50)]
+    # tfspark.predict scores a DataFrame from a Connect client (an Arrow UDF)
+    assert result["predict"]["columns"] == ["id", "x", "y"]
+    assert result["predict"]["max_error"] < 1e-5
     assert "Spark Connect has no RDDs" in result["errors"]["inference"]
     assert "data must be an RDD or a DataFrame" in result["errors"]["not_data"]
     # ParameterServerStrategy: the chief coordinates 1 ps + 1 worker; the ps is stopped after

@@ -1,0 +1,107 @@
+"""tfspark.predict: a DataFrame scored with a SavedModel, no TF cluster (real standalone Spark)."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tfspark import predict
+from tfspark.scoring import PredictError, read_signature
+
+ROWS = 40
+
+_SAVE_MODEL = textwrap.dedent("""
+    import os, sys
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+    export_dir, rows = sys.argv[1], int(sys.argv[2])
+    tf.keras.utils.set_random_seed(3)
+    x = tf.keras.Input((4,), name="x")
+    hidden = tf.keras.layers.Dense(8, activation="relu")(x)
+    probs = tf.keras.layers.Dense(3, activation="softmax", name="probs")(hidden)
+    score = tf.keras.layers.Dense(1, name="score")(hidden)
+    model = tf.keras.Model(x, {"probs": probs, "score": score})
+    model.save(os.path.join(export_dir, "1"), save_format="tf")
+    features = np.arange(rows * 4, dtype="float32").reshape(rows, 4) / 10.0
+    out = model.predict(features, verbose=0)
+    np.save(os.path.join(export_dir, "expected_probs.npy"), out["probs"])
+    np.save(os.path.join(export_dir, "expected_score.npy"), out["score"])
+""")
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    """A Keras model exported as version 1, and its local model.predict on the test rows."""
+    folder = tmp_path_factory.mktemp("export")
+    subprocess.run([sys.executable, "-c", _SAVE_MODEL, str(folder), str(ROWS)], check=True,
+                   timeout=300)
+    return str(folder)
+
+
+def _features_df(spark, partitions=6):
+    from pyspark.ml.feature import VectorAssembler
+    rows = [(i, *[float(i * 4 + j) / 10.0 for j in range(4)]) for i in range(ROWS)]
+    df = spark.createDataFrame(rows, "id long, a double, b double, c double, d double")
+    df = df.repartition(partitions - 1, "id").union(df.limit(0))  # one partition is empty
+    return VectorAssembler(inputCols=["a", "b", "c", "d"], outputCol="features").transform(df)
+
+
+def _loads_in_executor_logs(standalone_cluster, app_id):
+    loads = []
+    for path in glob.glob(os.path.join(standalone_cluster.base_dir, "worker-*", app_id, "*",
+                                       "stderr")):
+        with open(path, errors="replace") as f:
+            loads += re.findall(r"tfspark: loaded SavedModel .* in process (\d+)", f.read())
+    return loads
+
+
+def test_predict_matches_local_model_predict_and_loads_once_per_python_worker(
+        spark, standalone_cluster, export_dir):
+    signature = read_signature(f"{export_dir}/1")
+    assert [s.name for s in signature.inputs] == ["x"]
+    assert {s.name: s.shape for s in signature.outputs} == {"probs": (None, 3),
+                                                            "score": (None, 1)}
+    df = _features_df(spark)
+    scored = predict(df, export_dir, inputs={"x": "features"}, batch_size=7)  # latest version
+    assert scored.columns == df.columns + ["probs", "score"]
+    rows = sorted(scored.collect(), key=lambda r: r.id)
+    assert [r.id for r in rows] == list(range(ROWS))
+    assert rows[3].features.toArray().tolist() == [1.2, 1.3, 1.4, 1.5]  # vectors pass through
+    np.testing.assert_allclose([r.probs for r in rows],
+                               np.load(f"{export_dir}/expected_probs.npy"), atol=1e-5)
+    np.testing.assert_allclose([r.score for r in rows],
+                               np.load(f"{export_dir}/expected_score.npy"), atol=1e-5)
+
+    # A second scoring job in the same application reuses the workers' loaded models.
+    renamed = predict(df, export_dir, inputs={"x": "features"}, outputs={"probs": "p"})
+    assert renamed.columns == df.columns + ["p"] and renamed.count() == ROWS
+    loads = _loads_in_executor_logs(standalone_cluster, spark.sparkContext.applicationId)
+    assert loads and len(loads) == len(set(loads)), loads  # once per Python worker process
+    assert len(loads) < 2 * 6, loads  # fewer loads than the tasks that scored
+
+
+def test_bad_input_is_named_before_or_while_scoring(spark, export_dir):
+    from pyspark.sql import functions as F
+    df = _features_df(spark, partitions=2)
+    with pytest.raises(PredictError, match=r"input 'x' .* reads column 'x', which the "
+                                           r"DataFrame does not have"):
+        predict(df, export_dir)
+    with pytest.raises(PredictError, match=r"column 'name' has type string, which the model's "
+                                           r"input 'x'"):
+        predict(df.withColumn("name", F.lit("n")), export_dir, inputs={"x": "name"})
+    with pytest.raises(PredictError, match="no signature 'nope'"):
+        predict(df, export_dir, signature="nope", inputs={"x": "features"})
+    with pytest.raises(PredictError, match=r"output column\(s\) \['a'\] already exist"):
+        predict(df, export_dir, inputs={"x": "features"}, outputs={"probs": "a"})
+    short = df.withColumn("short", F.array("a", "b", "c"))
+    with pytest.raises(Exception, match=r"column 'short' has rows of shape \[3\], but the "
+                                        r"model's input 'x' takes"):
+        predict(short, export_dir, inputs={"x": "short"}).collect()
