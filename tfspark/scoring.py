@@ -11,7 +11,8 @@ untouched (ML vectors too), and it runs the same under Spark Connect.
 The model is loaded once per Python worker process and kept for the tasks that worker runs
 next (Spark reuses its Python workers: ``spark.python.worker.reuse``, on by default); a model on
 HDFS is copied to the worker's local disk first. Each load is logged to the executor's stderr
-(``tfspark: loaded SavedModel ...``).
+(``tfspark: loaded SavedModel ...``). TF there uses ``spark.task.cpus`` threads, as a task
+should (``TF_NUM_INTRAOP_THREADS`` in the executors' environment overrides it).
 """
 from __future__ import annotations
 
@@ -269,11 +270,28 @@ def loaded_signature(model: str, signature: str, hadoop_conf_dir: Optional[str] 
                 os.environ["HADOOP_CONF_DIR"] = hadoop_conf_dir
             import tensorflow as tf
             from . import export
+            _threads_per_task(tf)
             local = export.local_copy(model, tempfile.mkdtemp(prefix="tfspark-model-"))
             _models[key] = tf.saved_model.load(local).signatures[signature]
             print(f"tfspark: loaded SavedModel {model} (signature {signature}) in process "
                   f"{os.getpid()}", file=sys.stderr, flush=True)
         return _models[key]
+
+
+def _threads_per_task(tf: Any) -> None:
+    """One Spark task, its cores: TF in this worker uses ``spark.task.cpus`` threads (not every
+    core of the machine, which the executor's other tasks share), unless the environment sets
+    ``TF_NUM_INTRAOP_THREADS`` or TF already runs here."""
+    if os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        return
+    from pyspark import TaskContext
+    task = TaskContext.get()
+    cpus = task.cpus() if task is not None else 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:  # TF was initialised in this worker already: leave it as it is
+        pass
 
 
 class _Scorer:
