@@ -58,6 +58,7 @@ class _Feed:
     data: Any
     num_epochs: int
     feed_timeout: float
+    validation: Any = None  # rows for model.fit's validation_data (feed.validation_dataset)
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,8 @@ class TFCluster:
         logger.warning("tfspark: TensorBoard at %s", url)
 
     # ----------------------------------------------------------------------------- feeding
-    def train(self, data: Any, num_epochs: int = 1, feed_timeout: float = 600) -> None:
+    def train(self, data: Any, num_epochs: int = 1, feed_timeout: float = 600,
+              validation_data: Any = None) -> None:
         """Feed an RDD or DataFrame to the chief and workers for training (``InputMode.SPARK``).
 
         Runs one Spark job over ``data``; its tasks stream their partitions to the training
@@ -302,20 +304,35 @@ class TFCluster:
         equal share of every partition, so uneven or empty partitions are fine.
         ``feed_timeout`` bounds how long a feeding task waits for a node to take its data.
 
+        ``validation_data`` (an RDD or DataFrame like ``data``) is fed after it, dealt the same
+        way; on the nodes ``feed.validation_dataset(batch_size)`` serves each node's share for
+        ``model.fit(..., validation_data=...)``, so ``val_*`` metrics cover exactly these rows.
+
         If the cluster is restarted, ``data`` is fed again to the new nodes (Spark recomputes it
         unless it is cached): every node gets its whole share of every feed again.
         """
         if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
             raise preflight.PreflightError(f"num_epochs must be an int >= 1, got {num_epochs!r}")
-        feed = _Feed(data, num_epochs, self._check_feed(data, feed_timeout))
+        timeout = self._check_feed(data, feed_timeout)
+        if validation_data is not None:
+            self._check_feed(validation_data, feed_timeout)
+        feed = _Feed(data, num_epochs, timeout, validation_data)
         with self._stopped_on_interrupt():
             self._on_current_attempt(lambda attempt: self._deliver(attempt, feed))
         self._feeds.append(feed)
 
     def _deliver(self, attempt: Attempt, feed: _Feed) -> None:
-        """Feed ``feed`` to the attempt's training nodes and tell them it is complete."""
+        """Feed ``feed`` (and its validation rows, as feed ``-id``) to the attempt's training
+        nodes, telling them when each is complete."""
         plan = self._feed_plan(attempt, TRAIN, feed.feed_timeout)
-        data = feed.data
+        self._feed_rows(attempt, plan, feed.data, num_epochs=feed.num_epochs,
+                        has_validation=feed.validation is not None)
+        if feed.validation is not None:
+            self._feed_rows(attempt, dataclasses.replace(plan, feed_id=-plan.feed_id),
+                            feed.validation, num_epochs=1, has_validation=False)
+
+    def _feed_rows(self, attempt: Attempt, plan: "spark_feed.FeedPlan", data: Any,
+                   num_epochs: int, has_validation: bool) -> None:
         if spark_feed.is_dataframe(data):
             rows = [(r.node, r.rows, r.schema) for r in attempt.run_feed_job(
                 lambda: spark_feed.vectors_as_arrays(data).mapInArrow(
@@ -334,7 +351,8 @@ class TFCluster:
             plan, addresses=tuple(tuple(n.feed_address) for n in listeners),
             labels=tuple(n.role.label for n in listeners)),
             {"type": "end", "feed_id": plan.feed_id, "rows_per_node": rows_per_node,
-             "num_epochs": feed.num_epochs, "schema": next((s for *_, s in rows if s), b"")},
+             "num_epochs": num_epochs, "schema": next((s for *_, s in rows if s), b""),
+             "has_validation": has_validation},
             failure=lambda: attempt.failure)
 
     def inference(self, data: Any, feed_timeout: float = 600) -> Any:

@@ -51,6 +51,7 @@ class _TrainFeed:
     rows_per_node: List[int] = field(default_factory=list)
     num_epochs: int = 1
     schema: Optional[pa.Schema] = None
+    has_validation: bool = False  # validation rows follow as feed -feed_id
 
     def paths(self) -> List[str]:
         """The spilled files in partition order (the order the data had in Spark)."""
@@ -88,6 +89,7 @@ class DataFeed:
         self._changed = threading.Condition()
         self._feeds: Dict[int, _TrainFeed] = {}
         self._next_dataset_feed = 1
+        self._served_feed: Optional[_TrainFeed] = None  # the last dataset()/dataset_fn() serves
         self._inference: Deque[_InferencePartition] = deque()
         self._pending_results: Deque[List[Any]] = deque()  # [partition, rows not yet answered]
         self._stream: Optional[Iterator[Any]] = None
@@ -111,10 +113,12 @@ class DataFeed:
             self._changed.notify_all()
 
     def end_feed(self, feed_id: int, rows_per_node: List[int], num_epochs: int,
-                 schema: bytes = b"") -> None:
+                 schema: bytes = b"", has_validation: bool = False) -> None:
+        """Feed ``feed_id`` is complete (a negative id: the validation rows of feed -id)."""
         with self._changed:
             feed = self._feeds.setdefault(feed_id, _TrainFeed(feed_id))
             feed.ended, feed.rows_per_node, feed.num_epochs = True, rows_per_node, num_epochs
+            feed.has_validation = has_validation
             if schema:
                 feed.schema = pa.ipc.read_schema(pa.py_buffer(schema))
             self._changed.notify_all()
@@ -164,17 +168,43 @@ class DataFeed:
         it is marked as this node's own share, so MultiWorkerMirroredStrategy neither shards it
         nor splits its batches (:mod:`tfspark.shares`). Each iteration is one epoch.
         """
+        _check_batch_size(batch_size)
+        feed = self._next_train_feed(timeout)
+        self._serving(feed, steps_per_epoch(feed.rows_per_node, batch_size))
+        return self._share_dataset(feed, batch_size, label,
+                                   self.shuffle if shuffle is None else shuffle, seed)
+
+    def validation_dataset(self, batch_size: int, label: Optional[str] = None, *,
+                           timeout: Optional[float] = None):
+        """This node's share of the validation rows given with the feed :meth:`dataset` serves
+        (``cluster.train(data, validation_data=...)``), in fed order, for
+        ``model.fit(..., validation_data=...)``.
+
+        Built like :meth:`dataset`: per-worker batches of ``batch_size``, the same number of
+        batches on every node (smaller ones end a smaller share), every validation row exactly
+        once per pass -- so Keras's ``val_loss`` and ``val_*`` metrics are over exactly the
+        validation rows. Call it after :meth:`dataset`.
+        """
+        _check_batch_size(batch_size)
+        served = self._served_feed
+        if served is None:
+            raise FeedDataError("call feed.dataset(...) first: validation_dataset() serves the "
+                                "validation rows of the feed dataset() serves")
+        if not served.has_validation:
+            raise FeedDataError(f"feed {served.feed_id} came without validation rows: pass "
+                                "validation_data= to cluster.train on the driver")
+        feed = self._wait_for_feed(-served.feed_id, timeout)
+        return self._share_dataset(feed, batch_size, label, shuffle=False, seed=None)
+
+    def _share_dataset(self, feed: _TrainFeed, batch_size: int, label: Optional[str],
+                       shuffle: bool, seed: Optional[int]):
+        """One epoch of this node's share of ``feed`` as a marked ``tf.data.Dataset``."""
         import tensorflow as tf
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise FeedDataError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        feed = self._next_train_feed(timeout)
         mine = self._rows_of_this_node(feed)
         steps = steps_per_epoch(feed.rows_per_node, batch_size)
         sizes = batch_sizes(mine, steps, batch_size)
-        shuffle = self.shuffle if shuffle is None else shuffle
         rows = self._spilled(feed, mine, laid_out=shuffle)
-        self._serving(feed, steps)
         seed, epochs, current = self._seed(seed), itertools.count(), {}
         node, tail = self.node_index, sizes[sizes.count(batch_size):]  # full batches come first
         full = mine - sum(tail)
@@ -224,8 +254,7 @@ class DataFeed:
         """
         import tensorflow as tf
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise FeedDataError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        _check_batch_size(batch_size)
         feed = self._next_train_feed(timeout)
         if feed.schema is None:
             raise FeedDataError(f"feed {feed.feed_id} carried no rows")
@@ -259,6 +288,7 @@ class DataFeed:
         return dataset_fn
 
     def _serving(self, feed: _TrainFeed, steps: int) -> None:
+        self._served_feed = feed
         self.steps_per_epoch, self.num_epochs = steps, feed.num_epochs
         self.rows_per_node = list(feed.rows_per_node)
 
@@ -441,6 +471,11 @@ class DataFeed:
             self._current_partition = partition
             yield from _read_columns(partition.path)
             yield _BOUNDARY
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise FeedDataError(f"batch_size must be an int >= 1, got {batch_size!r}")
 
 
 def _read_columns(path: str) -> Iterator[Tuple[Columns, str]]:

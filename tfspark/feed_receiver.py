@@ -49,7 +49,8 @@ class FeedReceiver:
                 self._receive(sock, connection, header)
             elif kind == "end":
                 self.feed.end_feed(header["feed_id"], header["rows_per_node"],
-                                   header["num_epochs"], header.get("schema", b""))
+                                   header["num_epochs"], header.get("schema", b""),
+                                   has_validation=bool(header.get("has_validation")))
                 connection.send({"ok": True})
             elif kind == "done":
                 self.feed.driver_done()

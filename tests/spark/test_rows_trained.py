@@ -197,3 +197,56 @@ def test_model_fit_trains_every_record_of_every_shard_once_per_epoch(spark, tmp_
         # per-worker batches of 16: ceil(300 / 16) steps (the first epoch may add an empty one
         # while TF learns the dataset's length)
         assert result["steps"][1] == 19
+
+
+def _fit_with_validation(args, ctx):
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed()
+    train = feed.dataset(8, label="y")
+    validation = feed.validation_dataset(8, label="y")
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((2,), name="x"), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")
+    history = model.fit(train, validation_data=validation, epochs=feed.num_epochs, verbose=0)
+    return {"history": history.history, "weights": [w.tolist() for w in model.get_weights()]}
+
+
+def test_validation_rows_are_fed_apart_and_val_loss_covers_exactly_them(spark):
+    def rows(n, offset):  # y = x0 - x1 (+ an offset for the validation rows)
+        return [([float(i % 7), float(i % 5)], float(i % 7 - i % 5 + offset)) for i in range(n)]
+
+    train = spark.createDataFrame(rows(400, 0.0), "x array<float>, y float").repartition(3)
+    validation = spark.createDataFrame(rows(91, 3.0), "x array<float>, y float").repartition(2)
+    cluster = TFCluster.run(spark, _fit_with_validation, None, 2, input_mode=InputMode.SPARK)
+    cluster.train(train, num_epochs=2, validation_data=validation)
+    chief = cluster.shutdown(timeout=300)[0]
+
+    history = chief["history"]
+    assert len(history["val_loss"]) == 2 and history["val_loss"] != history["loss"]
+    # the last epoch's val_loss is the MSE of the final weights over all 91 validation rows
+    kernel, bias = np.array(chief["weights"][0]), np.array(chief["weights"][1])
+    x = np.array([r[0] for r in rows(91, 3.0)], "float64")
+    y = np.array([r[1] for r in rows(91, 3.0)], "float64")
+    expected = float(np.mean((x @ kernel[:, 0] + bias[0] - y) ** 2))
+    assert history["val_loss"][-1] == pytest.approx(expected, rel=1e-4)
+    assert [h["val_loss"] for h in cluster.history] == history["val_loss"]  # progress has it
+
+
+def _validation_without_data(args, ctx):
+    feed = ctx.get_data_feed()
+    feed.dataset(8, label="y")
+    try:
+        feed.validation_dataset(8, label="y")
+    except Exception as e:  # noqa: BLE001 - the message is what the test checks
+        return str(e)
+    return "no error"
+
+
+def test_validation_dataset_without_validation_data_says_so(spark):
+    df = spark.createDataFrame([([1.0], 1.0)] * 20, "x array<float>, y float")
+    cluster = TFCluster.run(spark, _validation_without_data, None, 2, input_mode=InputMode.SPARK)
+    cluster.train(df)
+    assert all("pass validation_data= to cluster.train" in message
+               for message in cluster.shutdown(timeout=300))
