@@ -1,0 +1,110 @@
+"""tfspark.ml: TFEstimator/TFModel in a Spark ML Pipeline, saved to HDFS and loaded elsewhere."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from pyspark import cloudpickle
+
+from tfspark import export
+from tfspark.ml import TFEstimator, TFMLError, TFModel
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ROWS = 200
+
+
+def _train(args, ctx):
+    import tensorflow as tf
+
+    from tfspark import export as tf_export
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed()
+    data = feed.dataset(args.batch_size, label=args.label)
+    validation = (feed.validation_dataset(args.batch_size, label=args.label)
+                  if args.has_validation else None)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,), name="features"),
+                                     tf.keras.layers.Dense(1, name="prediction")])
+        model.compile(optimizer=tf.keras.optimizers.SGD(args.learning_rate), loss="mse")
+    history = model.fit(data, validation_data=validation, epochs=args.epochs, verbose=0)
+    tf_export.export_saved_model(model, args.export_dir, ctx)
+    return history.history
+
+
+def _frame(spark):
+    rows = [(i, *(float((i * k) % 11) / 10 for k in (1, 3, 5, 7))) for i in range(ROWS)]
+    df = spark.createDataFrame(rows, "id long, a double, b double, c double, d double")
+    return df.selectExpr("*", "a - 2 * b + c + 0.5 * d AS label", "id % 5 = 0 AS is_val")
+
+
+_LOAD_ELSEWHERE = textwrap.dedent("""
+    import json, sys
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import SparkSession
+    spark = SparkSession.builder.master("local[2]").appName("load-elsewhere").getOrCreate()
+    rows = [(i, *(float((i * k) % 11) / 10 for k in (1, 3, 5, 7))) for i in range(int(sys.argv[2]))]
+    df = spark.createDataFrame(rows, "id long, a double, b double, c double, d double")
+    scored = PipelineModel.load(sys.argv[1]).transform(df).select("id", "prediction").collect()
+    print("SCORES " + json.dumps({r.id: r.prediction[0] for r in scored}), flush=True)
+    spark.stop()
+""")
+
+
+def test_pipeline_fits_on_the_cluster_scores_like_the_model_and_loads_in_another_app(
+        spark, hdfs_cluster, hadoop_env, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.feature import VectorAssembler
+
+    base = f"{hdfs_cluster.default_fs}/user/{os.environ.get('USER') or 'tfspark'}/ml-{os.getpid()}"
+    estimator = TFEstimator(_train, {"learning_rate": 0.05}, labelCol="label", clusterSize=2,
+                            epochs=3, batchSize=16, exportDir=f"{base}/export",
+                            validationCol="is_val")
+    pipeline = Pipeline(stages=[VectorAssembler(inputCols=["a", "b", "c", "d"],
+                                                outputCol="features"), estimator])
+    df = _frame(spark)
+    fitted = pipeline.fit(df)
+    model = fitted.stages[-1]
+    assert isinstance(model, TFModel)
+    assert model.getOrDefault(model.modelPath) == f"{base}/export/1"
+    assert [h["epoch"] for h in model.history] == [1, 2, 3]
+    assert all("val_loss" in h for h in model.history)  # validationCol held rows out
+
+    scored = {r.id: r.prediction[0] for r in
+              fitted.transform(df).select("id", "prediction").collect()}
+    import tensorflow as tf
+    call = tf.saved_model.load(export.local_copy(f"{base}/export/1")).signatures[
+        "serving_default"]
+    features = np.array([[(i * k) % 11 / 10 for k in (1, 3, 5, 7)] for i in range(ROWS)],
+                        "float32")
+    expected = call(features=features)["prediction"].numpy()[:, 0]
+    np.testing.assert_allclose([scored[i] for i in range(ROWS)], expected, rtol=1e-5,
+                               atol=1e-6)
+
+    fitted.write().overwrite().save(f"{base}/pipeline")
+    assert isinstance(PipelineModel.load(f"{base}/pipeline").stages[-1], TFModel)
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    done = subprocess.run([sys.executable, "-c", _LOAD_ELSEWHERE, f"{base}/pipeline",
+                           str(ROWS)], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("SCORES ")]
+    assert done.returncode == 0 and lines, done.stdout[-2000:] + done.stderr[-4000:]
+    elsewhere = {int(k): v for k, v in json.loads(lines[0][len("SCORES "):]).items()}
+    np.testing.assert_allclose([elsewhere[i] for i in range(ROWS)], expected, rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_estimator_settings_are_checked_before_any_node_starts(spark, tmp_path):
+    df = _frame(spark)
+    with pytest.raises(TFMLError, match="needs exportDir"):
+        TFEstimator(_train, {}).fit(df)
+    with pytest.raises(TFMLError, match=r"no column\(s\) \['features'\]"):
+        TFEstimator(_train, {}, exportDir=str(tmp_path)).fit(df)
+    with pytest.raises(TFMLError, match="validationCol or validationFraction, not both"):
+        TFEstimator(_train, {}, featuresCol=["a", "b"], exportDir=str(tmp_path),
+                    validationCol="is_val", validationFraction=0.2).fit(df)
