@@ -30,7 +30,7 @@ e.g. HDFS). The estimator's ``train_fn`` is saved cloudpickled.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from pyspark.ml import Estimator, Model
@@ -56,7 +56,6 @@ class TrainArgs:
     export_dir: str
     model_dir: Optional[str]
     has_validation: bool
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:  # the user's args' attributes, TFoS-style
         user = self.__dict__.get("user")

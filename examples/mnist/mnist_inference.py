@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from tfspark import export, tfrecord
 from tfspark.session import get_session, master_of
+from tfspark.spark_backend import is_connect_session
 
 
 def zip_dir(path: str) -> bytes:
@@ -43,7 +44,7 @@ class _InClosure:
 def shipped(spark, data: bytes):
     """``data`` for the executors, read as ``.value``: a broadcast variable where the session
     has a SparkContext, else inside the function's closure (Spark Connect)."""
-    if type(spark).__module__.startswith("pyspark.sql.connect"):
+    if is_connect_session(spark):
         return _InClosure(data)
     return spark.sparkContext.broadcast(data)
 
