@@ -39,6 +39,7 @@ class NodeState:
         self.connection: Optional[Connection] = None
         self.feed_address: Optional[Tuple[str, int]] = None
         self.started = False
+        self.fed: Optional[Dict[str, List[int]]] = None  # the stage's own feed, delivered
         self.status: Optional[str] = None  # OK, ERROR or STOPPED once finished
         self.message = ""
         self.traceback = ""
@@ -78,11 +79,11 @@ class Attempt:
         self._feed_groups: set = set()  # job groups/tags of feeding jobs still running
 
     # ----------------------------------------------------------------------------- starting
-    def start(self, plan: NodePlan, hosts: Tuple[str, str]) -> None:
+    def start(self, plan: NodePlan, hosts: Tuple[str, str], data: Any = None) -> None:
         """Start the stage for ``plan`` (given this attempt's channel, on ``hosts``: bind,
         advertised) and wait until every node runs ``main_fun``; on failure, stop what started
         and raise. Detached, return once the stage is submitted: nothing reports before its
-        end."""
+        end. ``data``: the stage's input (``plan.stage_input``), one partition per node."""
         plan = dataclasses.replace(plan, driver_address=None, secret=self.secret,
                                    attempt=self.number)
         if not self.detached:
@@ -90,16 +91,17 @@ class Attempt:
             self._server = ControlServer(self.secret, self._on_message, host=bind,
                                          on_disconnect=self._on_disconnect).start()
             plan = dataclasses.replace(plan, driver_address=(advertised, self._server.address[1]))
-        self._start_stage(plan)
+        self._start_stage(plan, data)
         if not self.detached:
             self._await_reservation()
 
-    def _start_stage(self, plan: NodePlan) -> None:
+    def _start_stage(self, plan: NodePlan, data: Any) -> None:
         def job() -> None:
             try:
                 self._job_result = self.backend.run_barrier_stage(
                     len(self.nodes), functools.partial(run_node, plan), self.job_group,
-                    f"tfspark: TF cluster of {len(self.nodes)} nodes (attempt {self.number + 1})")
+                    f"tfspark: TF cluster of {len(self.nodes)} nodes (attempt {self.number + 1})",
+                    data)
                 self._replay_reports(self._job_result)
             except BaseException as e:  # noqa: B902 - reported by the cluster
                 self._job_error = e
@@ -126,10 +128,19 @@ class Attempt:
                                  f"{spark_error_summary(error)}"))
 
     def _await_reservation(self) -> None:
+        """Wait for every node to start, up to ``reservation_timeout`` -- counted from when the
+        stage's input is ready (a shuffle of the training data may come first)."""
         deadline = time.monotonic() + self.reservation_timeout
         with self.changed:
+            checked = time.monotonic()
             while not self._all_started() and self.failure is None and not self._job_done.is_set():
-                if not self.changed.wait(max(0.0, deadline - time.monotonic())):
+                self.changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                now = time.monotonic()
+                if now - checked >= 1.0 or now >= deadline:
+                    checked = now
+                    if self.backend.preparing(self.job_group):
+                        deadline = now + self.reservation_timeout
+                if now >= deadline:
                     break
             started = self._all_started()
         if started:
@@ -173,6 +184,9 @@ class Attempt:
                 node.host, node.connection = message["host"], connection
                 if self.failure is not None and connection is not None:
                     connection.send({"type": "stop", "reason": "the TF cluster has failed"})
+            elif kind == "fed":
+                node.fed = {"rows": message["rows_per_node"],
+                            "validation_rows": message["validation_rows_per_node"]}
             elif kind == "started":
                 node.started = True
                 node.feed_address = message.get("feed_address")

@@ -76,7 +76,7 @@ class TFCluster:
     def __init__(self, backend: SparkBackend, roles: List[Role], plan: NodePlan,
                  conf: Dict[str, str], reservation_timeout: float, max_restarts: int,
                  input_mode: "InputMode", hosts: Tuple[str, str] = ("127.0.0.1", "127.0.0.1"),
-                 detached: bool = False):
+                 detached: bool = False, feeds_in_stage: bool = False):
         self._backend = backend
         self._hosts = hosts
         self._detached = detached
@@ -89,6 +89,8 @@ class TFCluster:
         self._progress = TrainingProgress(enabled=plan.progress)
         self._attempts: List[Attempt] = []
         self._feeds: List[_Feed] = []
+        self._feeds_in_stage = feeds_in_stage  # feed_mode="stage": see run()
+        self._stage_data: Any = None  # then, the first train()'s data as the stage's input
         self._results: Optional[List[Any]] = None
         self.tensorboard_url: Optional[str] = None
 
@@ -100,8 +102,8 @@ class TFCluster:
             master_node: Optional[str] = None, eval_node: bool = False,
             reservation_timeout: float = 600, env: Optional[Dict[str, str]] = None,
             stage_files: Optional[Dict[str, str]] = None,
-            max_restarts: int = 2, progress: bool = True, verbose: bool = False
-            ) -> "TFCluster":
+            max_restarts: int = 2, progress: bool = True, verbose: bool = False,
+            feed_mode: str = "auto") -> "TFCluster":
         """Start ``main_fun(args, ctx)`` on ``num_executors`` Spark tasks as one TF cluster.
 
         Parameters
@@ -139,6 +141,18 @@ class TFCluster:
         verbose : also show TensorFlow's C++ log lines from the nodes (start-up, oneDNN, CUDA
             probing, coordination service); hidden by default. The nodes' own prints, Python
             warnings and errors are always shown, and executors' logs keep every line.
+        feed_mode : ``InputMode.SPARK`` only: how :meth:`train` brings the data to the nodes.
+
+            * ``"job"``: the cluster starts now; each ``train()`` runs a Spark job whose tasks
+              stream the data to the nodes. Needs one task slot more than the nodes hold, and
+              executors that can reach this driver (under Spark Connect, this client).
+            * ``"stage"``: the cluster starts at the first ``train()``, with that call's data
+              (repartitioned into one partition per node) as its barrier stage's own input:
+              no slot beyond the nodes' (e.g. 2 executors x 1 core train 2 workers), and each
+              training node keeps its own partition on its own host. One ``train()`` per
+              cluster (give it all epochs); ``inference`` needs ``"job"``.
+            * ``"auto"`` (default): ``"job"`` when the application has a task slot to spare
+              and its executors can reach this driver, else ``"stage"``.
 
         The positional order of the first eight parameters is TensorFlowOnSpark's.
 
@@ -158,6 +172,9 @@ class TFCluster:
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise preflight.PreflightError(f"max_restarts must be an int >= 0, got "
                                            f"{max_restarts!r}")
+        if feed_mode not in ("auto", "job", "stage"):
+            raise preflight.PreflightError(f"feed_mode must be 'auto', 'job' or 'stage', got "
+                                           f"{feed_mode!r}")
         backend = backend_for(sc)
         conf = backend.conf()
         preflight.check_dynamic_allocation(conf)
@@ -175,9 +192,16 @@ class TFCluster:
             echo_output=not re.fullmatch(r"local(\[.*\])?", backend.master),
             max_restarts=max_restarts, progress=bool(progress), verbose=bool(verbose))
         hosts = backend.callback_hosts(conf)
-        detached = _executors_cannot_reach(backend, hosts, InputMode(input_mode))
+        detached = _executors_cannot_reach(backend, hosts, InputMode(input_mode), feed_mode)
+        in_stage = input_mode == InputMode.SPARK and (feed_mode == "stage" or (
+            feed_mode == "auto" and (detached or _no_spare_slot(backend, conf, len(roles),
+                                                                 reservation_timeout))))
         cluster = cls(backend, roles, plan, conf, reservation_timeout, max_restarts,
-                      InputMode(input_mode), hosts, detached)
+                      InputMode(input_mode), hosts, detached, in_stage)
+        if in_stage:
+            logger.info("tfspark: the TF cluster starts at train(), with the data as its "
+                        "stage's input (feed_mode='stage')")
+            return cluster
         with cluster._stopped_on_interrupt():
             cluster._start_attempt()
             cluster._on_current_attempt(lambda attempt: None)
@@ -237,17 +261,21 @@ class TFCluster:
                                  feeding=feeding, current_executors=self._backend.executors)
 
     def _start_attempt(self) -> None:
-        """Run the TF cluster once more, and feed it every RDD/DataFrame fed so far.
+        """Run the TF cluster once more, and feed it every RDD/DataFrame fed so far (or, with
+        ``feed_mode="stage"``, give it the first train()'s data as its input again).
 
         Raises only errors that are not the attempt's failure (the attempt records those, and
         :meth:`_on_current_attempt` decides what follows)."""
-        self._wait_for_slots(feeding=self._input_mode == InputMode.SPARK)
+        self._wait_for_slots(feeding=self._input_mode == InputMode.SPARK
+                             and not self._feeds_in_stage)
         attempt = Attempt(len(self._attempts), self._roles, self._backend,
                           self._reservation_timeout, self._progress, self._on_tensorboard,
                           detached=self._detached)
         self._attempts.append(attempt)
         try:
-            attempt.start(self._plan, self._hosts)
+            attempt.start(self._plan, self._hosts, self._stage_data)
+            if self._feeds_in_stage:
+                return
             for feed in self._feeds:
                 self._deliver(attempt, feed)
         except TFSparkError:
@@ -317,9 +345,44 @@ class TFCluster:
         if validation_data is not None:
             self._check_feed(validation_data, feed_timeout)
         feed = _Feed(data, num_epochs, timeout, validation_data)
+        if self._feeds_in_stage:
+            self._start_with_data(feed)
+            return
         with self._stopped_on_interrupt():
             self._on_current_attempt(lambda attempt: self._deliver(attempt, feed))
         self._feeds.append(feed)
+
+    def _start_with_data(self, feed: _Feed) -> None:
+        """``feed_mode="stage"``: start the cluster with ``feed``'s data as its stage's input,
+        and wait until every node's task has delivered its partition."""
+        if self._attempts or self._results is not None:
+            raise preflight.PreflightError(
+                "this TF cluster takes its data as its Spark stage's own input "
+                "(feed_mode='stage'), so it trains on the data of one train() call, and has "
+                "had it: pass every epoch to that call (num_epochs), or run the cluster with "
+                "feed_mode='job' (needs a task slot beyond the TF nodes') to feed it again")
+        try:
+            self._stage_data, stage_input = spark_feed.stage_input(
+                feed.data, feed.validation, len(self._roles), feed.num_epochs, feed.feed_timeout)
+        except TFSparkError as e:
+            raise preflight.PreflightError(str(e)) from None
+        self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
+        self._feeds.append(feed)
+        with self._stopped_on_interrupt():
+            self._start_attempt()
+            self._on_current_attempt(self._await_stage_feed)
+
+    def _await_stage_feed(self, attempt: Attempt) -> None:
+        if attempt.detached:
+            return  # nothing reports before the stage ends
+        attempt.wait_for(lambda: all(n.fed is not None or n.status is not None
+                                     for n in attempt.nodes.values()), None, None)
+        if attempt.failure is not None:
+            raise attempt.failure
+        fed = next((n.fed for n in attempt.nodes.values() if n.fed is not None), None)
+        if fed is not None:
+            logger.info("tfspark: the stage's feed delivered rows per node %s (validation: %s)",
+                        fed["rows"], fed["validation_rows"])
 
     def _deliver(self, attempt: Attempt, feed: _Feed) -> None:
         """Feed ``feed`` (and its validation rows, as feed ``-id``) to the attempt's training
@@ -362,6 +425,13 @@ class TFCluster:
         training node ``p % n``, whose ``main_fun`` answers its rows in order with
         ``feed.batch_results``; results keep the partition order of ``data``.
         """
+        if self._feeds_in_stage:
+            raise preflight.PreflightError(
+                "cluster.inference feeds the nodes with a second Spark job, but this cluster "
+                "takes its data as its own stage's input (feed_mode='stage', chosen when the "
+                "application has no task slot beyond the TF nodes'): run it with "
+                "feed_mode='job' and a spare slot, or score the exported SavedModel with "
+                "tfspark.predict(df, model_dir)")
         if self._backend.connect:
             raise TFSparkError("cluster.inference returns an RDD, and Spark Connect has no RDDs: "
                                "under Connect, score a DataFrame with the exported SavedModel "
@@ -388,7 +458,7 @@ class TFCluster:
         if self._backend.connect and not spark_feed.is_dataframe(data):
             raise preflight.PreflightError("under Spark Connect there are no RDDs: feed a "
                                            "DataFrame (spark.createDataFrame(...))")
-        slots = self._backend.slots()
+        slots = None if self._feeds_in_stage else self._backend.slots()
         if slots is not None and slots <= len(self._roles):
             raise preflight.PreflightError(
                 f"InputMode.SPARK feeds data with a second Spark job while the {len(self._roles)}"
@@ -432,6 +502,8 @@ class TFCluster:
             return self._results
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._stopped_on_interrupt():
+            if not self._attempts:  # feed_mode="stage", and train() never called
+                self._start_attempt()
             self._results = self._on_current_attempt(
                 lambda attempt: self._finish(attempt, deadline, timeout, grace_secs))
         return self._results
@@ -477,8 +549,21 @@ class TFCluster:
 _UNREACHABLE: Dict[Tuple[int, str], Optional[str]] = {}
 
 
+def _no_spare_slot(backend: SparkBackend, conf: Dict[str, str], nodes: int,
+                   timeout: float) -> bool:
+    """True when the application cannot run a feeding job beside ``nodes`` TF nodes: its
+    settings cap it at ``nodes`` slots, or (once it has that many) it has no more."""
+    cap = preflight.expected_slots(conf, backend.master)
+    if cap is not None and cap <= nodes:
+        return True
+    preflight.wait_for_slots(nodes, conf, backend.master, backend.slots, timeout,
+                             current_executors=backend.executors)
+    slots = backend.slots()
+    return slots is not None and slots <= nodes
+
+
 def _executors_cannot_reach(backend: SparkBackend, hosts: Tuple[str, str],
-                            input_mode: InputMode) -> bool:
+                            input_mode: InputMode, feed_mode: str = "job") -> bool:
     """Under Spark Connect the driver's end of the control channel runs in this client, which
     executors may not reach: then the nodes run *detached* -- rendezvous inside the stage,
     output, progress and errors returned with the stage's output -- and tfspark says so once."""
@@ -495,12 +580,12 @@ def _executors_cannot_reach(backend: SparkBackend, hosts: Tuple[str, str],
             print(notice, file=sys.stderr, flush=True)
             logger.info(notice)  # printed above: shown once, also with a root handler
     reason = _UNREACHABLE[key]
-    if reason is not None and input_mode == InputMode.SPARK:
+    if reason is not None and input_mode == InputMode.SPARK and feed_mode == "job":
         raise preflight.PreflightError(
-            f"InputMode.SPARK streams rows from Spark tasks to the TF nodes, which needs the "
-            f"executors to reach this Spark Connect client, and they cannot reach {hosts[1]} "
-            f"({reason}). Let TF read the data instead (InputMode.TENSORFLOW: write it with "
-            "tfspark.tfrecord.write, read it with tfspark.data.tfrecord_dataset), or set "
+            f"feed_mode='job' streams rows from a feeding Spark job to the TF nodes under the "
+            f"driver's control, which needs the executors to reach this Spark Connect client, "
+            f"and they cannot reach {hosts[1]} ({reason}). Use feed_mode='stage' (the data "
+            "becomes the TF cluster's own stage input), or set "
             f"{constants.CLIENT_HOST} to an address of this machine the executors can reach.")
     return reason is not None
 

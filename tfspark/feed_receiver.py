@@ -51,6 +51,8 @@ class FeedReceiver:
                 self.feed.end_feed(header["feed_id"], header["rows_per_node"],
                                    header["num_epochs"], header.get("schema", b""),
                                    has_validation=bool(header.get("has_validation")))
+                if header.get("last"):  # the stage's own feed: no other comes
+                    self.feed.driver_done()
                 connection.send({"ok": True})
             elif kind == "done":
                 self.feed.driver_done()

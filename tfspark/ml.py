@@ -11,8 +11,10 @@
     model.write().overwrite().save("hdfs:///pipelines/m")   # PipelineModel.load(...) elsewhere
 
 ``fit(df)`` starts ``TFCluster.run(spark, train_fn, args, clusterSize, ...)`` with
-``InputMode.SPARK`` and feeds it the feature and label columns (and the validation rows, from
-``validationCol`` or ``validationFraction``) with ``cluster.train``. ``train_fn(args, ctx)``
+``InputMode.SPARK`` and ``feed_mode="stage"``, and gives it the feature and label columns (and
+the validation rows, from ``validationCol`` or ``validationFraction``) with ``cluster.train``:
+the DataFrame's rows are the TF cluster's own stage input, so ``fit`` needs no task slot beyond
+the ``clusterSize`` nodes'. ``train_fn(args, ctx)``
 runs on every node as any tfspark ``main_fun``; ``args`` is a :class:`TrainArgs`: the user's
 ``args`` plus the estimator's settings (``batch_size``, ``epochs``, ``features``, ``label``,
 ``export_dir``, ``model_dir``, ``has_validation``), so it reads
@@ -169,7 +171,7 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
                                 self.getOrDefault(self.clusterSize),
                                 num_ps=self.getOrDefault(self.numPS),
                                 master_node=self.getOrDefault(self.masterNode),
-                                input_mode=InputMode.SPARK)
+                                input_mode=InputMode.SPARK, feed_mode="stage")
         cluster.train(train, num_epochs=args.epochs, validation_data=validation)
         cluster.shutdown()
         after = export.versions(export_dir)

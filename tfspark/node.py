@@ -31,6 +31,7 @@ from .context import NodeContext
 from .control import ControlClient, Message
 from .roles import (EVALUATOR, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
                     num_training_nodes, self_finishing_roles, tf_config)
+from .feed_protocol import StageInput
 
 SPARK_INPUT = 1  # InputMode.SPARK
 
@@ -68,11 +69,13 @@ class NodePlan:
     max_restarts: int = 0  # also how often a PSS worker's server is restarted in place
     progress: bool = True  # the chief reports model.fit's progress (see tfspark.fit_progress)
     verbose: bool = False  # relay TF's C++ start-up/INFO log lines too (see quiet_line)
+    stage_input: Optional[StageInput] = None  # the stage's partitions are training data
 
 
-def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, bytes, bytes]]:
+def run_node(plan: NodePlan, partition: Iterator) -> Iterator[Tuple[int, str, bytes, bytes]]:
     """The barrier stage's ``mapPartitions`` function: yields ``(worker_num, status, value,
-    report)`` -- ``report`` is a detached node's pickled messages (else empty)."""
+    report)`` -- ``report`` is a detached node's pickled messages (else empty). ``partition``
+    is training data with ``plan.stage_input`` (see :mod:`tfspark.stage_feed`), else unused."""
     from pyspark import BarrierTaskContext
 
     task = BarrierTaskContext.get()
@@ -81,7 +84,7 @@ def run_node(plan: NodePlan, _partition: Iterator) -> Iterator[Tuple[int, str, b
     host = executor_address.rsplit(":", 1)[0]
     node = _Node(plan, plan.roles[worker_num], host, executor_address)
     try:
-        yield node.run(task)
+        yield node.run(task, partition)
     finally:
         node.close()
 
@@ -162,6 +165,7 @@ class _Node:
         self.host = host
         self.executor_address = executor_address
         self.stop_requested = threading.Event()
+        self.process_ended = threading.Event()
         self.stop_reason = ""
         self.detached = plan.driver_address is None
         self.report = DetachedReport()
@@ -190,13 +194,14 @@ class _Node:
         else:
             self.client.send(message)
 
-    def run(self, task) -> Tuple[int, str, bytes]:
+    def run(self, task, partition: Iterator) -> Tuple[int, str, bytes, bytes]:
         self._send("hello", label=self.role.label, host=self.host, attempt=task.attemptNumber())
         feeds = self.plan.input_mode == SPARK_INPUT and self.role.job_name in TRAINING_ROLES
         with reserved_port(self.host) as port, \
                 (reserved_port(self.host) if feeds else nullcontext()) as feed_port:
-            gathered = task.allGather(json.dumps({"address": f"{self.host}:{port}"}))
-            addresses = [json.loads(item)["address"] for item in gathered]
+            gathered = [json.loads(item) for item in task.allGather(json.dumps(
+                {"address": f"{self.host}:{port}", "feed_port": feed_port}))]
+            addresses = [item["address"] for item in gathered]
             spec = cluster_spec(self.plan.roles, addresses)
             ctx = NodeContext(
                 job_name=self.role.job_name, task_index=self.role.task_index,
@@ -214,10 +219,17 @@ class _Node:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
                            tensorboard_url=tensorboard_url,
                            feed_address=(self.host, feed_port) if feeds else None)
+                feeder = self._feed_from_stage(task, gathered, ctx, partition) if (
+                    self.plan.stage_input is not None) else None
                 if self._ends_by_barrier() and self.role.job_name not in self_finishing_roles(
                         self.plan.roles):
-                    self._stop_after_training(task)
+                    self._stop_after_training(task, after=feeder)
                 status, fields, value = self._run_process(ctx)
+                self.process_ended.set()
+                if feeder is not None:
+                    feeder.join(self.plan.stage_input.timeout + 60)
+                    if feeder.error and status != ERROR:
+                        status, fields, value = ERROR, {"message": feeder.error}, b""
         self._send("finished", status=status, **fields)
         if self._ends_by_barrier() and self.role.job_name in self_finishing_roles(
                 self.plan.roles):
@@ -229,11 +241,49 @@ class _Node:
         finishers = self_finishing_roles(self.plan.roles)
         return self.detached and any(r.job_name not in finishers for r in self.plan.roles)
 
-    def _stop_after_training(self, task) -> None:
+    def _feed_from_stage(self, task, gathered, ctx: NodeContext, partition: Iterator
+                         ) -> "_Feeder":
+        """Send this task's partition of the stage's input to the training nodes (a thread:
+        their receivers run in the nodes' processes, started meanwhile)."""
+        from .spark_feed import FeedError, FeedPlan
+        from .feed_protocol import TRAIN
+        from . import stage_feed
+
+        stage_input = self.plan.stage_input
+        trainers = data_nodes(self.plan.roles)
+        plan = FeedPlan(
+            feed_id=stage_input.feed_id,
+            addresses=tuple((gathered[r.worker_num]["address"].rsplit(":", 1)[0],
+                             gathered[r.worker_num]["feed_port"]) for r in trainers),
+            labels=tuple(r.label for r in trainers), secret=self.plan.secret, mode=TRAIN,
+            timeout=stage_input.timeout, chunk_rows=stage_input.chunk_rows)
+
+        def stopped():
+            if self.stop_requested.is_set() or self.process_ended.is_set():
+                return FeedError(f"{self.role.label} ended while its task was feeding: "
+                                 f"{self.stop_reason or 'its process exited'}")
+            return None
+
+        def deliver() -> None:
+            delivered = stage_feed.deliver(
+                task, stage_input, plan, self.role.worker_num, ctx.shard_index,
+                (self.host, ctx.feed_port) if ctx.feed_port is not None else None, partition,
+                _local_dir() or tempfile.gettempdir(), failure=stopped)
+            self._send("fed", rows_per_node=delivered.rows_per_node,
+                       validation_rows_per_node=delivered.validation_rows_per_node)
+
+        feeder = _Feeder(deliver, on_error=self._request_stop)
+        feeder.start()
+        return feeder
+
+    def _stop_after_training(self, task, after: Optional["_Feeder"] = None) -> None:
         """Detached, no driver tells a serving node (ps, PSS worker, evaluator) that training
         ended: the nodes that train say so through the stage's barrier, which each of them
-        enters once done; a serving node enters it at once, and stops when it opens."""
+        enters once done; a serving node enters it at once (after its share of the stage's
+        own feed, ``after``), and stops when it opens."""
         def wait() -> None:
+            if after is not None:
+                after.join()
             try:
                 task.barrier()
             except Exception:  # noqa: BLE001 - the stage is ending anyway
@@ -378,6 +428,22 @@ class _Node:
             finally:
                 _terminate(process)
                 forwarder.join(5)
+
+
+class _Feeder(threading.Thread):
+    """Runs ``deliver`` once; on an exception keeps its message and calls ``on_error`` with it."""
+
+    def __init__(self, deliver: Any, on_error: Any):
+        super().__init__(name="tfspark-stage-feed", daemon=True)
+        self._deliver, self._on_error = deliver, on_error
+        self.error = ""
+
+    def run(self) -> None:
+        try:
+            self._deliver()
+        except Exception as e:  # noqa: BLE001 - reported as this node's failure
+            self.error = str(e) if type(e).__name__ == "FeedError" else f"{type(e).__name__}: {e}"
+            self._on_error(self.error)
 
 
 #: TF's C++ log lines (glog/absl format: level letter, date, time, thread, file:line]) of level

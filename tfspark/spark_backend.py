@@ -73,11 +73,17 @@ class SparkBackend:
         raise NotImplementedError
 
     def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
-                          description: str) -> list:
+                          description: str, data: Any = None) -> list:
         """Run ``task`` (a barrier ``mapPartitions`` function yielding ``(worker_num, status,
         value, report)``) as one barrier stage of ``num_tasks`` tasks in job group/tag ``group``;
-        return the collected tuples."""
+        return the collected tuples. ``data`` (an RDD, or a DataFrame whose partitions reach
+        ``task`` as Arrow batches), with ``num_tasks`` partitions, is the stage's input."""
         raise NotImplementedError
+
+    def preparing(self, group: str) -> bool:
+        """True while stages that compute the barrier stage's input (a shuffle) still run in
+        ``group``, so the TF nodes' tasks cannot have started yet."""
+        return False
 
     def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
         """Run ``action`` (which runs Spark jobs) with its jobs in job group/tag ``group``."""
@@ -130,10 +136,24 @@ class ClassicBackend(SparkBackend):
         return max(0, len(self.sc._jsc.sc().statusTracker().getExecutorInfos()) - 1)
 
     def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
-                          description: str) -> list:
+                          description: str, data: Any = None) -> list:
         self.sc.setJobGroup(group, description, interruptOnCancel=True)
-        nodes = self.sc.parallelize(range(num_tasks), num_tasks)
-        return nodes.barrier().mapPartitions(task).collect()
+        if data is None:
+            data = self.sc.parallelize(range(num_tasks), num_tasks)
+        elif hasattr(data, "sparkSession"):  # a DataFrame
+            return _barrier_map_in_arrow(data, task)
+        return data.barrier().mapPartitions(task).collect()
+
+    def preparing(self, group: str) -> bool:
+        tracker = self.sc.statusTracker()
+        for job_id in tracker.getJobIdsForGroup(group):
+            job = tracker.getJobInfo(job_id)
+            if job is None or job.status != "RUNNING" or len(job.stageIds) < 2:
+                continue
+            active = set(tracker.getActiveStageIds())
+            if any(stage in active for stage in sorted(job.stageIds)[:-1]):
+                return True
+        return False
 
     def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
         self.sc.setJobGroup(group, description, interruptOnCancel=True)
@@ -191,14 +211,13 @@ class ConnectBackend(SparkBackend):
         return None
 
     def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
-                          description: str) -> list:
+                          description: str, data: Any = None) -> list:
         self.spark.addTag(group)
         try:
-            rows = self.spark.range(0, num_tasks, 1, num_tasks).mapInArrow(
-                _arrow_task(task), NODE_RESULT_SCHEMA, barrier=True).collect()
+            return _barrier_map_in_arrow(
+                self.spark.range(0, num_tasks, 1, num_tasks) if data is None else data, task)
         finally:
             self.spark.removeTag(group)
-        return [(r.worker_num, r.status, r.value, r.report) for r in rows]
 
     def run_job(self, action: Callable[[], list], group: str, description: str) -> list:
         self.spark.addTag(group)
@@ -229,17 +248,24 @@ class ConnectBackend(SparkBackend):
         return failure or None
 
 
+def _barrier_map_in_arrow(df: Any, task: Callable) -> list:
+    """The barrier stage over a DataFrame's partitions (classic or Connect)."""
+    rows = df.mapInArrow(_arrow_task(task), NODE_RESULT_SCHEMA, barrier=True).collect()
+    return [(r.worker_num, r.status, r.value, r.report) for r in rows]
+
+
 def _arrow_task(task: Callable[[Iterator], Iterator[Tuple[int, str, bytes, bytes]]]):
-    """``task`` (a barrier ``mapPartitions`` function) as a ``mapInArrow`` function."""
+    """``task`` (a barrier ``mapPartitions`` function) as a ``mapInArrow`` function: it gets the
+    partition's Arrow batches (training data, or ids that carry nothing)."""
     def run(batches):
         import pyarrow as pa
-        for worker_num, status, value, report in task(iter(())):
+        for worker_num, status, value, report in task(batches):
             yield pa.RecordBatch.from_pydict(
                 {"worker_num": [worker_num], "status": [status], "value": [value],
                  "report": [report]},
                 schema=pa.schema([("worker_num", pa.int32()), ("status", pa.string()),
                                   ("value", pa.binary()), ("report", pa.binary())]))
-        for _ in batches:  # the input ids carry nothing: the task knows its partition
+        for _ in batches:  # whatever the task left unread
             pass
     return run
 

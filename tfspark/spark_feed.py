@@ -20,6 +20,7 @@ import pyarrow as pa
 from .arrow_columns import batch_from_elements, chunks, normalize_dataframe_batch
 from .control import Connection, connect_authenticated
 from .errors import TFSparkError
+from .feed_protocol import ARROW, ELEMENTS, VALIDATION_COLUMN, StageInput
 
 Address = Tuple[str, int]
 
@@ -68,9 +69,10 @@ def connect(plan: FeedPlan, node: int,
 class _Stream:
     """One Arrow stream from this task to one node."""
 
-    def __init__(self, plan: FeedPlan, node: int, partition: int, schema: Optional[pa.Schema]):
+    def __init__(self, plan: FeedPlan, node: int, partition: int, schema: Optional[pa.Schema],
+                 failure: Callable[[], Optional[BaseException]] = lambda: None):
         self.plan, self.node = plan, node
-        self.connection = connect(plan, node)
+        self.connection = connect(plan, node, failure)
         header = {"type": "data", "feed_id": plan.feed_id, "partition": partition,
                   "mode": plan.mode, "empty": schema is None}
         self.connection.send(header)
@@ -100,15 +102,18 @@ def _slices(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordB
             yield batch.slice(start, rows)
 
 
-def send_train_partition(plan: FeedPlan, partition: int,
-                         batches: Iterator[pa.RecordBatch]) -> Tuple[List[int], bytes]:
+def send_train_partition(plan: FeedPlan, partition: int, batches: Iterator[pa.RecordBatch],
+                         only: Optional[int] = None,
+                         failure: Callable[[], Optional[BaseException]] = lambda: None
+                         ) -> Tuple[List[int], bytes]:
     """Deal one partition's rows out to the training nodes.
 
     Returns the rows sent to each node and the Arrow schema they had (serialized; empty bytes
     for an empty partition).
 
     Row ``i`` of partition ``p`` goes to node ``(p + i) % n``, so every node gets an equal share
-    (to one row) of every partition, however uneven the partitions are.
+    (to one row) of every partition, however uneven the partitions are; with ``only``, every
+    row goes to node ``only``. ``failure`` returns why to stop waiting for a node, if any.
     """
     n = len(plan.addresses)
     streams: Dict[int, _Stream] = {}
@@ -116,11 +121,17 @@ def send_train_partition(plan: FeedPlan, partition: int,
     offset, schema = 0, b""
     for batch in _slices(batches, plan.chunk_rows):
         schema = schema or batch.schema.serialize().to_pybytes()
+        if only is not None:
+            if only not in streams:
+                streams[only] = _Stream(plan, only, partition, batch.schema, failure)
+            streams[only].write(batch)
+            rows[only] += batch.num_rows
+            continue
         for node in range(n):
             picked = np.arange((node - partition - offset) % n, batch.num_rows, n)
             if len(picked):
                 if node not in streams:
-                    streams[node] = _Stream(plan, node, partition, batch.schema)
+                    streams[node] = _Stream(plan, node, partition, batch.schema, failure)
                 streams[node].write(batch.take(pa.array(picked)))
                 rows[node] += len(picked)
         offset += batch.num_rows
@@ -220,3 +231,31 @@ def vectors_as_arrays(df):
         if isinstance(f.dataType, VectorUDT):
             df = df.withColumn(f.name, vector_to_array(f.name))
     return df
+
+
+def stage_input(data: Any, validation: Any, num_tasks: int, num_epochs: int, timeout: float
+                ) -> Tuple[Any, "StageInput"]:
+    """Driver: ``data`` (and ``validation``'s rows, flagged) as the input of the TF cluster's
+    barrier stage -- ``num_tasks`` partitions, one per node (see :mod:`tfspark.stage_feed`) --
+    and how the nodes' tasks read it."""
+    if validation is not None and is_dataframe(validation) != is_dataframe(data):
+        raise TFSparkError("validation_data must be of the same kind as data (both DataFrames "
+                           "or both RDDs)")
+    if is_dataframe(data):
+        df = vectors_as_arrays(data)
+        if validation is not None:
+            from pyspark.sql import functions as F
+            held = vectors_as_arrays(validation)
+            if sorted(held.columns) != sorted(df.columns):
+                raise TFSparkError(f"validation_data's columns {held.columns} must be data's "
+                                   f"{df.columns}")
+            df = df.withColumn(VALIDATION_COLUMN, F.lit(False)).unionByName(
+                held.withColumn(VALIDATION_COLUMN, F.lit(True)))
+        kind, prepared = ARROW, df.repartition(num_tasks)
+    else:
+        rdd = data
+        if validation is not None:
+            rdd = data.map(lambda element: (False, element)).union(
+                validation.map(lambda element: (True, element)))
+        kind, prepared = ELEMENTS, rdd.repartition(num_tasks)
+    return prepared, StageInput(kind, num_epochs, float(timeout), validation is not None)

@@ -85,9 +85,13 @@ def detached(spark, result: dict) -> None:
     result["detached_weights_equal"] = trained[0]["weights"] == trained[1]["weights"]
     result["detached_history"] = cluster.history
     try:
-        TFCluster.run(spark, count_fed_rows, None, 2, input_mode=InputMode.SPARK)
+        TFCluster.run(spark, count_fed_rows, None, 2, input_mode=InputMode.SPARK, feed_mode="job")
     except TFSparkError as e:
         result["detached_spark_input"] = str(e)
+    # feed_mode="auto" feeds in the stage: executors only talk to each other
+    fed = TFCluster.run(spark, count_fed_rows, None, 2, input_mode=InputMode.SPARK)
+    fed.train(spark.range(0, 90, 1, 3).selectExpr("CAST(id AS double) AS x", "1.0D AS y"))
+    result["detached_fed_rows"] = fed.shutdown(timeout=300)
     try:
         TFCluster.run(spark, fail_after_output, None, 2, max_restarts=0).shutdown(timeout=300)
     except NodeError as e:

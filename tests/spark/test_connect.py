@@ -44,7 +44,8 @@ def test_tfspark_runs_from_a_spark_connect_session(tmp_path):
     assert done.stderr.count("the executors cannot reach this Spark Connect client") == 1
     assert result["detached_weights_equal"]
     assert [h["epoch"] for h in result["detached_history"]] == [1, 2, 3]
-    assert "TFSPARK_CLIENT_HOST" in result["detached_spark_input"]
+    assert "feed_mode='stage'" in result["detached_spark_input"]
+    assert result["detached_fed_rows"] == [45, 45]  # Spark-fed in the stage, detached
     error = result["detached_error"]
     assert "worker 1 gives up" in error["text"] and "ValueError" in error["traceback"]
     assert "worker:1 about to fail" in error["output"]
