@@ -3,7 +3,8 @@
 An :class:`Attempt` starts the stage (one task per TF node, through a
 :class:`~tfspark.spark_backend.SparkBackend`, classic or Spark Connect), serves the control
 channel the nodes report to, keeps what the driver knows of each node, and records the first
-failure, after which it stops every node. It never restarts anything: :class:`tfspark.cluster.TFCluster` decides, from the
+failure, after which it stops every node. It never restarts anything:
+:class:`tfspark.cluster.TFCluster` decides, from the
 failure's cause, whether to run another attempt.
 """
 from __future__ import annotations

@@ -252,7 +252,8 @@ class TFCluster:
     def history(self) -> List[Dict[str, float]]:
         """The chief's ``model.fit`` metrics, one dict per finished epoch: ``epoch`` (1-based),
         ``loss`` and every compiled metric (``val_*`` too), ``rows`` (all workers') and
-        ``rows_per_sec`` when tfspark's datasets feed ``fit``, and ``secs``. Filled live while training runs."""
+        ``rows_per_sec`` when tfspark's datasets feed ``fit``, and ``secs``. Filled live while
+        training runs."""
         return self._progress.history
 
     def _wait_for_slots(self, feeding: bool) -> None:
@@ -458,6 +459,9 @@ class TFCluster:
         if self._backend.connect and not spark_feed.is_dataframe(data):
             raise preflight.PreflightError("under Spark Connect there are no RDDs: feed a "
                                            "DataFrame (spark.createDataFrame(...))")
+        problem = spark_feed.unfeedable_column(data) if spark_feed.is_dataframe(data) else None
+        if problem is not None:
+            raise preflight.PreflightError(f"cannot feed this DataFrame to TF: {problem}")
         slots = None if self._feeds_in_stage else self._backend.slots()
         if slots is not None and slots <= len(self._roles):
             raise preflight.PreflightError(

@@ -259,3 +259,24 @@ def stage_input(data: Any, validation: Any, num_tasks: int, num_epochs: int, tim
                 validation.map(lambda element: (True, element)))
         kind, prepared = ELEMENTS, rdd.repartition(num_tasks)
     return prepared, StageInput(kind, num_epochs, float(timeout), validation is not None)
+
+
+def unfeedable_column(df: Any) -> Optional[str]:
+    """Driver: why a column of ``df`` cannot become a tensor (the rules of
+    :func:`tfspark.arrow_columns.normalize_dataframe_batch`, read from the schema), or None."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql import types as T
+    scalars = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType)
+    for f in df.schema.fields:
+        kind = f.dataType
+        if isinstance(kind, scalars + (T.BooleanType, T.StringType, T.BinaryType, VectorUDT)):
+            continue
+        if isinstance(kind, T.ArrayType) and isinstance(kind.elementType, scalars):
+            continue
+        hint = ("cast it to double" if isinstance(kind, T.DecimalType) else
+                "cast it to a number or a string" if isinstance(kind, (
+                    T.DateType, T.TimestampType, T.TimestampNTZType)) else
+                "use numbers, arrays of numbers, ML vectors, strings or binary")
+        return (f"column '{f.name}' has type {kind.simpleString()}, which cannot become a "
+                f"tensor: {hint}")
+    return None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pyspark import cloudpickle
 
-from tfspark import export
+from tfspark import TFSparkError, export
 from tfspark.ml import TFEstimator, TFMLError, TFModel
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -105,6 +105,9 @@ def test_estimator_settings_are_checked_before_any_node_starts(spark, tmp_path):
         TFEstimator(_train, {}).fit(df)
     with pytest.raises(TFMLError, match=r"no column\(s\) \['features'\]"):
         TFEstimator(_train, {}, exportDir=str(tmp_path)).fit(df)
+    with pytest.raises(TFSparkError, match="column 'due' has type decimal.*cast it to double"):
+        TFEstimator(_train, {}, featuresCol=["a", "due"], exportDir=str(tmp_path)).fit(
+            df.selectExpr("*", "CAST(a AS decimal(10, 2)) AS due"))
     with pytest.raises(TFMLError, match="validationCol or validationFraction, not both"):
         TFEstimator(_train, {}, featuresCol=["a", "b"], exportDir=str(tmp_path),
                     validationCol="is_val", validationFraction=0.2).fit(df)
