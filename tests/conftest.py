@@ -28,6 +28,31 @@ def standalone_cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def single_core_cluster(tmp_path_factory):
+    """TensorFlowOnSpark's standard set-up: a standalone cluster of 2 workers x 1 core, for
+    drivers run as subprocesses (this process's SparkContext holds the other cluster)."""
+    from tfspark.testing.spark import StandaloneCluster
+    with StandaloneCluster(str(tmp_path_factory.mktemp("spark-single-core")), num_workers=2,
+                           cores_per_worker=1, memory_per_worker="2g") as cluster:
+        yield cluster
+
+
+def run_driver(script, *args, cwd, timeout=600):
+    """Run a test driver script in its own process (its own SparkContext); return its
+    ``RESULT {...}`` line as a dict, or fail with its output."""
+    import json
+    import subprocess
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("SPARK_REMOTE", None)
+    done = subprocess.run([sys.executable, script, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-4000:] + done.stderr[-8000:]
+    return json.loads(lines[0][len("RESULT "):]), done
+
+
+@pytest.fixture(scope="session")
 def spark(standalone_cluster):
     """A SparkSession on the standalone cluster: 2 executors x 2 cores = 4 task slots."""
     from pyspark.sql import SparkSession

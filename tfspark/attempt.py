@@ -22,6 +22,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from . import constants
 from .control import Connection, ControlServer, Message, new_secret
 from .errors import NodeError, ReservationError, StageError, TFSparkError
+from .feed_protocol import INFERENCE
 from .node import ERROR, OK, STOPPED, NodePlan, run_node
 from .progress import TrainingProgress
 from .spark_backend import SparkBackend
@@ -78,6 +79,7 @@ class Attempt:
         self._job_error: Optional[BaseException] = None
         self._job_done = threading.Event()
         self._feed_groups: set = set()  # job groups/tags of feeding jobs still running
+        self.outputs: Any = None  # inference in the stage: the RDD of the nodes' answers
 
     # ----------------------------------------------------------------------------- starting
     def start(self, plan: NodePlan, hosts: Tuple[str, str], data: Any = None) -> None:
@@ -97,12 +99,20 @@ class Attempt:
             self._await_reservation()
 
     def _start_stage(self, plan: NodePlan, data: Any) -> None:
+        answers = plan.stage_input is not None and plan.stage_input.mode == INFERENCE
+        task = functools.partial(run_node, plan)
+        description = (f"tfspark: TF cluster of {len(self.nodes)} nodes "
+                       f"(attempt {self.number + 1})")
+
         def job() -> None:
             try:
-                self._job_result = self.backend.run_barrier_stage(
-                    len(self.nodes), functools.partial(run_node, plan), self.job_group,
-                    f"tfspark: TF cluster of {len(self.nodes)} nodes (attempt {self.number + 1})",
-                    data)
+                if answers:
+                    self._job_result, self.outputs = \
+                        self.backend.run_barrier_stage_with_outputs(
+                            len(self.nodes), task, self.job_group, description, data)
+                else:
+                    self._job_result = self.backend.run_barrier_stage(
+                        len(self.nodes), task, self.job_group, description, data)
                 self._replay_reports(self._job_result)
             except BaseException as e:  # noqa: B902 - reported by the cluster
                 self._job_error = e

@@ -35,7 +35,7 @@ from .errors import NodeError, StageError, TFSparkError, attempts_text
 from .feed_protocol import INFERENCE, TRAIN
 from .node import NodePlan
 from .progress import TrainingProgress
-from .roles import EVALUATOR, TRAINING_ROLES, Role
+from .roles import EVALUATOR, TRAINING_ROLES, Role, data_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +149,8 @@ class TFCluster:
             * ``"stage"``: the cluster starts at the first ``train()``, with that call's data
               (repartitioned into one partition per node) as its barrier stage's own input:
               no slot beyond the nodes' (e.g. 2 executors x 1 core train 2 workers), and each
-              training node keeps its own partition on its own host. One ``train()`` per
-              cluster (give it all epochs); ``inference`` needs ``"job"``.
+              training node keeps its own partition on its own host. One ``train()`` or
+              ``inference()`` per cluster (give ``train`` all epochs).
             * ``"auto"`` (default): ``"job"`` when the application has a task slot to spare
               and its executors can reach this driver, else ``"stage"``.
 
@@ -356,12 +356,7 @@ class TFCluster:
     def _start_with_data(self, feed: _Feed) -> None:
         """``feed_mode="stage"``: start the cluster with ``feed``'s data as its stage's input,
         and wait until every node's task has delivered its partition."""
-        if self._attempts or self._results is not None:
-            raise preflight.PreflightError(
-                "this TF cluster takes its data as its Spark stage's own input "
-                "(feed_mode='stage'), so it trains on the data of one train() call, and has "
-                "had it: pass every epoch to that call (num_epochs), or run the cluster with "
-                "feed_mode='job' (needs a task slot beyond the TF nodes') to feed it again")
+        self._check_not_started()
         try:
             self._stage_data, stage_input = spark_feed.stage_input(
                 feed.data, feed.validation, len(self._roles), feed.num_epochs, feed.feed_timeout)
@@ -426,18 +421,13 @@ class TFCluster:
         training node ``p % n``, whose ``main_fun`` answers its rows in order with
         ``feed.batch_results``; results keep the partition order of ``data``.
         """
-        if self._feeds_in_stage:
-            raise preflight.PreflightError(
-                "cluster.inference feeds the nodes with a second Spark job, but this cluster "
-                "takes its data as its own stage's input (feed_mode='stage', chosen when the "
-                "application has no task slot beyond the TF nodes'): run it with "
-                "feed_mode='job' and a spare slot, or score the exported SavedModel with "
-                "tfspark.predict(df, model_dir)")
         if self._backend.connect:
             raise TFSparkError("cluster.inference returns an RDD, and Spark Connect has no RDDs: "
                                "under Connect, score a DataFrame with the exported SavedModel "
                                "(see examples/mnist/mnist_inference.py)")
-        self._check_feed(data, feed_timeout)
+        timeout = self._check_feed(data, feed_timeout)
+        if self._feeds_in_stage:
+            return self._infer_in_stage(data, timeout)
         plan = self._on_current_attempt(
             lambda attempt: self._feed_plan(attempt, INFERENCE, feed_timeout))
         if spark_feed.is_dataframe(data):
@@ -446,6 +436,37 @@ class TFCluster:
             return results.rdd.map(lambda row: pickle.loads(row.result))
         return data.mapPartitionsWithIndex(
             functools.partial(spark_feed.rdd_inference_task, plan))
+
+    def _infer_in_stage(self, data: Any, timeout: float) -> Any:
+        """``feed_mode="stage"``: start the cluster with ``data`` as its stage's input, wait
+        for its answers, and return them as an RDD (kept, so reading it runs nothing again)."""
+        self._check_not_started()
+        self._stage_data, stage_input = spark_feed.stage_inference_input(
+            data, [r.worker_num for r in data_nodes(self._roles)], len(self._roles), timeout)
+        self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
+        with self._stopped_on_interrupt():
+            self._start_attempt()
+            answers = self._on_current_attempt(self._await_answers)
+        partitions = (data.rdd if spark_feed.is_dataframe(data) else data).getNumPartitions()
+        return spark_feed.in_input_order(answers, partitions)
+
+    def _await_answers(self, attempt: Attempt) -> Any:
+        attempt.wait_for(lambda: attempt.job_done, None, None)
+        if attempt.failure is not None:
+            raise attempt.failure
+        if attempt.outputs is None:
+            attempt.results()  # raises why the stage failed
+        return attempt.outputs
+
+    def _check_not_started(self) -> None:
+        if self._attempts or self._results is not None:
+            raise preflight.PreflightError(
+                "this TF cluster takes its data as its Spark stage's own input "
+                "(feed_mode='stage', chosen when the application has no task slot beyond the "
+                "TF nodes'), so it takes the data of one train() or inference() call, and has "
+                "had it: pass every epoch to train() (num_epochs), start another cluster for "
+                "inference, or run with feed_mode='job' (needs a spare task slot) to feed a "
+                "cluster several times")
 
     def _check_feed(self, data: Any, feed_timeout: float) -> float:
         if self._input_mode != InputMode.SPARK:

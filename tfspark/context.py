@@ -107,12 +107,13 @@ class NodeContext:
                                f"{sorted(self.stage_files)} (TFCluster.run(stage_files=...))")
         return f"{PSS_STAGED_DIR}/{name}/*"
 
-    def get_data_feed(self, train_mode: bool = True, *, shuffle: bool = True,
+    def get_data_feed(self, train_mode: Optional[bool] = True, *, shuffle: bool = True,
                       seed: Optional[int] = None):
         """This node's :class:`~tfspark.feed.DataFeed` (``InputMode.SPARK``, chief/workers).
 
         ``train_mode=False`` for inference: rows taken with ``next_batch`` must be answered, in
-        order, with ``batch_results``. ``shuffle``/``seed``: training visits this node's rows in
+        order, with ``batch_results``; ``None``: training or inference, whichever data the
+        driver sends first (``cluster.train`` or ``cluster.inference``). ``shuffle``/``seed``: training visits this node's rows in
         a fresh random order every epoch (reproducible from ``seed``); ``shuffle=False`` keeps
         the fed order. ``feed.dataset()`` can override both.
         """

@@ -25,17 +25,18 @@ directory that is deleted at once, and only the chief publishes.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from tfspark import fs
 from tfspark.errors import FileSystemError, TFSparkError
 
-__all__ = ["ExportError", "export_saved_model", "latest_version", "next_version", "versions",
-           "local_copy", "publish_dir", "is_remote", "local_mirror", "PublishDirCallback"]
+__all__ = ["ExportError", "export_saved_model", "save_saved_model", "latest_version",
+           "next_version", "versions", "local_copy", "publish_dir", "is_remote", "local_mirror", "PublishDirCallback"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,20 +136,38 @@ def export_saved_model(model: Any, export_dir: str, ctx: Any = None) -> Optional
     ``ctx`` is None; ``None`` on other workers, which only take part in the collective save.
     """
     export_dir = _url(export_dir, ctx)
-    chief = ctx is None or ctx.is_chief
-    staging = tempfile.mkdtemp(prefix="tfspark-export-")
-    try:
-        local_dir = os.path.join(staging, "model")
-        try:
-            _save(model, local_dir)  # a collective op under MWMS: every worker calls it
-        except Exception as e:
-            raise ExportError(f"could not save the model for {export_dir}: "
-                              f"{type(e).__name__}: {e}") from e
-        if not chief:
+    with _saved_locally(model, export_dir) as local_dir:
+        if ctx is not None and not ctx.is_chief:
             return None
         published = _publish_version(local_dir, export_dir)
         logger.info("exported SavedModel to %s", published)
         return published
+
+
+def save_saved_model(model: Any, path: str, chief: bool = True, ctx: Any = None) -> None:
+    """Save ``model`` as a SavedModel at ``path`` itself (no version number; replaced if it
+    exists), local or on HDFS. Under MultiWorkerMirroredStrategy every worker calls it (the
+    save is collective); only the ``chief`` writes ``path``."""
+    path = _url(path, ctx)
+    with _saved_locally(model, path) as local_dir:
+        if chief:
+            publish_dir(local_dir, path)
+            logger.info("saved SavedModel to %s", path)
+
+
+@contextlib.contextmanager
+def _saved_locally(model: Any, target: str) -> Iterator[str]:
+    """``model`` saved (a collective op under MWMS: every worker calls it) in a local
+    directory that is deleted afterwards."""
+    staging = tempfile.mkdtemp(prefix="tfspark-export-")
+    try:
+        local_dir = os.path.join(staging, "model")
+        try:
+            _save(model, local_dir)
+        except Exception as e:
+            raise ExportError(f"could not save the model for {target}: "
+                              f"{type(e).__name__}: {e}") from e
+        yield local_dir
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

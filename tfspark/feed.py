@@ -75,7 +75,7 @@ class DataFeed:
     from ``seed`` (drawn at random when ``None``); ``shuffle=False`` keeps the fed order.
     """
 
-    def __init__(self, node_index: int, train_mode: bool = True, shuffle: bool = True,
+    def __init__(self, node_index: int, train_mode: Optional[bool] = True, shuffle: bool = True,
                  seed: Optional[int] = None):
         self.node_index = node_index  # among the nodes that receive rows
         self.train_mode = train_mode
@@ -340,6 +340,7 @@ class DataFeed:
         batch also ends with its partition, so that partition's results can go back to Spark
         while the next one is awaited.
         """
+        self._blocks()  # with train_mode=None, waits for the first data to tell the mode
         if self.train_mode:
             shares.note_rows_taken_directly("feed.next_batch()")
         rows: List[Any] = []
@@ -417,6 +418,11 @@ class DataFeed:
 
     def _blocks(self) -> Iterator[Any]:
         if self._stream is None:
+            if self.train_mode is None:  # whichever the driver sends first
+                with self._changed:
+                    self._changed.wait_for(lambda: self._feeds or self._inference
+                                           or self._driver_done or self._terminated)
+                    self.train_mode = bool(self._feeds) or not self._inference
             self._stream = self._train_stream() if self.train_mode else self._inference_stream()
         return self._stream
 
@@ -532,7 +538,7 @@ def start(node_index: int, host: str, port: int, secret: bytes, spill_dir: str,
     FeedReceiver(_feed, host, port, secret, spill_dir, spill_format)
 
 
-def get_data_feed(train_mode: bool = True, shuffle: bool = True,
+def get_data_feed(train_mode: Optional[bool] = True, shuffle: bool = True,
                   seed: Optional[int] = None) -> DataFeed:
     """This process's feed (see :meth:`tfspark.context.NodeContext.get_data_feed`)."""
     if _feed is None:

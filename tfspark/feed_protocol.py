@@ -27,3 +27,4 @@ class StageInput:
     validation: bool  # rows carry a validation flag (VALIDATION_COLUMN, or (flag, element))
     feed_id: int = 1
     chunk_rows: int = 4096
+    mode: str = TRAIN  # INFERENCE: (key, element) pairs in key order; answers are the output

@@ -46,6 +46,24 @@ class TFMLError(TFSparkError):
     """A TFEstimator/TFModel setting or input that cannot work, and why."""
 
 
+def fit_on_cluster(spark: Any, train: Any, validation: Any, train_fn: Callable[[Any, Any], Any],
+                   args: Any, *, cluster_size: int, num_ps: int = 0,
+                   master_node: Optional[str] = None, epochs: int = 1, tensorboard: bool = False,
+                   log_dir: Optional[str] = None, grace_secs: float = 30.0
+                   ) -> List[Dict[str, float]]:
+    """Run ``train_fn(args, ctx)`` on a TF cluster of ``cluster_size`` nodes whose Spark stage
+    takes ``train`` (and the ``validation`` rows) as its own input (``feed_mode="stage"``: no
+    task slot beyond the nodes'); return the chief's ``model.fit`` epochs (``cluster.history``).
+    What an estimator's ``fit`` runs (also TensorFlowOnSpark's, in :mod:`tfspark.compat`)."""
+    from .cluster import InputMode, TFCluster
+    cluster = TFCluster.run(spark, train_fn, args, cluster_size, num_ps=num_ps,
+                            tensorboard=tensorboard, log_dir=log_dir, master_node=master_node,
+                            input_mode=InputMode.SPARK, feed_mode="stage")
+    cluster.train(train, num_epochs=epochs, validation_data=validation)
+    cluster.shutdown(grace_secs=grace_secs)
+    return cluster.history
+
+
 @dataclass
 class TrainArgs:
     """What ``train_fn`` gets as ``args``: the estimator's settings and the user's ``args``."""
@@ -148,7 +166,6 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
 
     def _fit(self, dataset: Any) -> "TFModel":
         from . import export
-        from .cluster import InputMode, TFCluster
 
         features = self.getOrDefault(self.featuresCol)
         features = [features] if isinstance(features, str) else list(features)
@@ -167,13 +184,11 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
                          self.getOrDefault(self.epochs), features, label, export_dir,
                          self.getOrDefault(self.modelDir), validation is not None)
         before = export.versions(export_dir)
-        cluster = TFCluster.run(dataset.sparkSession, train_fn, args,
-                                self.getOrDefault(self.clusterSize),
-                                num_ps=self.getOrDefault(self.numPS),
-                                master_node=self.getOrDefault(self.masterNode),
-                                input_mode=InputMode.SPARK, feed_mode="stage")
-        cluster.train(train, num_epochs=args.epochs, validation_data=validation)
-        cluster.shutdown()
+        history = fit_on_cluster(dataset.sparkSession, train, validation, train_fn, args,
+                                 cluster_size=self.getOrDefault(self.clusterSize),
+                                 num_ps=self.getOrDefault(self.numPS),
+                                 master_node=self.getOrDefault(self.masterNode),
+                                 epochs=args.epochs)
         after = export.versions(export_dir)
         if after == before:
             raise TFMLError(f"train_fn exported no new model version under {export_dir}: call "
@@ -184,7 +199,7 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
                         outputMapping=self.getOrDefault(self.outputMapping),
                         signature=self.getOrDefault(self.signature),
                         batchSize=max(1024, self.getOrDefault(self.batchSize)))
-        model.history = cluster.history
+        model.history = history
         return model
 
     def _split(self, dataset: Any, columns: List[str]):

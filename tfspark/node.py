@@ -84,7 +84,9 @@ def run_node(plan: NodePlan, partition: Iterator) -> Iterator[Tuple[int, str, by
     host = executor_address.rsplit(":", 1)[0]
     node = _Node(plan, plan.roles[worker_num], host, executor_address)
     try:
-        yield node.run(task, partition)
+        status = node.run(task, partition)
+        yield from node.answers()  # inference in the stage: (key, result) pairs, in order
+        yield status
     finally:
         node.close()
 
@@ -167,6 +169,7 @@ class _Node:
         self.stop_requested = threading.Event()
         self.process_ended = threading.Event()
         self.stop_reason = ""
+        self.answers_path: Optional[str] = None  # inference in the stage: see answers()
         self.detached = plan.driver_address is None
         self.report = DetachedReport()
         self.client = None if self.detached else ControlClient(
@@ -175,6 +178,14 @@ class _Node:
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+        if self.answers_path is not None:
+            shutil.rmtree(os.path.dirname(self.answers_path), ignore_errors=True)
+
+    def answers(self) -> Iterator[Tuple[Any, Any]]:
+        """The node's answers to the stage's inference rows, as ``(key, result)`` pairs."""
+        if self.answers_path is not None and os.path.exists(self.answers_path):
+            from .stage_feed import read_answers
+            yield from read_answers(self.answers_path)
 
     def _on_driver_message(self, message: Message) -> None:
         if message["type"] == "stop":
@@ -245,9 +256,9 @@ class _Node:
                          ) -> "_Feeder":
         """Send this task's partition of the stage's input to the training nodes (a thread:
         their receivers run in the nodes' processes, started meanwhile)."""
-        from .spark_feed import FeedError, FeedPlan
-        from .feed_protocol import TRAIN
         from . import stage_feed
+        from .feed_protocol import INFERENCE
+        from .spark_feed import FeedError, FeedPlan
 
         stage_input = self.plan.stage_input
         trainers = data_nodes(self.plan.roles)
@@ -255,7 +266,8 @@ class _Node:
             feed_id=stage_input.feed_id,
             addresses=tuple((gathered[r.worker_num]["address"].rsplit(":", 1)[0],
                              gathered[r.worker_num]["feed_port"]) for r in trainers),
-            labels=tuple(r.label for r in trainers), secret=self.plan.secret, mode=TRAIN,
+            labels=tuple(r.label for r in trainers), secret=self.plan.secret,
+            mode=stage_input.mode,
             timeout=stage_input.timeout, chunk_rows=stage_input.chunk_rows)
 
         def stopped():
@@ -265,6 +277,12 @@ class _Node:
             return None
 
         def deliver() -> None:
+            if stage_input.mode == INFERENCE:
+                self.answers_path = os.path.join(tempfile.mkdtemp(
+                    prefix="tfspark-answers-", dir=_local_dir()), "answers.pickle")
+                stage_feed.answer(task, stage_input, plan, ctx.shard_index, partition,
+                                  self.answers_path, failure=stopped)
+                return
             delivered = stage_feed.deliver(
                 task, stage_input, plan, self.role.worker_num, ctx.shard_index,
                 (self.host, ctx.feed_port) if ctx.feed_port is not None else None, partition,

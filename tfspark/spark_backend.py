@@ -80,6 +80,15 @@ class SparkBackend:
         ``task`` as Arrow batches), with ``num_tasks`` partitions, is the stage's input."""
         raise NotImplementedError
 
+    def run_barrier_stage_with_outputs(self, num_tasks: int, task: Callable, group: str,
+                                       description: str, data: Any) -> Tuple[list, Any]:
+        """Like :meth:`run_barrier_stage` over an RDD ``data``, for a ``task`` that yields
+        output pairs ``(key, value)`` before its node's tuple: returns the nodes' tuples and an
+        RDD of the pairs, kept (memory and disk) so that reading it runs the stage no more. An
+        RDD read from it (a barrier stage's output) must begin with a shuffle."""
+        raise PreflightError("this Spark session cannot keep a stage's output as an RDD "
+                             "(Spark Connect has no RDDs)")
+
     def preparing(self, group: str) -> bool:
         """True while stages that compute the barrier stage's input (a shuffle) still run in
         ``group``, so the TF nodes' tasks cannot have started yet."""
@@ -143,6 +152,15 @@ class ClassicBackend(SparkBackend):
         elif hasattr(data, "sparkSession"):  # a DataFrame
             return _barrier_map_in_arrow(data, task)
         return data.barrier().mapPartitions(task).collect()
+
+    def run_barrier_stage_with_outputs(self, num_tasks: int, task: Callable, group: str,
+                                       description: str, data: Any) -> Tuple[list, Any]:
+        from pyspark import StorageLevel
+        self.sc.setJobGroup(group, description, interruptOnCancel=True)
+        stage = data.barrier().mapPartitions(task).persist(StorageLevel.MEMORY_AND_DISK)
+        stage.count()  # runs the TF cluster
+        nodes = stage.filter(lambda row: len(row) == 4).collect()
+        return nodes, stage.filter(lambda row: len(row) == 2)
 
     def preparing(self, group: str) -> bool:
         tracker = self.sc.statusTracker()

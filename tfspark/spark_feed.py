@@ -9,6 +9,7 @@ partition whole to node ``p % n`` and waits for one result per row.
 """
 from __future__ import annotations
 
+import functools
 import pickle
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import pyarrow as pa
 from .arrow_columns import batch_from_elements, chunks, normalize_dataframe_batch
 from .control import Connection, connect_authenticated
 from .errors import TFSparkError
-from .feed_protocol import ARROW, ELEMENTS, VALIDATION_COLUMN, StageInput
+from .feed_protocol import ARROW, ELEMENTS, INFERENCE, VALIDATION_COLUMN, StageInput
 
 Address = Tuple[str, int]
 
@@ -144,9 +145,11 @@ def send_train_partition(plan: FeedPlan, partition: int, batches: Iterator[pa.Re
 
 
 def send_inference_partition(plan: FeedPlan, partition: int, schema: Optional[pa.Schema],
-                             batches: Iterator[pa.RecordBatch]) -> List[Any]:
+                             batches: Iterator[pa.RecordBatch],
+                             failure: Callable[[], Optional[BaseException]] = lambda: None
+                             ) -> List[Any]:
     """Send one partition whole to node ``partition % n``; return its results, one per row."""
-    stream = _Stream(plan, partition % len(plan.addresses), partition, schema)
+    stream = _Stream(plan, partition % len(plan.addresses), partition, schema, failure)
     sent = 0
     for batch in batches:
         stream.write(batch)
@@ -280,3 +283,37 @@ def unfeedable_column(df: Any) -> Optional[str]:
         return (f"column '{f.name}' has type {kind.simpleString()}, which cannot become a "
                 f"tensor: {hint}")
     return None
+
+
+def stage_inference_input(data: Any, targets: List[int], num_tasks: int, timeout: float
+                          ) -> Tuple[Any, StageInput]:
+    """Driver: ``data``'s rows as the TF cluster's stage input for inference -- each keyed by
+    its (partition, position), whole input partitions given, in order, to the training nodes'
+    stage partitions ``targets`` (partition ``p`` of ``P`` to ``targets[p * len(targets) //
+    P]``) and sorted there, so the answers come out in ``data``'s order."""
+    rdd = vectors_as_arrays(data).rdd if is_dataframe(data) else data
+    staged = rdd.mapPartitionsWithIndex(_keyed).repartitionAndSortWithinPartitions(
+        num_tasks, partitionFunc=functools.partial(
+            _node_of, tuple(targets), max(1, rdd.getNumPartitions())))
+    return staged, StageInput(ELEMENTS, 1, float(timeout), False, mode=INFERENCE)
+
+
+def in_input_order(answers: Any, partitions: int) -> Any:
+    """The values of ``(key, value)`` answers to :func:`stage_inference_input`'s rows, back in
+    the input's partitions and order (a shuffle: also what lets Spark run ``take`` and
+    ``first`` on it, which a barrier stage's output cannot)."""
+    return answers.repartitionAndSortWithinPartitions(
+        max(1, partitions), partitionFunc=_input_partition).values()
+
+
+def _input_partition(key: Tuple[int, int]) -> int:
+    return key[0]
+
+
+def _keyed(partition: int, elements: Iterator[Any]) -> Iterator[Tuple[Tuple[int, int], Any]]:
+    for position, element in enumerate(elements):
+        yield (partition, position), element
+
+
+def _node_of(targets: Tuple[int, ...], partitions: int, key: Tuple[int, int]) -> int:
+    return targets[key[0] * len(targets) // partitions]

@@ -20,8 +20,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pickle
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -30,7 +31,8 @@ import pyarrow.compute as pc
 
 from .arrow_columns import batch_from_elements, chunks, normalize_dataframe_batch
 from .feed_protocol import ARROW, VALIDATION_COLUMN, StageInput
-from .spark_feed import FeedError, FeedPlan, send_train_partition, tell_nodes
+from .spark_feed import (FeedError, FeedPlan, send_inference_partition, send_train_partition,
+                         tell_nodes)
 
 
 @dataclass
@@ -158,7 +160,6 @@ class _HeldRows:
 
 
 def _validation_plan(plan: FeedPlan) -> FeedPlan:
-    from dataclasses import replace
     return replace(plan, feed_id=-plan.feed_id)
 
 
@@ -175,7 +176,6 @@ def _tell_complete(stage_input: StageInput, plan: FeedPlan, own_receiver: Tuple[
                    failure: Callable[[], Optional[BaseException]]) -> None:
     """The end of the feed for this task's own node: validation rows first, then the training
     rows marked ``last`` (no other feed comes: ``should_stop`` may end ``next_batch`` loops)."""
-    from dataclasses import replace
     own = replace(plan, addresses=(tuple(own_receiver),), labels=("this node",))
     if stage_input.validation:
         tell_nodes(own, {"type": "end", "feed_id": -plan.feed_id, "num_epochs": 1,
@@ -186,3 +186,44 @@ def _tell_complete(stage_input: StageInput, plan: FeedPlan, own_receiver: Tuple[
                      "rows_per_node": delivered.rows_per_node,
                      "schema": _first_schema(gathered, "schema"),
                      "has_validation": stage_input.validation, "last": True}, failure=failure)
+
+
+def answer(task: Any, stage_input: StageInput, plan: FeedPlan, own_share: Optional[int],
+           partition: Iterator[Tuple[Any, Any]], results_path: str,
+           failure: Callable[[], Optional[BaseException]] = lambda: None) -> None:
+    """Inference: send this task's ``(key, element)`` pairs, in chunks, to its own node (a
+    training node's task; other tasks get no rows) and write ``(key, result)`` pairs, in
+    order, to ``results_path`` (a pickle stream). Then agree with every task, through
+    ``allGather``, that all rows were answered, and tell this node that no more will come."""
+    counts: Dict[str, Any] = {"error": ""}
+    try:
+        own = replace(plan, addresses=plan.addresses[own_share:own_share + 1],
+                      labels=plan.labels[own_share:own_share + 1]) if own_share is not None \
+            else None
+        with open(results_path, "wb") as out:
+            for number, chunk in enumerate(chunks(partition, stage_input.chunk_rows)):
+                if own is None:
+                    raise FeedError("inference rows reached a node that does not take data")
+                batch = batch_from_elements([element for _, element in chunk])
+                results = send_inference_partition(own, number, batch.schema, iter([batch]),
+                                                   failure=failure)
+                for (key, _), result in zip(chunk, results):
+                    pickle.dump((key, result), out, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # noqa: BLE001 - shared with every task below, then raised
+        counts["error"] = f"{type(e).__name__}: {e}"
+    gathered = [json.loads(item) for item in task.allGather(json.dumps(counts))]
+    failed = [g["error"] for g in gathered if g["error"]]
+    if failed:
+        raise FeedError(f"inference failed: {counts['error'] or failed[0]}")
+    if own_share is not None:
+        tell_nodes(own, {"type": "done"}, failure=failure)
+
+
+def read_answers(results_path: str) -> Iterator[Tuple[Any, Any]]:
+    """The ``(key, result)`` pairs :func:`answer` wrote."""
+    with open(results_path, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return

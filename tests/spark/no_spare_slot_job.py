@@ -32,7 +32,7 @@ def main(master: str, work: str) -> None:
     result["slots"] = cluster._backend.slots()
     cluster.train(df, num_epochs=2)
     for name, call in (("second_train", lambda: cluster.train(df)),
-                       ("inference", lambda: cluster.inference(df))):
+                       ("inference_after_train", lambda: cluster.inference(df))):
         try:
             call()
         except PreflightError as e:
