@@ -41,12 +41,11 @@ class FeedReceiver:
 
     def _serve(self, sock: socket.socket) -> None:
         try:
-            accept_authenticated(sock, self.secret)
-            connection = Connection(sock)
+            connection = accept_authenticated(sock, self.secret)
             header = connection.recv()
             kind = header["type"]
             if kind == "data":
-                self._receive(sock, connection, header)
+                self._receive(connection, header)
             elif kind == "end":
                 self.feed.end_feed(header["feed_id"], header["rows_per_node"],
                                    header["num_epochs"], header.get("schema", b""),
@@ -62,8 +61,8 @@ class FeedReceiver:
         finally:
             sock.close()
 
-    def _receive(self, sock: socket.socket, connection: Connection, header: Dict) -> None:
-        path, rows = self._spill(sock, header) if not header.get("empty") else (None, 0)
+    def _receive(self, connection: Connection, header: Dict) -> None:
+        path, rows = self._spill(connection, header) if not header.get("empty") else (None, 0)
         if header["mode"] == TRAIN:
             self.feed.add_train_file(header["feed_id"], header["partition"], path, rows)
             connection.send({"rows": rows})
@@ -72,8 +71,8 @@ class FeedReceiver:
         partition.done.wait()
         connection.send({"results": partition.results, "terminated": self.feed.discarding})
 
-    def _spill(self, sock: socket.socket, header: Dict) -> Tuple[Optional[str], int]:
-        reader = pa.ipc.open_stream(sock.makefile("rb"))
+    def _spill(self, connection: Connection, header: Dict) -> Tuple[Optional[str], int]:
+        reader = pa.ipc.open_stream(connection.makefile("rb"))
         if self.feed.discarding:
             return None, sum(batch.num_rows for batch in reader)
         folder = os.path.join(self.spill_dir, f"{header['mode']}-{header['feed_id']}")

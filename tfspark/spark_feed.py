@@ -53,10 +53,10 @@ def connect(plan: FeedPlan, node: int,
     deadline = time.monotonic() + plan.timeout
     while True:
         try:
-            sock = connect_authenticated(plan.addresses[node], plan.secret,
-                                         timeout=min(30.0, plan.timeout))
-            sock.settimeout(plan.timeout)
-            return Connection(sock)
+            connection = connect_authenticated(plan.addresses[node], plan.secret,
+                                               timeout=min(30.0, plan.timeout))
+            connection.settimeout(plan.timeout)
+            return connection
         except OSError as e:
             if failure() is not None:
                 raise failure() from e
@@ -77,7 +77,7 @@ class _Stream:
         header = {"type": "data", "feed_id": plan.feed_id, "partition": partition,
                   "mode": plan.mode, "empty": schema is None}
         self.connection.send(header)
-        self.sink = self.connection._sock.makefile("wb")
+        self.sink = self.connection.makefile("wb")
         self.writer = pa.ipc.new_stream(self.sink, schema) if schema is not None else None
 
     def write(self, batch: pa.RecordBatch) -> None:
