@@ -21,7 +21,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import constants
 from .control import Connection, ControlServer, Message, new_secret
-from .errors import NodeError, ReservationError, StageError, TFSparkError
+from .arrow_columns import FeedDataError
+from .errors import NodeError, ReservationError, StageError, TFSparkError, raised_in_task
 from .feed_protocol import INFERENCE
 from .node import ERROR, OK, STOPPED, NodePlan, run_node
 from .progress import TrainingProgress
@@ -357,13 +358,28 @@ class Attempt:
         if "error" in outcome:
             if self.failure is not None:  # the feed failed because a node did
                 raise self.failure
-            error = FeedError(f"feeding data to the TF nodes failed: "
-                              f"{spark_error_summary(outcome['error'])}")
+            error = raised_in_task(outcome["error"], (FeedDataError, FeedError)) or FeedError(
+                f"feeding data to the TF nodes failed: {spark_error_summary(outcome['error'])}")
             error.__cause__ = outcome["error"]
             self.fail(error)  # the nodes would wait for this data forever
             self.abort()
             raise error
+        failed = data_error(outcome["value"])
+        if failed is not None:  # a deterministic data error, returned rather than retried
+            self.fail(failed)
+            self.abort()
+            raise failed
         return outcome["value"]
+
+
+def data_error(rows: list) -> Optional[FeedDataError]:
+    """The first data error a feeding task reported in its output rows (see
+    :func:`tfspark.spark_feed.send_train_partition`), if any."""
+    for row in rows:
+        message = row.get("error") if isinstance(row, dict) else getattr(row, "error", None)
+        if message:
+            return FeedDataError(message)
+    return None
 
 
 def spark_error_summary(error: Optional[BaseException], max_lines: int = 30) -> str:

@@ -92,6 +92,7 @@ class TFCluster:
         self._feeds_in_stage = feeds_in_stage  # feed_mode="stage": see run()
         self._stage_data: Any = None  # then, the first train()'s data as the stage's input
         self._results: Optional[List[Any]] = None
+        self._shut_down = False  # shutdown() was called: no more feeds
         self.tensorboard_url: Optional[str] = None
 
     # ----------------------------------------------------------------------------- starting
@@ -396,12 +397,12 @@ class TFCluster:
             rows = [(r.node, r.rows, r.schema) for r in attempt.run_feed_job(
                 lambda: spark_feed.vectors_as_arrays(data).mapInArrow(
                     functools.partial(spark_feed.dataframe_train_task, plan),
-                    "node int, rows long, schema binary").collect())]
+                    spark_feed.TRAIN_RESULT_SCHEMA).collect())]
         else:
-            rows = [(node, count, schema) for counts, schema in attempt.run_feed_job(
+            rows = [(node, count, sent["schema"]) for sent in attempt.run_feed_job(
                 lambda: data.mapPartitionsWithIndex(
                     functools.partial(spark_feed.rdd_train_task, plan)).collect())
-                for node, count in enumerate(counts)]
+                for node, count in enumerate(sent["rows"])]
         rows_per_node = [sum(count for node, count, _ in rows if node == i)
                          for i in range(len(plan.addresses))]
         logger.info("tfspark: feed %d delivered rows per node %s", plan.feed_id, rows_per_node)
@@ -469,6 +470,10 @@ class TFCluster:
                 "cluster several times")
 
     def _check_feed(self, data: Any, feed_timeout: float) -> float:
+        if self._shut_down:
+            raise preflight.PreflightError(
+                "this TF cluster has been shut down (cluster.shutdown()), so its nodes take no "
+                "more data: start a new cluster with TFCluster.run(...)")
         if self._input_mode != InputMode.SPARK:
             raise preflight.PreflightError("train()/inference() feed data to the nodes: start "
                                            "the cluster with input_mode=InputMode.SPARK")
@@ -525,6 +530,7 @@ class TFCluster:
         """
         if self._results is not None:
             return self._results
+        self._shut_down = True
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._stopped_on_interrupt():
             if not self._attempts:  # feed_mode="stage", and train() never called

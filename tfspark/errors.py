@@ -71,3 +71,27 @@ class NodeError(TFSparkError):
             tail = "\n".join(self.output_tail)
             text += f"\n--- last output lines of {role}:{index} ---\n{tail}"
         super().__init__(text)
+
+
+def raised_in_task(error: BaseException, classes: Sequence[type]) -> Optional[TFSparkError]:
+    """The tfspark error a Spark task raised, rebuilt from the Spark exception that carries it
+    (a ``PythonException``/``Py4JJavaError`` whose text holds the task's traceback): an
+    instance of whichever of ``classes`` the task raised, with the task's message. None if the
+    task raised none of them."""
+    import re
+    by_name = {cls.__name__: cls for cls in classes}
+    lines = str(error).splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        match = re.match(r"^(?:[\w.]+\.)?(\w+): (.*)$", lines[i].strip())
+        if match and match.group(1) in by_name:
+            message = [match.group(2)]
+            for line in lines[i + 1:]:  # a message of several lines, up to the JVM's trace
+                if not line.strip() or line.lstrip().startswith("at ") or line.startswith(
+                        ("\tat ", "Caused by", "Driver stacktrace")):
+                    break
+                message.append(line)
+            try:
+                return by_name[match.group(1)]("\n".join(message))
+            except TypeError:  # a class that takes other arguments: keep Spark's error
+                return None
+    return None

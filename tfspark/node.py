@@ -22,7 +22,7 @@ import tempfile
 import threading
 import shutil
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from . import constants
@@ -52,9 +52,9 @@ class NodePlan:
 
     roles: Tuple[Role, ...]
     driver_address: Optional[Tuple[str, int]]  # None: run detached (see DetachedReport)
-    secret: bytes
-    payload: bytes  # cloudpickled (main_fun, args)
-    env: Dict[str, str]
+    secret: bytes = field(repr=False)  # never in a repr: one debug log away from a leak
+    payload: bytes = field(repr=False)  # cloudpickled (main_fun, args): the user's, maybe secrets
+    env: Dict[str, str] = field(repr=False)  # the user's variables, maybe credentials
     default_fs: str
     working_dir: str
     log_dir: Optional[str]
@@ -170,6 +170,7 @@ class _Node:
         self.process_ended = threading.Event()
         self.stop_reason = ""
         self.answers_path: Optional[str] = None  # inference in the stage: see answers()
+        self.private_dir = private_dir()  # every file of this task; removed in close()
         self.detached = plan.driver_address is None
         self.report = DetachedReport()
         self.client = None if self.detached else ControlClient(
@@ -178,8 +179,7 @@ class _Node:
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
-        if self.answers_path is not None:
-            shutil.rmtree(os.path.dirname(self.answers_path), ignore_errors=True)
+        shutil.rmtree(self.private_dir, ignore_errors=True)
 
     def answers(self) -> Iterator[Tuple[Any, Any]]:
         """The node's answers to the stage's inference rows, as ``(key, result)`` pairs."""
@@ -278,15 +278,14 @@ class _Node:
 
         def deliver() -> None:
             if stage_input.mode == INFERENCE:
-                self.answers_path = os.path.join(tempfile.mkdtemp(
-                    prefix="tfspark-answers-", dir=_local_dir()), "answers.pickle")
+                self.answers_path = os.path.join(self.private_dir, "answers.pickle")
                 stage_feed.answer(task, stage_input, plan, ctx.shard_index, partition,
                                   self.answers_path, failure=stopped)
                 return
             delivered = stage_feed.deliver(
                 task, stage_input, plan, self.role.worker_num, ctx.shard_index,
                 (self.host, ctx.feed_port) if ctx.feed_port is not None else None, partition,
-                _local_dir() or tempfile.gettempdir(), failure=stopped)
+                self.private_dir, failure=stopped)
             self._send("fed", rows_per_node=delivered.rows_per_node,
                        validation_rows_per_node=delivered.validation_rows_per_node)
 
@@ -315,14 +314,9 @@ class _Node:
     def _run_process(self, ctx: NodeContext) -> Tuple[str, Dict[str, Any], bytes]:
         if self.stop_requested.is_set():
             return STOPPED, {"message": self.stop_reason}, b""
-        workdir = tempfile.mkdtemp(prefix=f"tfspark-{self.role.job_name}-{self.role.task_index}-",
-                                   dir=_local_dir())
+        workdir = tempfile.mkdtemp(prefix=f"{self.role.job_name}-{self.role.task_index}-",
+                                   dir=self.private_dir)
         try:
-            with open(os.path.join(workdir, PAYLOAD_FILE), "wb") as f:
-                f.write(self.plan.payload)
-            with open(os.path.join(workdir, CONTEXT_FILE), "wb") as f:
-                import pickle
-                pickle.dump(ctx, f)
             restarts_in_place = 0
             while True:
                 outcome = self._run_process_once(ctx, workdir)
@@ -344,6 +338,13 @@ class _Node:
 
     def _run_process_once(self, ctx: NodeContext, workdir: str
                           ) -> Tuple[str, Dict[str, Any], bytes]:
+        import pickle
+        for name, data in ((PAYLOAD_FILE, self.plan.payload), (CONTEXT_FILE, pickle.dumps(ctx))):
+            path = os.path.join(workdir, name)
+            if os.path.exists(path):  # left by a serving process restarted in place
+                os.remove(path)
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(data)  # the node's process reads, then deletes them
         env = node_environment(self.plan, ctx)
         reports = self.plan.progress and ctx.is_chief and not ctx.runs_server_only
         progress_read, progress_write = os.pipe() if reports else (None, None)
@@ -475,6 +476,50 @@ _TF_CHATTER = re.compile(
 def is_tf_chatter(line: str) -> bool:
     """True for TensorFlow's C++ start-up and INFO/WARNING log lines (not shown by default)."""
     return bool(_TF_CHATTER.match(line))
+
+
+#: Names of the task directories of :func:`private_dir`: ``tfspark-task-<pid>-<random>``.
+PRIVATE_PREFIX = "tfspark-task-"
+
+
+def private_dir() -> str:
+    """A new directory for one node task's files (payload, context, spills, staged files),
+    private to this user (0700) and never an existing path (``mkdtemp``: ``O_EXCL``), under
+    the executor's local dirs, named after this process. Removed when the task ends; if the
+    process is killed first, the next node task on this host removes it
+    (:func:`remove_orphans`)."""
+    base = _local_dir() or tempfile.gettempdir()
+    remove_orphans(base)
+    return tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=base)
+
+
+def remove_orphans(base: str) -> None:
+    """Remove this user's task directories in ``base`` whose process is gone."""
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(PRIVATE_PREFIX):
+            continue
+        pid = entry.name[len(PRIVATE_PREFIX):].split("-", 1)[0]
+        try:
+            owned = entry.stat(follow_symlinks=False).st_uid == os.getuid()
+        except OSError:
+            continue
+        if owned and entry.is_dir(follow_symlinks=False) and pid.isdigit() and not _alive(
+                int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _local_dir() -> Optional[str]:

@@ -61,7 +61,9 @@ def _write_outcome(workdir: str, outcome: dict) -> None:
 def _load_payload(path: str):
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)
+            data = f.read()
+        os.remove(path)
+        return pickle.loads(data)
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(
             f"{e}: main_fun or args refer to module '{e.name}', which the executors cannot "
@@ -83,6 +85,7 @@ def main(workdir: str) -> int:
         _check_keras()
         with open(os.path.join(workdir, CONTEXT_FILE), "rb") as f:
             ctx = pickle.load(f)
+        os.remove(os.path.join(workdir, CONTEXT_FILE))  # it holds the job's key: read once
         if ctx.feed_port is not None:
             from . import feed
             if ctx.runs_server_only:  # in its own folder: see constants.PSS_FEED_DIR

@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 
-from .arrow_columns import batch_from_elements, chunks, normalize_dataframe_batch
+from .arrow_columns import (FeedDataError, batch_from_elements, chunks,
+                            normalize_dataframe_batch)
 from .control import Connection, connect_authenticated
 from .errors import TFSparkError
 from .feed_protocol import ARROW, ELEMENTS, INFERENCE, VALIDATION_COLUMN, StageInput
@@ -37,7 +38,7 @@ class FeedPlan:
     feed_id: int
     addresses: Tuple[Address, ...]  # the training nodes' receivers, by training index
     labels: Tuple[str, ...]  # the same nodes' labels, for error messages
-    secret: bytes
+    secret: bytes = field(repr=False)  # never in a repr
     mode: str  # feed.TRAIN or feed.INFERENCE
     timeout: float
     chunk_rows: int = 4096
@@ -118,6 +119,18 @@ def send_train_partition(plan: FeedPlan, partition: int, batches: Iterator[pa.Re
     """
     n = len(plan.addresses)
     streams: Dict[int, _Stream] = {}
+    try:
+        return _deal(plan, partition, batches, only, failure, streams)
+    except BaseException:
+        for stream in streams.values():  # the nodes drop the partial partition
+            stream.connection.close()
+        raise
+
+
+def _deal(plan: FeedPlan, partition: int, batches: Iterator[pa.RecordBatch],
+          only: Optional[int], failure: Callable[[], Optional[BaseException]],
+          streams: Dict[int, "_Stream"]) -> Tuple[List[int], bytes]:
+    n = len(plan.addresses)
     rows = [0] * n
     offset, schema = 0, b""
     for batch in _slices(batches, plan.chunk_rows):
@@ -165,10 +178,23 @@ def send_inference_partition(plan: FeedPlan, partition: int, schema: Optional[pa
 
 
 # ---------------------------------------------------------------- Spark task functions
+def _sent_or_data_error(plan: FeedPlan, partition: int, batches: Iterator[pa.RecordBatch]
+                        ) -> Dict[str, Any]:
+    """:func:`send_train_partition`'s counts, or the data error that stopped it. A data error
+    (nulls, ragged arrays, an unusable type) is the same on every try, so the task returns it
+    instead of failing: Spark would run it three more times, and bury the message."""
+    try:
+        rows, schema = send_train_partition(plan, partition, batches)
+        return {"rows": rows, "schema": schema, "error": ""}
+    except FeedDataError as e:
+        return {"rows": [0] * len(plan.addresses), "schema": b"",
+                "error": f"partition {partition}: {e}"}
+
+
 def rdd_train_task(plan: FeedPlan, partition: int,
-                   elements: Iterator[Any]) -> Iterator[Tuple[List[int], bytes]]:
+                   elements: Iterator[Any]) -> Iterator[Dict[str, Any]]:
     batches = (batch_from_elements(c) for c in chunks(elements, plan.chunk_rows))
-    yield send_train_partition(plan, partition, batches)
+    yield _sent_or_data_error(plan, partition, batches)
 
 
 def rdd_inference_task(plan: FeedPlan, partition: int, elements: Iterator[Any]) -> Iterator[Any]:
@@ -178,16 +204,20 @@ def rdd_inference_task(plan: FeedPlan, partition: int, elements: Iterator[Any]) 
     yield from send_inference_partition(plan, partition, schema, iter(batches))
 
 
-_TRAIN_RESULT = pa.schema([("node", pa.int32()), ("rows", pa.int64()), ("schema", pa.binary())])
+_TRAIN_RESULT = pa.schema([("node", pa.int32()), ("rows", pa.int64()), ("schema", pa.binary()),
+                          ("error", pa.string())])
+TRAIN_RESULT_SCHEMA = "node int, rows long, schema binary, error string"
 
 
 def dataframe_train_task(plan: FeedPlan, batches: Iterator[pa.RecordBatch]
                          ) -> Iterator[pa.RecordBatch]:
     from pyspark import TaskContext
-    rows, schema = send_train_partition(plan, TaskContext.get().partitionId(),
-                                        (normalize_dataframe_batch(b) for b in batches))
-    yield pa.RecordBatch.from_pydict({"node": list(range(len(rows))), "rows": rows,
-                                      "schema": [schema] * len(rows)}, schema=_TRAIN_RESULT)
+    sent = _sent_or_data_error(plan, TaskContext.get().partitionId(),
+                               (normalize_dataframe_batch(b) for b in batches))
+    nodes = len(sent["rows"])
+    yield pa.RecordBatch.from_pydict({"node": list(range(nodes)), "rows": sent["rows"],
+                                      "schema": [sent["schema"]] * nodes,
+                                      "error": [sent["error"]] * nodes}, schema=_TRAIN_RESULT)
 
 
 def dataframe_inference_task(plan: FeedPlan, batches: Iterator[pa.RecordBatch]

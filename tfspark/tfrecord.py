@@ -626,6 +626,21 @@ def _decode_rows(records: List[bytes], plan, schema: pa.Schema, record_type: str
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def _check_first_records(files: List[Tuple[str, Dict[str, str]]], plan, schema: pa.Schema,
+                         record_type: str, count: int = 16) -> None:
+    """Decode the first records of the first file on the driver, so that a schema that does
+    not fit the records raises its :class:`TFRecordError` (naming file, feature and types) here,
+    at once, not later from inside a Spark task."""
+    url, parts = files[0]
+    records: List[bytes] = []
+    for record in _records_of(url):
+        records.append(record)
+        if len(records) >= count:
+            break
+    if records:
+        _decode_rows(records, plan, schema, record_type, parts, url)
+
+
 def read(spark, path: str, schema=None, record_type: str = "Example"):
     """Read TFRecord files into a DataFrame (one Spark partition per file).
 
@@ -666,6 +681,7 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
     partition_cols: List[str] = []
     for _, parts in files:
         partition_cols += [k for k in parts if k not in partition_cols]
+    given = schema is not None
     if schema is None:
         schema = infer_schema([url for url, _ in files], record_type)
         for key in partition_cols:
@@ -683,6 +699,8 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
     rows = [(url, json.dumps(parts)) for url, parts in files]
     if not rows:
         return spark.createDataFrame([], schema)
+    if given:
+        _check_first_records(files, plan, arrow_schema, record_type)
     task = functools.partial(_read_task, files=rows, plan=plan,
                              arrow_schema_bytes=arrow_schema.serialize().to_pybytes(),
                              record_type=record_type, partition_cols=partition_cols,
