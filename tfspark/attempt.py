@@ -61,9 +61,10 @@ class Attempt:
     def __init__(self, number: int, roles: List[Role], backend: SparkBackend,
                  reservation_timeout: float, progress: TrainingProgress,
                  on_tensorboard: Callable[[str], None] = lambda url: None,
-                 detached: bool = False):
+                 detached: bool = False, profile: Any = None):
         self.number = number
         self.detached = detached  # no channel: nodes report through the stage's output
+        self.profile = profile  # the stage's task resources (stage-level scheduling), if any
         self.nodes = {role.worker_num: NodeState(role) for role in roles}
         self.finishers = self_finishing_roles(roles)
         self.backend = backend
@@ -110,10 +111,11 @@ class Attempt:
                 if answers:
                     self._job_result, self.outputs = \
                         self.backend.run_barrier_stage_with_outputs(
-                            len(self.nodes), task, self.job_group, description, data)
+                            len(self.nodes), task, self.job_group, description, data,
+                            self.profile)
                 else:
                     self._job_result = self.backend.run_barrier_stage(
-                        len(self.nodes), task, self.job_group, description, data)
+                        len(self.nodes), task, self.job_group, description, data, self.profile)
                 self._replay_reports(self._job_result)
             except BaseException as e:  # noqa: B902 - reported by the cluster
                 self._job_error = e

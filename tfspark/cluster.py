@@ -76,7 +76,8 @@ class TFCluster:
     def __init__(self, backend: SparkBackend, roles: List[Role], plan: NodePlan,
                  conf: Dict[str, str], reservation_timeout: float, max_restarts: int,
                  input_mode: "InputMode", hosts: Tuple[str, str] = ("127.0.0.1", "127.0.0.1"),
-                 detached: bool = False, feeds_in_stage: bool = False):
+                 detached: bool = False, feeds_in_stage: bool = False,
+                 requests: Optional[Dict[str, float]] = None, profile: Any = None):
         self._backend = backend
         self._hosts = hosts
         self._detached = detached
@@ -90,6 +91,7 @@ class TFCluster:
         self._attempts: List[Attempt] = []
         self._feeds: List[_Feed] = []
         self._feeds_in_stage = feeds_in_stage  # feed_mode="stage": see run()
+        self._requests, self._profile = requests, profile  # resources=: see run()
         self._stage_data: Any = None  # then, the first train()'s data as the stage's input
         self._results: Optional[List[Any]] = None
         self._shut_down = False  # shutdown() was called: no more feeds
@@ -104,7 +106,8 @@ class TFCluster:
             reservation_timeout: float = 600, env: Optional[Dict[str, str]] = None,
             stage_files: Optional[Dict[str, str]] = None,
             max_restarts: int = 2, progress: bool = True, verbose: bool = False,
-            feed_mode: str = "auto") -> "TFCluster":
+            feed_mode: str = "auto", resources: Optional[Dict[str, float]] = None
+            ) -> "TFCluster":
         """Start ``main_fun(args, ctx)`` on ``num_executors`` Spark tasks as one TF cluster.
 
         Parameters
@@ -154,6 +157,13 @@ class TFCluster:
               ``inference()`` per cluster (give ``train`` all epochs).
             * ``"auto"`` (default): ``"job"`` when the application has a task slot to spare
               and its executors can reach this driver, else ``"stage"``.
+        resources : what each TF node's task asks for, e.g. ``{"gpu": 1}`` or
+            ``{"gpu": 1, "cpus": 4}``: the TF cluster's stage gets its own task resources
+            (stage-level scheduling, standalone/YARN/Kubernetes), so other jobs of the
+            application (feeding, ETL) need no GPU amount. Executors must have the resource
+            (``spark.executor.resource.gpu.amount`` and a discovery script). Without it, the
+            stage's tasks take the application's ``spark.task.*`` amounts. Either way a node's
+            process sees exactly the GPUs Spark assigned to its task (``ctx.gpus``).
 
         The positional order of the first eight parameters is TensorFlowOnSpark's.
 
@@ -179,6 +189,9 @@ class TFCluster:
         backend = backend_for(sc)
         conf = backend.conf()
         preflight.check_dynamic_allocation(conf)
+        requests = preflight.check_resources(resources, conf, backend.master) \
+            if resources is not None else None
+        profile = backend.resource_profile(requests) if requests else None
         from pyspark import cloudpickle
         payload = preflight.check_pickles(cloudpickle.dumps, main_fun, args)
         default_fs, user = backend.default_fs(), backend.user()
@@ -198,7 +211,7 @@ class TFCluster:
             feed_mode == "auto" and (detached or _no_spare_slot(backend, conf, len(roles),
                                                                  reservation_timeout))))
         cluster = cls(backend, roles, plan, conf, reservation_timeout, max_restarts,
-                      InputMode(input_mode), hosts, detached, in_stage)
+                      InputMode(input_mode), hosts, detached, in_stage, requests, profile)
         if in_stage:
             logger.info("tfspark: the TF cluster starts at train(), with the data as its "
                         "stage's input (feed_mode='stage')")
@@ -258,6 +271,13 @@ class TFCluster:
         return self._progress.history
 
     def _wait_for_slots(self, feeding: bool) -> None:
+        if self._profile is not None:  # the nodes' slots under their own profile
+            preflight.wait_for_slots(len(self._roles), self._conf, self._backend.master,
+                                     lambda: self._backend.slots(self._profile),
+                                     self._reservation_timeout,
+                                     current_executors=self._backend.executors,
+                                     requests=self._requests)
+            return
         preflight.wait_for_slots(len(self._roles), self._conf, self._backend.master,
                                  self._backend.slots, self._reservation_timeout,
                                  feeding=feeding, current_executors=self._backend.executors)
@@ -272,7 +292,7 @@ class TFCluster:
                              and not self._feeds_in_stage)
         attempt = Attempt(len(self._attempts), self._roles, self._backend,
                           self._reservation_timeout, self._progress, self._on_tensorboard,
-                          detached=self._detached)
+                          detached=self._detached, profile=self._profile)
         self._attempts.append(attempt)
         try:
             attempt.start(self._plan, self._hosts, self._stage_data)

@@ -55,3 +55,9 @@ SLOT_WAIT_SECS = 20.0
 def is_true(value: object) -> bool:
     """Environment-style truth: "1", "true", "yes", "on" (any case)."""
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+#: Set on a node's process to the GPUs Spark assigned to its task.
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+#: Set (unless the user's env sets it) on a node with GPUs: TF allocates GPU memory as needed,
+#: so nodes sharing a GPU's host do not fight over its memory.
+TF_FORCE_GPU_ALLOW_GROWTH = "TF_FORCE_GPU_ALLOW_GROWTH"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .constants import PSS_STAGED_DIR
 from .errors import TFSparkError
@@ -36,6 +36,9 @@ class NodeContext:
     input_mode, feed_port : where Spark-fed data arrives (``InputMode.SPARK``).
     stage_files : TFRecord files staged on ParameterServerStrategy workers.
     attempt : which run of the TF cluster this is: 0 first, 1 after the first restart, ...
+    gpus : the GPU addresses Spark assigned to this node's task (``TaskContext.resources()``);
+        the node's process sees exactly these (``CUDA_VISIBLE_DEVICES``). Empty without a GPU
+        resource.
     """
 
     job_name: str
@@ -58,6 +61,7 @@ class NodeContext:
     secret: bytes = field(default=b"", repr=False)
     stage_files: Dict[str, str] = field(default_factory=dict)  # name -> TFRecord dir/glob
     attempt: int = 0
+    gpus: Tuple[str, ...] = ()
 
     @property
     def is_chief(self) -> bool:

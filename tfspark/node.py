@@ -132,6 +132,9 @@ def node_environment(plan: NodePlan, ctx: NodeContext) -> Dict[str, str]:
     if plan.progress and ctx.job_name in TRAINING_ROLES:
         env[fit_progress.QUIET_FIT] = "1"
         env[fit_progress.NUM_WORKERS] = str(ctx.num_workers)
+    if ctx.gpus:  # exactly the GPUs Spark gave this task, and only the memory TF needs
+        env[constants.CUDA_VISIBLE_DEVICES] = ",".join(ctx.gpus)
+        env.setdefault(constants.TF_FORCE_GPU_ALLOW_GROWTH, "true")
     if "ps" in ctx.cluster_spec:  # ParameterServerStrategy: the coordinator retries steps
         env["GRPC_FAIL_FAST"] = "use_caller"
     if "HADOOP_CONF_DIR" not in env and plan.hadoop_conf_dir and os.path.isdir(
@@ -140,6 +143,16 @@ def node_environment(plan: NodePlan, ctx: NodeContext) -> Dict[str, str]:
     env.update(plan.env)
     env[constants.TF_CONFIG] = ctx.tf_config
     return env
+
+
+def assigned_gpus(task: Any) -> Tuple[str, ...]:
+    """The GPU addresses Spark assigned to ``task`` (none without a GPU resource)."""
+    try:
+        resources = task.resources()
+    except Exception:  # noqa: BLE001 - a context without resources
+        return ()
+    gpu = resources.get("gpu")
+    return tuple(str(a) for a in gpu.addresses) if gpu is not None else ()
 
 
 @contextmanager
@@ -225,7 +238,7 @@ class _Node:
                 shard_index=data_index(self.plan.roles, self.role),
                 num_shards=len(data_nodes(self.plan.roles)),
                 secret=self.plan.secret, stage_files=self.plan.stage_files,
-                attempt=self.plan.attempt)
+                attempt=self.plan.attempt, gpus=assigned_gpus(task))
             with self._tensorboard(ctx) as tensorboard_url:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
                            tensorboard_url=tensorboard_url,
@@ -314,7 +327,7 @@ class _Node:
     def _run_process(self, ctx: NodeContext) -> Tuple[str, Dict[str, Any], bytes]:
         if self.stop_requested.is_set():
             return STOPPED, {"message": self.stop_reason}, b""
-        workdir = tempfile.mkdtemp(prefix=f"{self.role.job_name}-{self.role.task_index}-",
+        workdir = tempfile.mkdtemp(prefix=f"tfspark-{self.role.job_name}-{self.role.task_index}-",
                                    dir=self.private_dir)
         try:
             restarts_in_place = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from . import constants
 from .errors import PreflightError
@@ -115,7 +115,8 @@ def expected_slots(conf: Mapping[str, str], master: str) -> Optional[int]:
 def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
                    current_slots: Callable[[], Optional[int]], timeout: float,
                    feeding: bool = False,
-                   current_executors: Optional[Callable[[], Optional[int]]] = None) -> None:
+                   current_executors: Optional[Callable[[], Optional[int]]] = None,
+                   requests: Optional[Mapping[str, float]] = None) -> None:
     """Wait until Spark has a task slot for each of the ``nodes`` TF nodes (and, with
     ``feeding``, one more for the Spark job that feeds them), or raise saying what is missing.
 
@@ -127,7 +128,7 @@ def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
     Connect), only the settings are checked; ``reservation_timeout`` bounds the rest.
     """
     needed = nodes + int(feeding)
-    cap = expected_slots(conf, master)
+    cap = expected_profile_slots(requests, conf) if requests else expected_slots(conf, master)
     have = current_slots()
     if have is None:
         if cap is None or cap >= needed:
@@ -145,7 +146,9 @@ def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
         if have >= needed:
             return
     why = f"num_executors={nodes}, one barrier task per node" + (
-        ", plus one for the Spark job that feeds them (InputMode.SPARK)" if feeding else "")
+        ", plus one for the Spark job that feeds them (InputMode.SPARK)" if feeding else "") + (
+        f", each with {', '.join(f'{v:g} {k}' for k, v in requests.items())}" if requests
+        else "")
     text = (f"The TF cluster needs {needed} task slots ({why}), but the Spark application "
             f"({master}) has {max(have, 0)} task slots")
     if master == "yarn" and current_executors is not None and (cap is None or cap >= needed):
@@ -158,3 +161,63 @@ def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
         + ". Lower num_executors, or give the application more executors or cores "
         "(spark.executor.instances, spark.executor.cores, spark.cores.max; task slots = "
         "executor cores / spark.task.cpus).")
+
+
+def check_resources(resources: Any, conf: Mapping[str, str], master: str) -> Dict[str, float]:
+    """``TFCluster.run(resources=...)``: what each TF node's task asks for (``cpus`` and custom
+    resources such as ``gpu``), checked against what the executors are given. Returns the
+    requests; raises :class:`PreflightError` for what cannot be scheduled."""
+    if not isinstance(resources, Mapping) or not resources:
+        raise PreflightError(f"resources must be a dict such as {{'gpu': 1, 'cpus': 2}}, got "
+                             f"{resources!r}")
+    requests: Dict[str, float] = {}
+    for name, amount in resources.items():
+        if not isinstance(name, str) or isinstance(amount, bool) or not isinstance(
+                amount, (int, float)) or amount <= 0:
+            raise PreflightError(f"resources: {name!r}: {amount!r} is not a resource name with "
+                                 "a positive amount")
+        if name == "cpus" and int(amount) != amount:
+            raise PreflightError(f"resources: cpus must be a whole number, got {amount}")
+        if amount > 1 and int(amount) != amount:
+            raise PreflightError(f"resources: {name} {amount}: a task takes a fraction of one "
+                                 "unit (e.g. 0.5) or whole units")
+        requests[name] = amount
+    if master.startswith("local"):
+        raise PreflightError(f"resources= asks Spark for a stage with its own task resources "
+                             f"(stage-level scheduling), which Spark runs on standalone, YARN "
+                             f"and Kubernetes, not in {master}")
+    cores = conf.get("spark.executor.cores")
+    if "cpus" in requests and cores is not None and requests["cpus"] > int(cores):
+        raise PreflightError(f"resources asks {int(requests['cpus'])} cpus per TF node, but "
+                             f"executors have {cores} cores (spark.executor.cores)")
+    for name, amount in requests.items():
+        if name == "cpus":
+            continue
+        key = f"spark.executor.resource.{name}.amount"
+        have = float(conf.get(key, 0) or 0)
+        if have <= 0:
+            raise PreflightError(
+                f"resources asks {amount:g} {name} per TF node, but the executors have no "
+                f"{name} ({key} is not set). Give executors {name}s: {key}=N with "
+                f"spark.executor.resource.{name}.discoveryScript (on standalone the workers "
+                f"also need spark.worker.resource.{name}.amount and .discoveryScript).")
+        if amount > have:
+            raise PreflightError(f"resources asks {amount:g} {name} per TF node, but each "
+                                 f"executor has {have:g} ({key}): no executor can run a node")
+    return requests
+
+
+def expected_profile_slots(requests: Mapping[str, float], conf: Mapping[str, str]
+                           ) -> Optional[int]:
+    """Most TF node tasks with ``requests`` each that the application's executors can run at
+    once, where the settings tell (executor count and sizes); else None."""
+    instances, cores = conf.get("spark.executor.instances"), conf.get("spark.executor.cores")
+    if instances is None or cores is None:
+        return None
+    per_executor = int(cores) // int(requests.get("cpus", conf.get("spark.task.cpus", 1)))
+    for name, amount in requests.items():
+        if name != "cpus":
+            have = float(conf.get(f"spark.executor.resource.{name}.amount", 0) or 0)
+            per_executor = min(per_executor, int(have // amount) if amount >= 1 else int(
+                round(have / amount)))
+    return int(instances) * per_executor

@@ -65,23 +65,42 @@ class SparkBackend:
     def user(self) -> str:
         raise NotImplementedError
 
-    def slots(self) -> Optional[int]:
-        """Task slots the application has right now; None when this backend cannot tell."""
+    def slots(self, profile: Any = None) -> Optional[int]:
+        """Task slots the application has right now (for tasks of ``profile``, a
+        ``ResourceProfile``, if given); None when this backend cannot tell."""
         raise NotImplementedError
+
+    def resource_profile(self, requests: Dict[str, float]) -> Any:
+        """A ``ResourceProfile`` whose tasks ask for ``requests`` (``cpus`` and resources such
+        as ``gpu``) on the executors the application has: stage-level scheduling."""
+        from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+        tasks = TaskResourceRequests()
+        for name, amount in requests.items():
+            if name == "cpus":
+                tasks.cpus(int(amount))
+            else:
+                tasks.resource(name, float(amount))
+        try:
+            return ResourceProfileBuilder().require(tasks).build
+        except Exception as e:  # noqa: BLE001 - Spark says why in its own words
+            raise PreflightError(f"Spark cannot build a resource profile for {requests}: "
+                                 f"{str(e).splitlines()[0]}") from e
 
     def executors(self) -> Optional[int]:
         raise NotImplementedError
 
     def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
-                          description: str, data: Any = None) -> list:
+                          description: str, data: Any = None, profile: Any = None) -> list:
         """Run ``task`` (a barrier ``mapPartitions`` function yielding ``(worker_num, status,
         value, report)``) as one barrier stage of ``num_tasks`` tasks in job group/tag ``group``;
         return the collected tuples. ``data`` (an RDD, or a DataFrame whose partitions reach
-        ``task`` as Arrow batches), with ``num_tasks`` partitions, is the stage's input."""
+        ``task`` as Arrow batches), with ``num_tasks`` partitions, is the stage's input;
+        ``profile`` (a ``ResourceProfile``) the task resources of the stage."""
         raise NotImplementedError
 
     def run_barrier_stage_with_outputs(self, num_tasks: int, task: Callable, group: str,
-                                       description: str, data: Any) -> Tuple[list, Any]:
+                                       description: str, data: Any, profile: Any = None
+                                       ) -> Tuple[list, Any]:
         """Like :meth:`run_barrier_stage` over an RDD ``data``, for a ``task`` that yields
         output pairs ``(key, value)`` before its node's tuple: returns the nodes' tuples and an
         RDD of the pairs, kept (memory and disk) so that reading it runs the stage no more. An
@@ -136,28 +155,33 @@ class ClassicBackend(SparkBackend):
     def user(self) -> str:
         return os.environ.get("HADOOP_USER_NAME") or self.sc.sparkUser() or getpass.getuser()
 
-    def slots(self) -> Optional[int]:
+    def slots(self, profile: Any = None) -> Optional[int]:
         scala_sc = self.sc._jsc.sc()
-        profile = scala_sc.resourceProfileManager().defaultResourceProfile()
-        return int(scala_sc.maxNumConcurrentTasks(profile))
+        manager = scala_sc.resourceProfileManager()
+        if profile is None:
+            return int(scala_sc.maxNumConcurrentTasks(manager.defaultResourceProfile()))
+        manager.addResourceProfile(profile._java_resource_profile)
+        return int(scala_sc.maxNumConcurrentTasks(profile._java_resource_profile))
 
     def executors(self) -> Optional[int]:
         return max(0, len(self.sc._jsc.sc().statusTracker().getExecutorInfos()) - 1)
 
     def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
-                          description: str, data: Any = None) -> list:
+                          description: str, data: Any = None, profile: Any = None) -> list:
         self.sc.setJobGroup(group, description, interruptOnCancel=True)
         if data is None:
             data = self.sc.parallelize(range(num_tasks), num_tasks)
         elif hasattr(data, "sparkSession"):  # a DataFrame
-            return _barrier_map_in_arrow(data, task)
-        return data.barrier().mapPartitions(task).collect()
+            return _barrier_map_in_arrow(data, task, profile)
+        return _with_profile(data.barrier().mapPartitions(task), profile).collect()
 
     def run_barrier_stage_with_outputs(self, num_tasks: int, task: Callable, group: str,
-                                       description: str, data: Any) -> Tuple[list, Any]:
+                                       description: str, data: Any, profile: Any = None
+                                       ) -> Tuple[list, Any]:
         from pyspark import StorageLevel
         self.sc.setJobGroup(group, description, interruptOnCancel=True)
-        stage = data.barrier().mapPartitions(task).persist(StorageLevel.MEMORY_AND_DISK)
+        stage = _with_profile(data.barrier().mapPartitions(task), profile).persist(
+            StorageLevel.MEMORY_AND_DISK)
         stage.count()  # runs the TF cluster
         nodes = stage.filter(lambda row: len(row) == 4).collect()
         return nodes, stage.filter(lambda row: len(row) == 2)
@@ -222,18 +246,19 @@ class ConnectBackend(SparkBackend):
     def user(self) -> str:
         return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
 
-    def slots(self) -> Optional[int]:
+    def slots(self, profile: Any = None) -> Optional[int]:
         return None  # no status tracker under Connect: the settings, or the stage, tell
 
     def executors(self) -> Optional[int]:
         return None
 
     def run_barrier_stage(self, num_tasks: int, task: Callable, group: str,
-                          description: str, data: Any = None) -> list:
+                          description: str, data: Any = None, profile: Any = None) -> list:
         self.spark.addTag(group)
         try:
             return _barrier_map_in_arrow(
-                self.spark.range(0, num_tasks, 1, num_tasks) if data is None else data, task)
+                self.spark.range(0, num_tasks, 1, num_tasks) if data is None else data, task,
+                profile)
         finally:
             self.spark.removeTag(group)
 
@@ -266,9 +291,14 @@ class ConnectBackend(SparkBackend):
         return failure or None
 
 
-def _barrier_map_in_arrow(df: Any, task: Callable) -> list:
+def _with_profile(rdd: Any, profile: Any) -> Any:
+    return rdd.withResources(profile) if profile is not None else rdd
+
+
+def _barrier_map_in_arrow(df: Any, task: Callable, profile: Any = None) -> list:
     """The barrier stage over a DataFrame's partitions (classic or Connect)."""
-    rows = df.mapInArrow(_arrow_task(task), NODE_RESULT_SCHEMA, barrier=True).collect()
+    rows = df.mapInArrow(_arrow_task(task), NODE_RESULT_SCHEMA, barrier=True,
+                         profile=profile).collect()
     return [(r.worker_num, r.status, r.value, r.report) for r in rows]
 
 

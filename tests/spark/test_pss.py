@@ -161,7 +161,8 @@ def _coordinate_spark_fed(args, ctx):
     return {"loss": history.history["loss"], "steps": feed.steps_per_epoch}
 
 
-def test_pss_trains_on_a_spark_fed_dataframe(spark):
+@pytest.mark.parametrize("nodes,feed_mode", [(3, "job"), (4, "stage")])
+def test_pss_trains_on_a_spark_fed_dataframe(spark, nodes, feed_mode):
     import numpy as np
     from tfspark import InputMode
     rng = np.random.default_rng(6)
@@ -169,9 +170,11 @@ def test_pss_trains_on_a_spark_fed_dataframe(spark):
     y = x @ np.array([1.0, -2.0, 3.0, 0.5], "float32") + 1.0
     df = spark.createDataFrame([(x[i].tolist(), float(y[i])) for i in range(len(x))],
                                "x array<float>, y float").repartition(3)
-    # 1 ps + chief + 1 worker: the feeding job needs the 4th slot
-    cluster = TFCluster.run(spark.sparkContext, _coordinate_spark_fed, {}, 3, num_ps=1,
-                            master_node="chief", input_mode=InputMode.SPARK)
+    # job: 1 ps + chief + 1 worker, the feeding job takes the 4th slot; stage: 1 ps + chief +
+    # 2 workers take all 4, the ps's and chief's partitions are dealt over the workers
+    cluster = TFCluster.run(spark.sparkContext, _coordinate_spark_fed, {}, nodes, num_ps=1,
+                            master_node="chief", input_mode=InputMode.SPARK,
+                            feed_mode=feed_mode)
     cluster.train(df, num_epochs=4)
     chief = cluster.shutdown(timeout=300)[1]
     assert chief["steps"] == 32

@@ -42,8 +42,12 @@ class StandaloneCluster:
 
     def __init__(self, base_dir: str, num_workers: int = 2, cores_per_worker: int = 2,
                  memory_per_worker: str = "4g", start_timeout: float = 120.0,
-                 worker_hosts: Optional[List[str]] = None):
+                 worker_hosts: Optional[List[str]] = None,
+                 worker_resources: Optional[Dict[str, List[str]]] = None):
         self.base_dir = os.path.abspath(base_dir)
+        # e.g. {"gpu": ["0", "1"]}: each worker offers these (fake) addresses, found by a
+        # discovery script as real GPUs are (Spark's resource scheduling cannot tell)
+        self.worker_resources = worker_resources or {}
         self.worker_hosts = worker_hosts or ["127.0.0.1"] * num_workers
         self.num_workers = num_workers
         self.cores_per_worker = cores_per_worker
@@ -58,7 +62,24 @@ class StandaloneCluster:
         env.update(SPARK_HOME=spark_home(), SPARK_LOCAL_IP=host,
                    SPARK_DAEMON_MEMORY="256m", PYSPARK_PYTHON=sys.executable,
                    SPARK_LOG_DIR=self.base_dir, SPARK_NO_DAEMONIZE="1")
+        options = []
+        for name, addresses in self.worker_resources.items():
+            options += [f"-Dspark.worker.resource.{name}.amount={len(addresses)}",
+                        f"-Dspark.worker.resource.{name}.discoveryScript="
+                        f"{self.discovery_script(name)}"]
+        if options:
+            env["SPARK_WORKER_OPTS"] = " ".join(options)
         return env
+
+    def discovery_script(self, name: str) -> str:
+        """A resource discovery script reporting ``worker_resources[name]``."""
+        path = os.path.join(self.base_dir, f"discover-{name}.sh")
+        if not os.path.exists(path):
+            info = json.dumps({"name": name, "addresses": self.worker_resources[name]})
+            with open(path, "w") as f:
+                f.write(f"#!/bin/sh\necho '{info}'\n")
+            os.chmod(path, 0o755)
+        return path
 
     def _spawn(self, name: str, args: List[str], host: str = "127.0.0.1") -> str:
         log_path = os.path.join(self.base_dir, f"{name}.log")

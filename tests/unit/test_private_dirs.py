@@ -1,0 +1,32 @@
+"""A node task's files live in a fresh private directory; what a killed task left behind is
+removed by the next node task on the host."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+from tfspark.node import PRIVATE_PREFIX, private_dir
+
+
+def test_private_dir_is_fresh_owner_only_and_sweeps_dead_tasks(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = tmp_path / f"{PRIVATE_PREFIX}{gone}-abc"
+    (orphan / "spill").mkdir(parents=True)
+    (orphan / "context.pkl").write_bytes(b"the key")
+    alive = tmp_path / f"{PRIVATE_PREFIX}{os.getpid()}-def"
+    alive.mkdir()
+    unrelated = tmp_path / "someone-else"
+    unrelated.mkdir()
+
+    made = private_dir()
+
+    assert not orphan.exists()  # its process is gone: removed
+    assert alive.exists() and unrelated.exists()  # a live task's, and what is not ours
+    assert os.path.dirname(made) == str(tmp_path)
+    assert os.path.basename(made).startswith(f"{PRIVATE_PREFIX}{os.getpid()}-")
+    assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
+    assert private_dir() != made  # never an existing path
