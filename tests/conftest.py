@@ -61,6 +61,7 @@ def spark(standalone_cluster):
                .config("spark.driver.host", "127.0.0.1")
                .config("spark.driver.bindAddress", "127.0.0.1")
                .config("spark.executor.cores", "2")
+               .config("spark.cores.max", "4")  # the settings tell tfspark the slots
                .config("spark.executor.memory", "1g")
                .config("spark.ui.enabled", "false")
                .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")

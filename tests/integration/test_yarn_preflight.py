@@ -22,7 +22,7 @@ DRIVER = textwrap.dedent("""
     started = time.monotonic()
     try:
         TFCluster.run(spark.sparkContext, lambda args, ctx: None, None, 3,
-                      reservation_timeout=30)
+                      reservation_timeout=12)
         print("RESULT started")
     except PreflightError as e:
         print(f"RESULT after {time.monotonic() - started:.0f}s: {e}")
@@ -57,4 +57,4 @@ def test_executors_yarn_cannot_grant_fail_in_yarns_words(yarn_cluster, tmp_path)
     assert "MB available, at most" in result and "running NodeManagers" in result, result
     assert "executor cores /" not in result  # no advice about cores: they were not the cause
     waited = int(result.split("after ", 1)[1].split("s:", 1)[0])
-    assert 30 <= waited <= 40, result
+    assert 12 <= waited <= 22, result

@@ -217,12 +217,12 @@ def test_keras_choice_does_not_leak_from_reused_python_workers(sc):
 def test_stage_that_cannot_start_is_cancelled_after_reservation_timeout(sc):
     # Occupy every task slot so the barrier stage cannot be scheduled.
     blocker = threading.Thread(target=lambda: sc.parallelize(range(4), 4).foreach(
-        lambda _: __import__("time").sleep(25)), daemon=True)
+        lambda _: __import__("time").sleep(14)), daemon=True)
     blocker.start()
     time.sleep(3)  # let the blocking tasks take the slots (polled below as well)
     started = time.monotonic()
-    with pytest.raises(ReservationError, match="did not start within reservation_timeout=8"):
-        TFCluster.run(sc, _print_token, None, 2, reservation_timeout=8)
+    with pytest.raises(ReservationError, match="did not start within reservation_timeout=5"):
+        TFCluster.run(sc, _print_token, None, 2, reservation_timeout=5)
     assert time.monotonic() - started < 60
     blocker.join(60)
     _assert_no_active_jobs(sc)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -209,9 +210,26 @@ def test_corrupt_file_names_file_and_offset(spark, tmp_path):
     expected = f"{os.path.basename(part)} at byte offset {record_len * 3}: data checksum"
     with pytest.raises(TFRecordCorruptError, match=expected):  # schema inference, on the driver
         tfrecord.read(spark, out)
+    with pytest.raises(TFRecordCorruptError, match=expected):  # a given schema: checked
+        tfrecord.read(spark, out, schema="id long")  # against the first records, on the driver
+
+    data[record_len * 3 + 14] ^= 0xFF  # repaired; now a record no check on the driver reads
+    data[record_len * 40 + 14] ^= 0xFF
+    open(part, "wb").write(bytes(data))
+    later = f"{os.path.basename(part)} at byte offset {record_len * 40}: data checksum"
     with pytest.raises(Exception) as err:  # decoding in a task
         tfrecord.read(spark, out, schema="id long").collect()
-    assert "TFRecordCorruptError" in str(err.value) and expected in str(err.value)
+    assert "TFRecordCorruptError" in str(err.value) and later in str(err.value)
+
+
+def test_a_schema_that_does_not_fit_the_records_is_refused_at_once(spark, tmp_path):
+    out = str(tmp_path / "ids")
+    tfrecord.write(spark.range(10).selectExpr("id", "CAST(id AS float) AS x"), out)
+    started = time.monotonic()
+    with pytest.raises(TFRecordError, match=r"'x'") as error:
+        tfrecord.read(spark, out, schema="id long, x array<string>")
+    assert time.monotonic() - started < 10
+    assert ".tfrecord" in str(error.value)  # names the file
 
 
 def test_failed_attempt_is_retried_without_duplicates(spark, tmp_path):
