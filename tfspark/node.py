@@ -183,7 +183,8 @@ class _Node:
         self.process_ended = threading.Event()
         self.stop_reason = ""
         self.answers_path: Optional[str] = None  # inference in the stage: see answers()
-        self.private_dir = private_dir()  # every file of this task; removed in close()
+        self._private = PrivateDir()  # every file of this task; removed in close()
+        self.private_dir = self._private.path
         self.detached = plan.driver_address is None
         self.report = DetachedReport()
         self.client = None if self.detached else ControlClient(
@@ -192,7 +193,7 @@ class _Node:
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
-        shutil.rmtree(self.private_dir, ignore_errors=True)
+        self._private.remove()
 
     def answers(self) -> Iterator[Tuple[Any, Any]]:
         """The node's answers to the stage's inference rows, as ``(key, result)`` pairs."""
@@ -495,15 +496,49 @@ def is_tf_chatter(line: str) -> bool:
 PRIVATE_PREFIX = "tfspark-task-"
 
 
-def private_dir() -> str:
+#: Removes a task's directory once the task's process is gone (run as a separate process).
+_JANITOR = """
+import os, shutil, sys, time
+parent, path = int(sys.argv[1]), sys.argv[2]
+try:
+    import select
+    select.select([os.pidfd_open(parent)], [], [])  # readable once the parent has exited
+except (AttributeError, OSError):
+    while True:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(1)
+shutil.rmtree(path, ignore_errors=True)
+"""
+
+
+class PrivateDir:
     """A new directory for one node task's files (payload, context, spills, staged files),
     private to this user (0700) and never an existing path (``mkdtemp``: ``O_EXCL``), under
-    the executor's local dirs, named after this process. Removed when the task ends; if the
-    process is killed first, the next node task on this host removes it
-    (:func:`remove_orphans`)."""
-    base = _local_dir() or tempfile.gettempdir()
-    remove_orphans(base)
-    return tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=base)
+    the executor's local dirs, named after this process. :meth:`remove` deletes it when the
+    task ends; if the task's process is killed first, a small janitor process started with it
+    deletes it, and failing that the next node task on the host does (:func:`remove_orphans`).
+    """
+
+    def __init__(self):
+        base = _local_dir() or tempfile.gettempdir()
+        remove_orphans(base)
+        self.path = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=base)
+        try:
+            self._janitor: Optional[subprocess.Popen] = subprocess.Popen(
+                [sys.executable, "-S", "-c", _JANITOR, str(os.getpid()), self.path],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+        except OSError:
+            self._janitor = None  # the sweep still removes what a killed task leaves
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._janitor is not None:  # this Python worker lives on: so would the janitor
+            self._janitor.kill()
+            self._janitor.wait()
 
 
 def remove_orphans(base: str) -> None:

@@ -7,7 +7,7 @@ import stat
 import subprocess
 import sys
 
-from tfspark.node import PRIVATE_PREFIX, private_dir
+from tfspark.node import PRIVATE_PREFIX, PrivateDir
 
 
 def test_private_dir_is_fresh_owner_only_and_sweeps_dead_tasks(tmp_path, monkeypatch):
@@ -22,11 +22,33 @@ def test_private_dir_is_fresh_owner_only_and_sweeps_dead_tasks(tmp_path, monkeyp
     unrelated = tmp_path / "someone-else"
     unrelated.mkdir()
 
-    made = private_dir()
+    private = PrivateDir()
+    made = private.path
 
     assert not orphan.exists()  # its process is gone: removed
     assert alive.exists() and unrelated.exists()  # a live task's, and what is not ours
     assert os.path.dirname(made) == str(tmp_path)
     assert os.path.basename(made).startswith(f"{PRIVATE_PREFIX}{os.getpid()}-")
     assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
-    assert private_dir() != made  # never an existing path
+    another = PrivateDir()
+    assert another.path != made  # never an existing path
+    for each in (private, another):
+        each.remove()
+        assert not os.path.exists(each.path)
+
+
+def test_a_killed_tasks_directory_is_removed_by_its_janitor(tmp_path):
+    import signal
+    import time
+    task = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from tfspark.node import PrivateDir; "
+         "print(PrivateDir().path, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, SPARK_LOCAL_DIRS=str(tmp_path)))
+    path = task.stdout.readline().strip()
+    assert os.path.isdir(path)
+    os.kill(task.pid, signal.SIGKILL)
+    task.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(path)
