@@ -37,6 +37,52 @@ def single_core_cluster(tmp_path_factory):
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """One local Spark Connect server (``local[3]``) for every Connect test: their clients are
+    subprocesses started with ``connect_server["env"]`` (``SPARK_REMOTE`` and the server's
+    token), so each pays a client's start (about 1 s), not a server's (about 10 s)."""
+    import secrets
+    import subprocess
+    import threading
+    import time
+    from tfspark.testing._process import spawn
+    token = secrets.token_hex(16)
+    url = "sc://localhost:15002"  # localhost: gRPC local credentials carry the token
+    work = tmp_path_factory.mktemp("connect-server")
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1",
+               SPARK_CONNECT_AUTHENTICATE_TOKEN=token,
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("SPARK_REMOTE", None)
+    log = open(work / "server.log", "w")
+    server = spawn([sys.executable, os.path.join(os.path.dirname(__file__), "connect_server.py")],
+                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+                   cwd=str(work), text=True)
+    try:
+        ready = threading.Event()
+
+        def await_ready():
+            for line in server.stdout:
+                if "READY" in line:
+                    ready.set()
+                    return
+
+        threading.Thread(target=await_ready, daemon=True).start()
+        deadline = time.monotonic() + 180
+        while not ready.wait(1) and time.monotonic() < deadline and server.poll() is None:
+            pass
+        if not ready.is_set():
+            pytest.fail(f"the Spark Connect server did not start: see {work}/server.log")
+        yield {"url": url, "env": {"SPARK_REMOTE": url, "SPARK_CONNECT_AUTHENTICATE_TOKEN": token}}
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
 def run_driver(script, *args, cwd, timeout=600):
     """Run a test driver script in its own process (its own SparkContext); return its
     ``RESULT {...}`` line as a dict, or fail with its output."""
@@ -124,3 +170,28 @@ def read_tree(root):
             with open(os.path.join(dirpath, f), "rb") as fh:
                 found[os.path.normpath(os.path.join(rel, f))] = fh.read()
     return found
+
+
+def orphaned_task_dirs(timeout: float = 15.0) -> list:
+    """Node-task directories (tfspark.node.PrivateDir) under the executors' local dirs (/tmp
+    here) whose process is gone, once their janitors have had ``timeout`` to remove them."""
+    import glob
+    import time
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def orphans() -> list:
+        found = glob.glob("/tmp/tfspark-task-*") + glob.glob("/tmp/blockmgr-*/tfspark-task-*")
+        for depth in range(4):  # standalone: spark-<id>/executor-<id>/blockmgr-<id>/
+            found += glob.glob("/tmp/spark-*/" + "*/" * depth + "tfspark-task-*")
+        return [p for p in found if not alive(int(os.path.basename(p).split("-")[2]))]
+
+    deadline = time.monotonic() + timeout
+    while orphans() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return orphans()

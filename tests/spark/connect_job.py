@@ -103,7 +103,7 @@ def detached(spark, result: dict) -> None:
 
 
 def main(work: str) -> None:
-    spark = SparkSession.builder.remote("local[3]").getOrCreate()
+    spark = SparkSession.builder.remote(os.environ["SPARK_REMOTE"]).getOrCreate()
     result = {"session": type(spark).__module__,
               "driver_host": spark.conf.get("spark.driver.host", None)}
 

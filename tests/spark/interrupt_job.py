@@ -27,8 +27,8 @@ def hold(work, ctx):
 
 def main(work: str, mode: str) -> None:
     builder = SparkSession.builder.config("spark.ui.showConsoleProgress", "false")
-    spark = (builder.remote("local[3]") if mode == "connect" else builder.master("local[3]")
-             ).getOrCreate()
+    spark = (builder.remote(os.environ["SPARK_REMOTE"]) if mode == "connect"
+             else builder.master("local[3]")).getOrCreate()
     cluster = TFCluster.run(spark, hold, work, 2)
     print("READY", flush=True)
     try:

@@ -14,10 +14,10 @@ import sys
 JOB = os.path.join(os.path.dirname(__file__), "connect_job.py")
 
 
-def test_tfspark_runs_from_a_spark_connect_session(tmp_path):
+def test_tfspark_runs_from_a_spark_connect_session(tmp_path, connect_server):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1",  # loopback
                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    env.pop("SPARK_REMOTE", None)
+    env.update(connect_server["env"])  # the session's local Connect server
     done = subprocess.run([sys.executable, JOB, str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=500, cwd=tmp_path)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

@@ -39,9 +39,11 @@ def _port_free(port: int) -> bool:
 
 
 @pytest.mark.parametrize("mode", ["classic", "connect"])
-def test_sigint_stops_nodes_jobs_and_ports_and_the_next_run_works(tmp_path, mode):
+def test_sigint_stops_nodes_jobs_and_ports_and_the_next_run_works(tmp_path, mode, request):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     env.pop("SPARK_REMOTE", None)
+    if mode == "connect":  # a client of the session's local Connect server
+        env.update(request.getfixturevalue("connect_server")["env"])
     driver = subprocess.Popen([sys.executable, JOB, str(tmp_path), mode], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []

@@ -1,6 +1,7 @@
 """examples/notebooks/mnist.ipynb, executed as a user would run it: in a Jupyter kernel
-(nbclient + ipykernel), once on a classic local Spark and once on a local Spark Connect server
-(``SPARK_REMOTE=local[3]`` in the kernel's environment; the notebook is the same).
+(nbclient + ipykernel), once on a classic local Spark and once as a client of a local Spark
+Connect server (``SPARK_REMOTE=sc://localhost:PORT`` in the kernel's environment; the notebook
+is the same).
 
 Checks what the user sees: no cell raised, tfspark's training progress was shown, the training
 curve was drawn, and the printed test accuracy is above a bar. The executed notebook stays in
@@ -41,15 +42,15 @@ PROGRESS_BAR = re.compile(r"epoch \d+/\d+: +\d+%\|")
 LAST_EPOCH_LINE = f"tfspark: epoch {EPOCHS}/{EPOCHS}: loss "
 
 
-def _kernel_env(mode: str, work: str) -> dict:
+def _kernel_env(mode: str, work: str, server: dict) -> dict:
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1",  # loopback
                TFSPARK_NOTEBOOK_DIR=work, IPYTHONDIR=os.path.join(work, "ipython"),
                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     for key in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE", "MASTER",
                 "SPARK_API_MODE", "MPLBACKEND", "MNIST_PATH"):
         env.pop(key, None)
-    if mode == "connect":
-        env["SPARK_REMOTE"] = "local[3]"  # SparkSession.builder.getOrCreate() starts a server
+    if mode == "connect":  # the session's local Connect server (a user's own sc://host:15002)
+        env.update(server["env"])
     return env
 
 
@@ -77,7 +78,7 @@ def _text(out) -> str:
 
 
 @pytest.mark.parametrize("mode", ["classic", "connect"])
-def test_mnist_notebook_runs(mode, tmp_path, monkeypatch):
+def test_mnist_notebook_runs(mode, tmp_path, monkeypatch, request):
     work = tmp_path / "work"
     work.mkdir()
     kernel = _python_kernel(tmp_path, monkeypatch)
@@ -89,7 +90,8 @@ def test_mnist_notebook_runs(mode, tmp_path, monkeypatch):
         nb, timeout=480, kernel_name=kernel, allow_errors=True,  # all cells run: see them all
         resources={"metadata": {"path": os.path.dirname(os.path.abspath(NOTEBOOK))}})
     started = time.time()
-    client.execute(env=_kernel_env(mode, str(work)))
+    server = request.getfixturevalue("connect_server") if mode == "connect" else {}
+    client.execute(env=_kernel_env(mode, str(work), server))
     elapsed = time.time() - started
     executed = tmp_path / f"mnist-{mode}.ipynb"
     nbformat.write(nb, str(executed))  # for a look after a failure

@@ -16,6 +16,7 @@ import uuid
 import pytest
 from pyspark import cloudpickle
 
+from conftest import orphaned_task_dirs
 from test_rows_trained import _counting_model, _per_epoch_counts
 from tfspark import InputMode, NodeError, TFCluster, tfrecord
 
@@ -128,6 +129,7 @@ def test_executor_lost_restarts_the_cluster_on_the_slots_left(sc, tfrecords, tmp
     assert first > STEPS and (first - 1) % STEPS == 0  # resumed at an epoch after the backup
     assert results[0]["steps"][-1] == EPOCHS * STEPS
     assert results[0]["weights"] == results[1]["weights"]
+    assert orphaned_task_dirs() == []  # the lost executor's node left no files behind
 
 
 def _fit_fed_rows(args, ctx):
@@ -163,6 +165,7 @@ def test_spark_fed_training_killed_mid_epoch_reruns_that_epoch_with_every_row(sp
         assert result["attempt"] == 1
         # epoch 1 was backed up; epoch 2, cut short, is rerun whole; then epoch 3
         assert result["epochs"] == [(rows, sum(range(rows)))] * 2
+    assert orphaned_task_dirs() == []  # nor did the killed node leave its spill behind
 
 
 def _raise_value_error(args, ctx):

@@ -52,3 +52,17 @@ def test_a_killed_tasks_directory_is_removed_by_its_janitor(tmp_path):
     while os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not os.path.exists(path)
+
+
+def test_a_directory_created_in_advance_is_never_used(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path))
+    planted = tmp_path / f"{PRIVATE_PREFIX}{os.getpid()}-taken"  # another user's guess
+    planted.mkdir(mode=0o777)
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: iter(["taken", "fresh"]))
+    private = PrivateDir()
+    try:
+        assert private.path == str(tmp_path / f"{PRIVATE_PREFIX}{os.getpid()}-fresh")
+        assert stat.S_IMODE(os.stat(private.path).st_mode) == 0o700
+    finally:
+        private.remove()
