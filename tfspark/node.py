@@ -28,6 +28,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from . import constants
 from . import fit_progress
 from .context import NodeContext
+from .processes import alive
 from .control import ControlClient, Message
 from .roles import (EVALUATOR, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
                     num_training_nodes, self_finishing_roles, tf_config)
@@ -555,19 +556,9 @@ def remove_orphans(base: str) -> None:
             owned = entry.stat(follow_symlinks=False).st_uid == os.getuid()
         except OSError:
             continue
-        if owned and entry.is_dir(follow_symlinks=False) and pid.isdigit() and not _alive(
+        if owned and entry.is_dir(follow_symlinks=False) and pid.isdigit() and not alive(
                 int(pid)):
             shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def _local_dir() -> Optional[str]:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 from xml.sax.saxutils import escape
 
+from tfspark.processes import alive
 from tfspark.testing._process import spawn
 
 HADOOP_VERSION = "3.5.0"
@@ -197,19 +198,6 @@ def _descendants(pid: int) -> List[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited; only its parent has not collected it yet
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def kill_tree(pid: int, grace: float = 5.0) -> None:
     """SIGTERM ``pid`` and all its descendants, then SIGKILL whatever is left after ``grace``."""
     pids = [pid] + _descendants(pid)
@@ -220,9 +208,9 @@ def kill_tree(pid: int, grace: float = 5.0) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + grace
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not any(_alive(p) for p in pids):
+        if not any(alive(p) for p in pids):
             return
 
 
@@ -396,7 +384,7 @@ class HadoopCluster:
             state.unlink()
 
     def running(self) -> Dict[str, bool]:
-        return {daemon: _alive(pid) for daemon, pid in self.pids.items()}
+        return {daemon: alive(pid) for daemon, pid in self.pids.items()}
 
     # -- state file for the CLI ----------------------------------------------------------------
 
