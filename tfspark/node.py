@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from . import constants
 from . import fit_progress
 from .context import NodeContext
-from .processes import alive
+from .private_dir import PrivateDir
 from .control import ControlClient, Message
 from .roles import (EVALUATOR, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
                     num_training_nodes, self_finishing_roles, tf_config)
@@ -491,83 +491,6 @@ _TF_CHATTER = re.compile(
 def is_tf_chatter(line: str) -> bool:
     """True for TensorFlow's C++ start-up and INFO/WARNING log lines (not shown by default)."""
     return bool(_TF_CHATTER.match(line))
-
-
-#: Names of the task directories of :func:`private_dir`: ``tfspark-task-<pid>-<random>``.
-PRIVATE_PREFIX = "tfspark-task-"
-
-
-#: Removes a task's directory once the task's process is gone (run as a separate process).
-_JANITOR = """
-import os, shutil, sys, time
-parent, path = int(sys.argv[1]), sys.argv[2]
-try:
-    import select
-    select.select([os.pidfd_open(parent)], [], [])  # readable once the parent has exited
-except (AttributeError, OSError):
-    while True:
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(1)
-shutil.rmtree(path, ignore_errors=True)
-"""
-
-
-class PrivateDir:
-    """A new directory for one node task's files (payload, context, spills, staged files),
-    private to this user (0700) and never an existing path (``mkdtemp``: ``O_EXCL``), under
-    the executor's local dirs, named after this process. :meth:`remove` deletes it when the
-    task ends; if the task's process is killed first, a small janitor process started with it
-    deletes it, and failing that the next node task on the host does (:func:`remove_orphans`).
-    """
-
-    def __init__(self):
-        base = _local_dir() or tempfile.gettempdir()
-        remove_orphans(base)
-        self.path = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=base)
-        try:
-            self._janitor: Optional[subprocess.Popen] = subprocess.Popen(
-                [sys.executable, "-S", "-c", _JANITOR, str(os.getpid()), self.path],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True)
-        except OSError:
-            self._janitor = None  # the sweep still removes what a killed task leaves
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-        if self._janitor is not None:  # this Python worker lives on: so would the janitor
-            self._janitor.kill()
-            self._janitor.wait()
-
-
-def remove_orphans(base: str) -> None:
-    """Remove this user's task directories in ``base`` whose process is gone."""
-    try:
-        entries = list(os.scandir(base))
-    except OSError:
-        return
-    for entry in entries:
-        if not entry.name.startswith(PRIVATE_PREFIX):
-            continue
-        pid = entry.name[len(PRIVATE_PREFIX):].split("-", 1)[0]
-        try:
-            owned = entry.stat(follow_symlinks=False).st_uid == os.getuid()
-        except OSError:
-            continue
-        if owned and entry.is_dir(follow_symlinks=False) and pid.isdigit() and not alive(
-                int(pid)):
-            shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _local_dir() -> Optional[str]:
-    """The executor's scratch disk (YARN's/Spark's local dirs), else the system temp dir."""
-    for variable in ("SPARK_LOCAL_DIRS", "LOCAL_DIRS"):
-        for folder in os.environ.get(variable, "").split(","):
-            if folder and os.path.isdir(folder):
-                return folder
-    return None
 
 
 def _find_prctl():
