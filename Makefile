@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfspark-installed
 
 DEMO_DIR ?= $(CURDIR)/.demo
 
-.PHONY: demo quickstart test unit venv clean
+.PHONY: demo quickstart test unit venv clean docker-tools docker-test
 
 venv: $(STAMP)
 
@@ -29,8 +29,22 @@ demo: $(STAMP)
 quickstart: $(STAMP)
 	$(PY) examples/mwms_regression.py
 
-test: $(STAMP)
+test: $(STAMP) docker-tools
 	$(PY) -m pytest -q -rs --durations=15 tests
+
+# Compose, which the tests use to validate docker/compose.yaml: Debian's docker-compose when
+# neither `docker compose` nor `docker-compose` is there (needs root and apt-get).
+docker-tools:
+	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get -qq update && \
+	    DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends \
+	      docker-compose >/dev/null; } || \
+	  echo "docker-compose is missing: tests/unit/test_docker_files.py will fail" >&2
+
+# The image built and the MNIST example run on docker/compose.yaml's cluster, end to end
+# (installs and starts a Docker engine when there is none; see docker/test.sh).
+docker-test:
+	docker/test.sh
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

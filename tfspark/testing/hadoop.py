@@ -143,6 +143,27 @@ def java_home() -> str:
     return str(Path(os.path.realpath(java)).parent.parent)
 
 
+def daemon_command(name: str, conf_dir: Path, lib: Path, log_dir: Path, heap: str = "512m",
+                   args=()) -> List[str]:
+    """The ``java`` command line of the Hadoop daemon ``name`` (a key of MAIN_CLASSES, or
+    ``namenode-format``) run from the jars in ``lib`` with the configuration (and web app
+    folders) in ``conf_dir``; ``-Dproc_<name>`` marks the process, as Hadoop's scripts do."""
+    main_class = MAIN_CLASSES[name.split("-")[0]]
+    return [str(Path(java_home()) / "bin" / "java"), f"-Xmx{heap}",
+            "-Djava.net.preferIPv4Stack=true", f"-Dhadoop.log.dir={log_dir}",
+            f"-Dhadoop.home.dir={Path(lib).parent}", f"-Dproc_{name}", *JAVA_17_OPENS,
+            "-cp", f"{conf_dir}:{lib}/*", main_class, *args]
+
+
+def write_webapps(conf_dir: Path) -> None:
+    """The hadoop-hdfs jar on Maven Central leaves out the web UI; its HTTP servers (which
+    carry WebHDFS and JMX) only need the web app folders on the classpath (in ``conf_dir``)."""
+    for webapp in ("hdfs", "datanode", "secondary"):
+        page = Path(conf_dir) / "webapps" / webapp / "index.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(f"<html><body>{webapp}: no web UI in this cluster</body></html>\n")
+
+
 # ---------------------------------------------------------------------------------------------
 # small helpers
 
@@ -345,7 +366,7 @@ class HadoopCluster:
         self._write_config()
         self._write_commands()
 
-        fmt = self._launch("namenode-format", MAIN_CLASSES["namenode"],
+        fmt = self._launch("namenode-format",
                            ["-format", "-nonInteractive", "-force"])
         try:
             fmt.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -359,7 +380,7 @@ class HadoopCluster:
         daemons = ["namenode", "datanode"] + (["resourcemanager", "nodemanager"]
                                               if self.yarn else [])
         for daemon in daemons:
-            self._procs[daemon] = self._launch(daemon, MAIN_CLASSES[daemon])
+            self._procs[daemon] = self._launch(daemon)
             self.pids[daemon] = self._procs[daemon].pid
         self._write_state()
 
@@ -439,12 +460,7 @@ class HadoopCluster:
         if self.yarn:
             self._write_yarn_config()
         (conf / "log4j.properties").write_text(LOG4J_PROPERTIES)
-        # The hadoop-hdfs jar on Maven Central leaves out the web UI; its HTTP servers (which
-        # carry WebHDFS and JMX) only need the webapp folders to exist on the classpath.
-        for webapp in ("hdfs", "datanode", "secondary"):
-            page = conf / "webapps" / webapp / "index.html"
-            page.parent.mkdir(parents=True, exist_ok=True)
-            page.write_text(f"<html><body>{webapp}: no web UI in this test cluster</body></html>\n")
+        write_webapps(conf)
 
     def _write_yarn_config(self) -> None:
         base, p, conf = self.base_dir, self.ports, self.conf_dir
@@ -521,13 +537,11 @@ class HadoopCluster:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def _launch(self, name: str, main_class: str, args=()) -> subprocess.Popen:
+    def _launch(self, name: str, args=()) -> subprocess.Popen:
         env = dict(os.environ, **self.env())
         env.pop("HADOOP_USER_NAME", None)  # every daemon runs as the OS user (the superuser)
-        cmd = [str(Path(java_home()) / "bin" / "java"), f"-Xmx{self.daemon_heap}",
-               "-Djava.net.preferIPv4Stack=true", f"-Dhadoop.log.dir={self.log_dir}",
-               f"-Dhadoop.home.dir={self.lib.parent}", f"-Dproc_{name}", *JAVA_17_OPENS,
-               "-cp", f"{self.conf_dir}:{self.lib}/*", main_class, *args]
+        cmd = daemon_command(name, self.conf_dir, self.lib, self.log_dir, self.daemon_heap,
+                             args)
         with open(self.log_file(name), "ab") as log:
             # SIGTERM when this process dies (not for the CLI's `start`: see die_with_parent)
             return spawn(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
