@@ -38,6 +38,13 @@ NODE_STOP_GRACE_SECS = 10.0
 #: Seconds between checks, in a node's process, that its Spark task is still alive.
 PARENT_WATCH_INTERVAL_SECS = 1.0
 
+#: Seconds between checks, in a node's task, whether its process has exited (or must stop).
+NODE_POLL_SECS = 0.05
+
+#: A node's process imports TensorFlow while the nodes meet, before main_fun runs; "0" in
+#: ``TFCluster.run(env=...)`` turns that off (for a main_fun that never imports TensorFlow).
+PRELOAD_TENSORFLOW = "TFSPARK_PRELOAD_TENSORFLOW"
+
 #: How many of a node's last output lines the driver keeps for error messages.
 OUTPUT_TAIL_LINES = 40
 

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .constants import PSS_STAGED_DIR
 from .errors import TFSparkError
+from .roles import Role, is_chief, serves_only
 
 
 @dataclass
@@ -66,9 +67,7 @@ class NodeContext:
     @property
     def is_chief(self) -> bool:
         """True on the node that writes checkpoints and exports: the chief, else worker 0."""
-        if "chief" in self.cluster_spec:
-            return self.job_name == "chief"
-        return self.job_name == "worker" and self.task_index == 0
+        return is_chief(self._role, self.cluster_spec)
 
     @property
     def task(self) -> Dict[str, object]:
@@ -78,7 +77,11 @@ class NodeContext:
     def runs_server_only(self) -> bool:
         """True for ps and worker nodes of a ParameterServerStrategy cluster: tfspark runs
         their TF server; ``main_fun`` runs on the chief (coordinator) and evaluator."""
-        return "ps" in self.cluster_spec and self.job_name in ("ps", "worker")
+        return serves_only(self._role, self.cluster_spec)
+
+    @property
+    def _role(self) -> Role:
+        return Role(self.job_name, self.task_index, self.worker_num)
 
     def multi_worker_mirrored_strategy(self, **options):
         """See :func:`tfspark.strategy.multi_worker_mirrored_strategy`."""

@@ -30,8 +30,8 @@ from . import fit_progress
 from .context import NodeContext
 from .private_dir import PrivateDir
 from .control import ControlClient, Message
-from .roles import (EVALUATOR, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
-                    num_training_nodes, self_finishing_roles, tf_config)
+from .roles import (EVALUATOR, PS, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
+                    is_chief, num_training_nodes, self_finishing_roles, serves_only, tf_config)
 from .feed_protocol import StageInput
 
 SPARK_INPUT = 1  # InputMode.SPARK
@@ -45,6 +45,9 @@ RESTARTABLE_TF_ERRORS = ("UnavailableError", "AbortedError")
 
 OUTCOME_FILE, VALUE_FILE, PAYLOAD_FILE, CONTEXT_FILE = (
     "outcome.json", "value.pkl", "payload.pkl", "context.pkl")
+
+#: What a node's task writes to its process's stdin once the context and payload are written.
+GO = b"go\n"
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,10 @@ class DetachedReport:
             return pickle.dumps(body + list(self.lines) + end)
 
 
-def node_environment(plan: NodePlan, ctx: NodeContext) -> Dict[str, str]:
+def node_environment(plan: NodePlan, role: Role, gpus: Tuple[str, ...]) -> Dict[str, str]:
     """The environment of a node's process: this one's, plus TF settings, plus the user's ``env``.
+    All of it is known before the rendezvous (the process starts during it); ``TF_CONFIG``, which
+    needs every node's address, comes with the context (see :mod:`tfspark.node_process`).
 
     ``PYTHONPATH`` carries this worker's ``sys.path`` so files shipped with ``--py-files`` import
     in the node's process too.
@@ -130,19 +135,19 @@ def node_environment(plan: NodePlan, ctx: NodeContext) -> Dict[str, str]:
     env[constants.TF_USE_LEGACY_KERAS] = constants.DEFAULT_LEGACY_KERAS
     if not plan.verbose:
         env.setdefault(constants.TF_CPP_MIN_LOG_LEVEL, constants.QUIET_TF_CPP_LOG_LEVEL)
-    if plan.progress and ctx.job_name in TRAINING_ROLES:
+    if plan.progress and role.job_name in TRAINING_ROLES:
         env[fit_progress.QUIET_FIT] = "1"
-        env[fit_progress.NUM_WORKERS] = str(ctx.num_workers)
-    if ctx.gpus:  # exactly the GPUs Spark gave this task, and only the memory TF needs
-        env[constants.CUDA_VISIBLE_DEVICES] = ",".join(ctx.gpus)
+        env[fit_progress.NUM_WORKERS] = str(num_training_nodes(plan.roles))
+    if gpus:  # exactly the GPUs Spark gave this task, and only the memory TF needs
+        env[constants.CUDA_VISIBLE_DEVICES] = ",".join(gpus)
         env.setdefault(constants.TF_FORCE_GPU_ALLOW_GROWTH, "true")
-    if "ps" in ctx.cluster_spec:  # ParameterServerStrategy: the coordinator retries steps
+    if any(r.job_name == PS for r in plan.roles):  # ParameterServerStrategy: retried steps
         env["GRPC_FAIL_FAST"] = "use_caller"
     if "HADOOP_CONF_DIR" not in env and plan.hadoop_conf_dir and os.path.isdir(
             plan.hadoop_conf_dir):
         env["HADOOP_CONF_DIR"] = plan.hadoop_conf_dir
     env.update(plan.env)
-    env[constants.TF_CONFIG] = ctx.tf_config
+    env.pop(constants.TF_CONFIG, None)  # this executor's own, if any, is not the node's
     return env
 
 
@@ -223,7 +228,10 @@ class _Node:
     def run(self, task, partition: Iterator) -> Tuple[int, str, bytes, bytes]:
         self._send("hello", label=self.role.label, host=self.host, attempt=task.attemptNumber())
         feeds = self.plan.input_mode == SPARK_INPUT and self.role.job_name in TRAINING_ROLES
-        with reserved_port(self.host) as port, \
+        gpus = assigned_gpus(task)
+        # the node's process starts now, importing while the nodes find each other
+        with self._workdir() as workdir, self._started_early(workdir, gpus) as process, \
+                reserved_port(self.host) as port, \
                 (reserved_port(self.host) if feeds else nullcontext()) as feed_port:
             gathered = [json.loads(item) for item in task.allGather(json.dumps(
                 {"address": f"{self.host}:{port}", "feed_port": feed_port}))]
@@ -240,7 +248,7 @@ class _Node:
                 shard_index=data_index(self.plan.roles, self.role),
                 num_shards=len(data_nodes(self.plan.roles)),
                 secret=self.plan.secret, stage_files=self.plan.stage_files,
-                attempt=self.plan.attempt, gpus=assigned_gpus(task))
+                attempt=self.plan.attempt, gpus=gpus)
             with self._tensorboard(ctx) as tensorboard_url:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
                            tensorboard_url=tensorboard_url,
@@ -250,7 +258,7 @@ class _Node:
                 if self._ends_by_barrier() and self.role.job_name not in self_finishing_roles(
                         self.plan.roles):
                     self._stop_after_training(task, after=feeder)
-                status, fields, value = self._run_process(ctx)
+                status, fields, value = self._run_process(ctx, workdir, process)
                 self.process_ended.set()
                 if feeder is not None:
                     feeder.join(self.plan.stage_input.timeout + 60)
@@ -326,32 +334,73 @@ class _Node:
 
         threading.Thread(target=wait, name="tfspark-training-end", daemon=True).start()
 
-    def _run_process(self, ctx: NodeContext) -> Tuple[str, Dict[str, Any], bytes]:
-        if self.stop_requested.is_set():
-            return STOPPED, {"message": self.stop_reason}, b""
+    @contextmanager
+    def _workdir(self) -> Iterator[str]:
+        """The node process's folder (context, payload, outcome; PSS staged files, spills)."""
         workdir = tempfile.mkdtemp(prefix=f"tfspark-{self.role.job_name}-{self.role.task_index}-",
                                    dir=self.private_dir)
         try:
-            restarts_in_place = 0
-            while True:
-                outcome = self._run_process_once(ctx, workdir)
-                if not (self._restarts_in_place(ctx) and outcome[1].get("restartable")
-                        and restarts_in_place < self.plan.max_restarts):
-                    return outcome
-                restarts_in_place += 1
-                self._send("log", stream="stderr", line=(
-                    f"tfspark: {outcome[1]['message']}; restarting {self.role.label}'s TF server "
-                    f"in place ({restarts_in_place} of {self.plan.max_restarts}): the "
-                    "coordinator re-runs its lost steps"))
+            yield workdir
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)  # with PSS staged files and spills
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    @contextmanager
+    def _started_early(self, workdir: str, gpus: Tuple[str, ...]) -> Iterator["_NodeProcess"]:
+        """The node's process, started before the rendezvous so that its start-up (Python,
+        TensorFlow's import) overlaps it; stopped on the way out if it never got its context."""
+        process = self._spawn(workdir, gpus)
+        try:
+            yield process
+        finally:
+            process.discard()
+
+    def _spawn(self, workdir: str, gpus: Tuple[str, ...]) -> "_NodeProcess":
+        job_names = {r.job_name for r in self.plan.roles}
+        serves = serves_only(self.role, job_names)
+        env = node_environment(self.plan, self.role, gpus)
+        reports = self.plan.progress and is_chief(self.role, job_names) and not serves
+        progress_read, progress_write = os.pipe() if reports else (None, None)
+        if reports:
+            env[fit_progress.REPORT_FD] = str(progress_write)
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "tfspark.node_process", workdir],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                pass_fds=(progress_write,) if reports else (),
+                cwd=workdir if serves else None)  # see constants.PSS_FEED_DIR
+        finally:
+            if reports:
+                os.close(progress_write)  # the child holds its own copy
+        forwarders = [self._forward(popen.stdout, "stdout"),
+                      self._forward(popen.stderr, "stderr")]
+        if reports:
+            forwarders.append(self._forward_progress(os.fdopen(progress_read, "rb")))
+        return _NodeProcess(popen, forwarders)
+
+    def _run_process(self, ctx: NodeContext, workdir: str, process: "_NodeProcess"
+                     ) -> Tuple[str, Dict[str, Any], bytes]:
+        if self.stop_requested.is_set():
+            return STOPPED, {"message": self.stop_reason}, b""
+        restarts_in_place = 0
+        while True:
+            outcome = self._run_process_once(ctx, workdir, process)
+            if not (self._restarts_in_place(ctx) and outcome[1].get("restartable")
+                    and restarts_in_place < self.plan.max_restarts):
+                return outcome
+            restarts_in_place += 1
+            self._send("log", stream="stderr", line=(
+                f"tfspark: {outcome[1]['message']}; restarting {self.role.label}'s TF server "
+                f"in place ({restarts_in_place} of {self.plan.max_restarts}): the "
+                "coordinator re-runs its lost steps"))
+            process = self._spawn(workdir, ctx.gpus)
 
     def _restarts_in_place(self, ctx: NodeContext) -> bool:
         """A ParameterServerStrategy worker only serves: TF's ClusterCoordinator waits for it to
         come back at the same address and re-runs the steps it lost, so it restarts alone."""
         return ctx.runs_server_only and ctx.job_name == "worker"
 
-    def _run_process_once(self, ctx: NodeContext, workdir: str
+    def _run_process_once(self, ctx: NodeContext, workdir: str, process: "_NodeProcess"
                           ) -> Tuple[str, Dict[str, Any], bytes]:
         import pickle
         for name, data in ((PAYLOAD_FILE, self.plan.payload), (CONTEXT_FILE, pickle.dumps(ctx))):
@@ -360,34 +409,15 @@ class _Node:
                 os.remove(path)
             with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 f.write(data)  # the node's process reads, then deletes them
-        env = node_environment(self.plan, ctx)
-        reports = self.plan.progress and ctx.is_chief and not ctx.runs_server_only
-        progress_read, progress_write = os.pipe() if reports else (None, None)
-        if reports:
-            env[fit_progress.REPORT_FD] = str(progress_write)
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tfspark.node_process", workdir],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent,
-                pass_fds=(progress_write,) if reports else (),
-                cwd=workdir if ctx.runs_server_only else None)  # see constants.PSS_FEED_DIR
-        finally:
-            if reports:
-                os.close(progress_write)  # the child holds its own copy
-        forwarders = [self._forward(process.stdout, "stdout"),
-                      self._forward(process.stderr, "stderr")]
-        if reports:
-            forwarders.append(self._forward_progress(os.fdopen(progress_read, "rb")))
-        stopped = self._wait(process)
-        for forwarder in forwarders:
-            forwarder.join()
-        return self._outcome(workdir, process.returncode, stopped)
+        process.go()
+        stopped = self._wait(process.popen)
+        process.join_output()
+        return self._outcome(workdir, process.popen.returncode, stopped)
 
     def _wait(self, process: subprocess.Popen) -> bool:
         """Wait for the node's process; stop it if asked to. True if it was stopped."""
         while process.poll() is None:
-            if self.stop_requested.wait(0.5):
+            if self.stop_requested.wait(constants.NODE_POLL_SECS):
                 _terminate(process)
                 return True
         return False
@@ -461,6 +491,32 @@ class _Node:
                 yield f"http://{self.host}:{port}"
             finally:
                 _terminate(process)
+                forwarder.join(5)
+
+
+class _NodeProcess:
+    """A started node process, waiting for :meth:`go` (its context is in its folder)."""
+
+    def __init__(self, popen: subprocess.Popen, forwarders):
+        self.popen, self.forwarders, self.went = popen, forwarders, False
+
+    def go(self) -> None:
+        self.went = True
+        try:
+            self.popen.stdin.write(GO)
+            self.popen.stdin.close()
+        except OSError:
+            pass  # it has exited already: its outcome (or exit status) says why
+
+    def join_output(self) -> None:
+        for forwarder in self.forwarders:
+            forwarder.join()
+
+    def discard(self) -> None:
+        """Stop it if it never got its context (the rendezvous failed or the task stopped)."""
+        if not self.went:
+            _terminate(self.popen)
+            for forwarder in self.forwarders:
                 forwarder.join(5)
 
 

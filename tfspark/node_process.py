@@ -1,14 +1,18 @@
 """A TF node's own process: runs ``main_fun(args, ctx)`` once, in a fresh interpreter.
 
-Started by :mod:`tfspark.node` with ``TF_CONFIG`` and ``TF_USE_LEGACY_KERAS`` already in its
-environment, so whatever TensorFlow and Keras a reused Spark Python worker imported before cannot
-leak in. Writes how ``main_fun`` ended to ``outcome.json`` (and its pickled return value to
-``value.pkl``) in the folder it is given; exits when its parent task goes away.
+Started by :mod:`tfspark.node` with ``TF_USE_LEGACY_KERAS`` already in its environment, so
+whatever TensorFlow and Keras a reused Spark Python worker imported before cannot leak in. It
+starts while the nodes meet: it imports TensorFlow in the background meanwhile (unless
+``TFSPARK_PRELOAD_TENSORFLOW=0``) and waits for its task to write "go" to its stdin, when the
+context (with ``TF_CONFIG``, set into the environment before ``main_fun`` runs) and the payload
+are in its folder. Writes how ``main_fun`` ended to ``outcome.json`` (and its pickled return
+value to ``value.pkl``) there; exits when its parent task goes away.
 
 Usage (internal): ``python -m tfspark.node_process WORKDIR``
 """
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -20,7 +24,7 @@ import traceback
 from typing import Optional
 
 from . import constants
-from .node import CONTEXT_FILE, ERROR, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
+from .node import CONTEXT_FILE, ERROR, GO, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
 
 _KERAS3_HINT = (
     "\nHint: this node ran with Keras 3 (TF_USE_LEGACY_KERAS is off), whose model.fit does not "
@@ -51,6 +55,38 @@ def _check_keras() -> None:
                 "training loops only).")
 
 
+def _preload_tensorflow() -> Optional[threading.Thread]:
+    """Import TensorFlow in a background thread, so that main_fun's own import (which waits for
+    it) finds it done or under way; None if turned off or not installed."""
+    if not constants.is_true(os.environ.get(constants.PRELOAD_TENSORFLOW, "1")) or \
+            importlib.util.find_spec("tensorflow") is None:
+        return None
+
+    def load() -> None:
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:  # noqa: B902 - main_fun's own import reports it
+            pass
+
+    thread = threading.Thread(target=load, name="tfspark-import-tensorflow", daemon=True)
+    thread.start()
+    return thread
+
+
+def _exit(code: int, preload: Optional[threading.Thread]) -> None:
+    """Exit with ``code``. While TensorFlow is still being imported in the background (main_fun
+    never waited for it), the interpreter must not tear down under that thread: run the exit
+    handlers, then end the process at once."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if preload is None or not preload.is_alive():
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _write_outcome(workdir: str, outcome: dict) -> None:
     tmp = os.path.join(workdir, OUTCOME_FILE + ".tmp")
     with open(tmp, "w") as f:
@@ -79,53 +115,65 @@ def _tf_error_name(error: BaseException) -> Optional[str]:
     return None
 
 
-def main(workdir: str) -> int:
+def main(workdir: str) -> None:
+    """Run the node, then exit: 0 if main_fun returned, else 1."""
     _exit_with_parent()
+    preload = None
     try:
         _check_keras()
-        with open(os.path.join(workdir, CONTEXT_FILE), "rb") as f:
-            ctx = pickle.load(f)
-        os.remove(os.path.join(workdir, CONTEXT_FILE))  # it holds the job's key: read once
-        if ctx.feed_port is not None:
-            from . import feed
-            if ctx.runs_server_only:  # in its own folder: see constants.PSS_FEED_DIR
-                feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
-                           constants.PSS_FEED_DIR, spill_format="tfrecord")
-            else:
-                feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
-                           os.path.join(workdir, "spill"), spill_root=constants.PSS_FEED_DIR)
-        if ctx.runs_server_only:
-            from .strategy import serve, stage_files
-            stage_files(ctx)
-            serve(ctx)  # never returns: tfspark stops the process when training ends
         from . import fit_progress
-        fit_progress.install()
-        main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))
-        value = main_fun(args, ctx)
-        from pyspark import cloudpickle
-        try:
-            data = cloudpickle.dumps(value)
-        except Exception as e:
-            raise TypeError(f"main_fun's return value of type {type(value).__name__} cannot be "
-                            f"pickled to send it to the driver: {e}") from e
-        with open(os.path.join(workdir, VALUE_FILE), "wb") as f:
-            f.write(data)
-        _write_outcome(workdir, {"status": OK})
-        return 0
+        fit_progress.install()  # before anything imports Keras
+        preload = _preload_tensorflow()
+        # "go" once the nodes have met; anything else: the task gave up and is stopping us
+        code = _run(workdir) if sys.stdin.buffer.readline() == GO else 1
     except BaseException as e:  # noqa: B902 - every way main_fun can end is reported
-        message = f"{type(e).__name__}: {e}"
-        text = traceback.format_exc()
-        if "PerReplica" in message and not constants.is_true(
-                os.environ.get(constants.TF_USE_LEGACY_KERAS, "")):
-            message += _KERAS3_HINT
-        _write_outcome(workdir, {"status": ERROR, "message": message, "traceback": text,
-                                 "error_type": _tf_error_name(e)})
-        sys.stderr.write(text)
-        return 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        code = _report(workdir, e)
+    _exit(code, preload)
+
+
+def _run(workdir: str) -> int:
+    with open(os.path.join(workdir, CONTEXT_FILE), "rb") as f:
+        ctx = pickle.load(f)
+    os.remove(os.path.join(workdir, CONTEXT_FILE))  # it holds the job's key: read once
+    os.environ[constants.TF_CONFIG] = ctx.tf_config
+    if ctx.feed_port is not None:
+        from . import feed
+        if ctx.runs_server_only:  # in its own folder: see constants.PSS_FEED_DIR
+            feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
+                       constants.PSS_FEED_DIR, spill_format="tfrecord")
+        else:
+            feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
+                       os.path.join(workdir, "spill"), spill_root=constants.PSS_FEED_DIR)
+    if ctx.runs_server_only:
+        from .strategy import serve, stage_files
+        stage_files(ctx)
+        serve(ctx)  # never returns: tfspark stops the process when training ends
+    main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))
+    value = main_fun(args, ctx)
+    from pyspark import cloudpickle
+    try:
+        data = cloudpickle.dumps(value)
+    except Exception as e:
+        raise TypeError(f"main_fun's return value of type {type(value).__name__} cannot be "
+                        f"pickled to send it to the driver: {e}") from e
+    with open(os.path.join(workdir, VALUE_FILE), "wb") as f:
+        f.write(data)
+    _write_outcome(workdir, {"status": OK})
+    return 0
+
+
+def _report(workdir: str, error: BaseException) -> int:
+    """Write how the node failed to its outcome file (and the traceback to stderr)."""
+    message = f"{type(error).__name__}: {error}"
+    text = "".join(traceback.format_exception(error))
+    if "PerReplica" in message and not constants.is_true(
+            os.environ.get(constants.TF_USE_LEGACY_KERAS, "")):
+        message += _KERAS3_HINT
+    _write_outcome(workdir, {"status": ERROR, "message": message, "traceback": text,
+                             "error_type": _tf_error_name(error)})
+    sys.stderr.write(text)
+    return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    main(sys.argv[1])

@@ -66,6 +66,20 @@ def tf_config(spec: Dict[str, List[str]], role: Role) -> str:
                       sort_keys=True)
 
 
+def is_chief(role: Role, job_names) -> bool:
+    """Whether ``role`` is the node that writes checkpoints and exports in a cluster with these
+    job names: the chief, else worker 0."""
+    if CHIEF in job_names:
+        return role.job_name == CHIEF
+    return role.job_name == WORKER and role.task_index == 0
+
+
+def serves_only(role: Role, job_names) -> bool:
+    """Whether ``role`` only runs a TF server (ps and workers under ParameterServerStrategy:
+    ``main_fun`` runs on the chief, the coordinator, and the evaluator)."""
+    return PS in job_names and role.job_name in (PS, WORKER)
+
+
 def self_finishing_roles(roles: Sequence[Role]) -> Tuple[str, ...]:
     """Roles whose nodes end on their own when training is done.
 

@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfspark import export  # noqa: E402
+from tfspark import export, fs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_a_taken_version_number_is_skipped(tmp_path, model, monkeypatch):
     def racing(path):  # another exporter publishes version 1 right after we picked it
         number = real(path)
         if not calls:
-            os.makedirs(os.path.join(path, str(number)))
+            fs.mkdirs(fs.join(path, str(number)))  # path is a URL (file:/...)
         calls.append(number)
         return number
 
