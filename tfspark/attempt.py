@@ -41,6 +41,7 @@ class NodeState:
         self.host = "?"
         self.connection: Optional[Connection] = None
         self.feed_address: Optional[Tuple[str, int]] = None
+        self.addresses: Optional[Dict[str, Any]] = None  # its TF address and feed port
         self.started = False
         self.fed: Optional[Dict[str, List[int]]] = None  # the stage's own feed, delivered
         self.status: Optional[str] = None  # OK, ERROR or STOPPED once finished
@@ -198,6 +199,10 @@ class Attempt:
                 node.host, node.connection = message["host"], connection
                 if self.failure is not None and connection is not None:
                     connection.send({"type": "stop", "reason": "the TF cluster has failed"})
+            elif kind == "address":
+                node.addresses = {"address": message["address"],
+                                  "feed_port": message["feed_port"]}
+                self._introduce_when_all_known()
             elif kind == "fed":
                 node.fed = {"rows": message["rows_per_node"],
                             "validation_rows": message["validation_rows_per_node"]}
@@ -212,6 +217,18 @@ class Attempt:
                 node.restartable = bool(message.get("restartable"))
                 self._on_finished(node)
             self.changed.notify_all()
+
+    def _introduce_when_all_known(self) -> None:
+        """Once every node has said where it listens, tell each node all of them: the nodes
+        meet through the driver (Spark's allGather would add a second to every start)."""
+        if any(n.addresses is None for n in self.nodes.values()):
+            return
+        peers = [self.nodes[i].addresses for i in sorted(self.nodes)]
+        for node in self.nodes.values():
+            try:
+                node.connection.send({"type": "peers", "nodes": peers})
+            except OSError:
+                pass  # its disconnection fails the attempt
 
     def _on_finished(self, node: NodeState) -> None:
         if node.status == ERROR:

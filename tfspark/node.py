@@ -1,9 +1,10 @@
 """Task side of a TF node: one barrier task of the cluster's Spark stage.
 
-The task registers with the driver, reserves its TF port, learns every node's address through
-``BarrierTaskContext.allGather``, and then runs the user's ``main_fun`` in a fresh Python process
-(see :mod:`tfspark.node_process`) whose environment carries ``TF_CONFIG`` and the Keras choice
-before TensorFlow is imported. It forwards that process's output lines to the driver, stops it
+The task registers with the driver, starts the node's own Python process (see
+:mod:`tfspark.node_process`: the Keras choice in its environment, TensorFlow imported while the
+nodes meet), reserves its TF port, learns every node's address from the driver (detached:
+through ``BarrierTaskContext.allGather``), and then hands the process its context, with
+``TF_CONFIG``, to run the user's ``main_fun``. It forwards that process's output lines to the driver, stops it
 when the driver says so (or the driver goes away), and reports how it ended.
 
 Never imports TensorFlow or ``pyspark.sql``: the Python worker that runs this stays light.
@@ -187,6 +188,8 @@ class _Node:
         self.executor_address = executor_address
         self.stop_requested = threading.Event()
         self.process_ended = threading.Event()
+        self.peers: Optional[list] = None  # every node's addresses, from the driver
+        self._peers_known = threading.Event()  # set with them, or when stopped
         self.stop_reason = ""
         self.answers_path: Optional[str] = None  # inference in the stage: see answers()
         self._private = PrivateDir()  # every file of this task; removed in close()
@@ -207,8 +210,22 @@ class _Node:
             from .stage_feed import read_answers
             yield from read_answers(self.answers_path)
 
+    def _meet(self, task, address: str, feed_port: Optional[int]) -> Optional[list]:
+        """Every node's TF address and feed port, in worker_num order (None if stopped first).
+        The driver brokers them over the control channel; detached nodes, which have no
+        channel, use Spark's allGather (which takes a second more)."""
+        mine = {"address": address, "feed_port": feed_port}
+        if self.client is None:
+            return [json.loads(item) for item in task.allGather(json.dumps(mine))]
+        self._send("address", **mine)
+        self._peers_known.wait()
+        return None if self.peers is None else list(self.peers)
+
     def _on_driver_message(self, message: Message) -> None:
-        if message["type"] == "stop":
+        if message["type"] == "peers":
+            self.peers = message["nodes"]
+            self._peers_known.set()
+        elif message["type"] == "stop":
             self._request_stop(message.get("reason", "stopped by the driver"))
         elif message["type"] == "disconnected":
             self._request_stop("lost the connection to the driver")
@@ -217,6 +234,7 @@ class _Node:
         if not self.stop_requested.is_set():
             self.stop_reason = reason
             self.stop_requested.set()
+            self._peers_known.set()  # a node waiting to meet the others stops waiting
 
     def _send(self, message_type: str, **fields) -> None:
         message = dict(fields, type=message_type, worker_num=self.role.worker_num)
@@ -233,8 +251,10 @@ class _Node:
         with self._workdir() as workdir, self._started_early(workdir, gpus) as process, \
                 reserved_port(self.host) as port, \
                 (reserved_port(self.host) if feeds else nullcontext()) as feed_port:
-            gathered = [json.loads(item) for item in task.allGather(json.dumps(
-                {"address": f"{self.host}:{port}", "feed_port": feed_port}))]
+            gathered = self._meet(task, f"{self.host}:{port}", feed_port)
+            if gathered is None:  # stopped by the driver before the cluster formed
+                self._send("finished", status=STOPPED, message=self.stop_reason)
+                return self.role.worker_num, STOPPED, b"", b""
             addresses = [item["address"] for item in gathered]
             spec = cluster_spec(self.plan.roles, addresses)
             ctx = NodeContext(

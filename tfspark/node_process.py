@@ -124,6 +124,7 @@ def main(workdir: str) -> None:
         from . import fit_progress
         fit_progress.install()  # before anything imports Keras
         preload = _preload_tensorflow()
+        from pyspark import cloudpickle  # noqa: F401 - for the payload; imported while waiting
         # "go" once the nodes have met; anything else: the task gave up and is stopping us
         code = _run(workdir) if sys.stdin.buffer.readline() == GO else 1
     except BaseException as e:  # noqa: B902 - every way main_fun can end is reported
