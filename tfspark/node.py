@@ -4,8 +4,8 @@ The task registers with the driver, starts the node's own Python process (see
 :mod:`tfspark.node_process`: the Keras choice in its environment, TensorFlow imported while the
 nodes meet), reserves its TF port, learns every node's address from the driver (detached:
 through ``BarrierTaskContext.allGather``), and then hands the process its context, with
-``TF_CONFIG``, to run the user's ``main_fun``. It forwards that process's output lines to the driver, stops it
-when the driver says so (or the driver goes away), and reports how it ended.
+``TF_CONFIG``, to run the user's ``main_fun``. It forwards that process's output lines to the
+driver, stops it when the driver says so (or the driver goes away), and reports how it ended.
 
 Never imports TensorFlow or ``pyspark.sql``: the Python worker that runs this stays light.
 """
