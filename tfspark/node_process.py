@@ -77,8 +77,6 @@ def _exit(code: int, preload: Optional[threading.Thread]) -> None:
     """Exit with ``code``. While TensorFlow is still being imported in the background (main_fun
     never waited for it), the interpreter must not tear down under that thread: run the exit
     handlers, then end the process at once."""
-    sys.stdout.flush()
-    sys.stderr.flush()
     if preload is None or not preload.is_alive():
         sys.exit(code)
     atexit._run_exitfuncs()

@@ -199,6 +199,18 @@ def _get_json(url: str, timeout: float = 5.0) -> dict:
         return json.loads(resp.read().decode())
 
 
+def hdfs_takes_writes(namenode_http_url: str) -> bool:
+    """Whether the NameNode at ``namenode_http_url`` counts a live DataNode with free space and
+    has left safe mode (its JMX beans; raises OSError/ValueError while it is not answering)."""
+    def bean(name: str) -> dict:
+        beans = _get_json(f"{namenode_http_url}/jmx?qry=Hadoop:service=NameNode,name={name}")
+        return beans["beans"][0] if beans["beans"] else {}
+
+    state = bean("FSNamesystemState")
+    return (state.get("NumLiveDataNodes", 0) >= 1 and state.get("CapacityRemaining", 0) > 0
+            and bean("NameNodeInfo").get("Safemode") == "")
+
+
 def _descendants(pid: int) -> List[int]:
     """Every live process below ``pid`` (YARN containers run in their own sessions)."""
     children: Dict[int, List[int]] = {}
@@ -581,12 +593,7 @@ class HadoopCluster:
         return "FileStatus" in self._webhdfs("/", "GETFILESTATUS")
 
     def _datanode_live(self) -> bool:
-        beans = _get_json(f"{self.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,"
-                          "name=FSNamesystemState")["beans"]
-        info = _get_json(f"{self.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,"
-                         "name=NameNodeInfo")["beans"]
-        return (bool(beans) and beans[0]["NumLiveDataNodes"] >= 1
-                and beans[0]["CapacityRemaining"] > 0 and info[0]["Safemode"] == "")
+        return hdfs_takes_writes(self.webhdfs_url)
 
     def _prepare_hdfs(self) -> bool:
         """World-writable /tmp, a home for the current user, and a probe write."""
