@@ -24,7 +24,8 @@ from .control import Connection, ControlServer, Message, new_secret
 from .arrow_columns import FeedDataError
 from .errors import NodeError, ReservationError, StageError, TFSparkError, raised_in_task
 from .feed_protocol import INFERENCE
-from .node import ERROR, OK, STOPPED, NodePlan, run_node
+from .node import STOPPED, NodePlan, run_node
+from .node_spawn import ERROR, OK
 from .progress import TrainingProgress
 from .spark_backend import SparkBackend
 from .spark_feed import FeedError

@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from typing import Any, Optional, Tuple, Union
 
 from . import export, fs
 from .errors import TFSparkError
+from .private_dir import scratch_dir
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class BackupDir:
         state = self._state()
         if state is None or (state == self._published and not force):
             return False
-        staging = tempfile.mkdtemp(prefix="tfspark-backup-")
+        staging = scratch_dir("tfspark-backup-")
         try:  # publish a snapshot without other workers' scratch folders
             snapshot = os.path.join(staging, "backup")
             shutil.copytree(self.local, snapshot,

@@ -29,11 +29,11 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from typing import Any, Iterator, Optional
 
 from tfspark import fs
 from tfspark.errors import FileSystemError, TFSparkError
+from tfspark.private_dir import scratch_dir
 
 __all__ = ["ExportError", "export_saved_model", "save_saved_model", "latest_version",
            "next_version", "versions", "local_copy", "publish_dir", "is_remote", "local_mirror", "PublishDirCallback"]
@@ -159,7 +159,7 @@ def save_saved_model(model: Any, path: str, chief: bool = True, ctx: Any = None)
 def _saved_locally(model: Any, target: str) -> Iterator[str]:
     """``model`` saved (a collective op under MWMS: every worker calls it) in a local
     directory that is deleted afterwards."""
-    staging = tempfile.mkdtemp(prefix="tfspark-export-")
+    staging = scratch_dir("tfspark-export-")
     try:
         local_dir = os.path.join(staging, "model")
         try:
@@ -181,7 +181,7 @@ def local_copy(path: str, local_dir: Optional[str] = None) -> str:
     path = _url(path)
     if not is_remote(path):
         return _local_path(path)
-    local_dir = local_dir or tempfile.mkdtemp(prefix="tfspark-download-")
+    local_dir = local_dir or scratch_dir("tfspark-download-")
     target = os.path.join(local_dir, os.path.basename(fs.split_url(path)[2].rstrip("/"))
                           or "download")
     fs.download(path, target, overwrite=True)
@@ -213,7 +213,7 @@ def local_mirror(path: str, ctx: Any = None) -> str:
         local = _local_path(path)
         os.makedirs(local, exist_ok=True)
         return local
-    mirror = os.path.join(tempfile.mkdtemp(prefix="tfspark-mirror-"), "dir")
+    mirror = os.path.join(scratch_dir("tfspark-mirror-"), "dir")
     if fs.exists(path):
         fs.download(path, mirror)
     else:

@@ -1,8 +1,8 @@
 """Task side of a TF node: one barrier task of the cluster's Spark stage.
 
 The task registers with the driver, starts the node's own Python process (see
-:mod:`tfspark.node_process`: the Keras choice in its environment, TensorFlow imported while the
-nodes meet), reserves its TF port, learns every node's address from the driver (detached:
+:mod:`tfspark.node_spawn` and :mod:`tfspark.node_process`: the Keras choice in its environment,
+TensorFlow imported while the nodes meet), reserves its TF port, learns every node's address from the driver (detached:
 through ``BarrierTaskContext.allGather``), and then hands the process its context, with
 ``TF_CONFIG``, to run the user's ``main_fun``. It forwards that process's output lines to the
 driver, stops it when the driver says so (or the driver goes away), and reports how it ended.
@@ -14,14 +14,13 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import shutil
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional, Tuple
@@ -29,26 +28,20 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from . import constants
 from . import fit_progress
 from .context import NodeContext
-from .private_dir import PrivateDir
 from .control import ControlClient, Message
+from .node_spawn import (CONTEXT_FILE, ERROR, PAYLOAD_FILE, NodeProcess, exit_error,
+                         forward_lines, read_outcome, spawn, terminate)
+from .private_dir import SCRATCH_ENV, PrivateDir
+from .processes import die_with_parent
 from .roles import (EVALUATOR, PS, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
                     is_chief, num_training_nodes, self_finishing_roles, serves_only, tf_config)
 from .feed_protocol import StageInput
 
 SPARK_INPUT = 1  # InputMode.SPARK
 
-#: How a node ended, as reported to the driver and returned from the Spark task.
-OK, ERROR, STOPPED = "ok", "error", "stopped"
-
-#: TF errors a node's ``main_fun`` may raise because a peer died (a collective or gRPC call to a
-#: node that is gone): a restart of the cluster cures them. Any other exception is the user's.
-RESTARTABLE_TF_ERRORS = ("UnavailableError", "AbortedError")
-
-OUTCOME_FILE, VALUE_FILE, PAYLOAD_FILE, CONTEXT_FILE = (
-    "outcome.json", "value.pkl", "payload.pkl", "context.pkl")
-
-#: What a node's task writes to its process's stdin once the context and payload are written.
-GO = b"go\n"
+#: How a node ended, as reported to the driver and returned from the Spark task (OK and ERROR
+#: are also how its process ended: see :mod:`tfspark.node_spawn`).
+STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -365,7 +358,7 @@ class _Node:
             shutil.rmtree(workdir, ignore_errors=True)
 
     @contextmanager
-    def _started_early(self, workdir: str, gpus: Tuple[str, ...]) -> Iterator["_NodeProcess"]:
+    def _started_early(self, workdir: str, gpus: Tuple[str, ...]) -> Iterator[NodeProcess]:
         """The node's process, started before the rendezvous so that its start-up (Python,
         TensorFlow's import) overlaps it; stopped on the way out if it never got its context."""
         process = self._spawn(workdir, gpus)
@@ -374,31 +367,17 @@ class _Node:
         finally:
             process.discard()
 
-    def _spawn(self, workdir: str, gpus: Tuple[str, ...]) -> "_NodeProcess":
+    def _spawn(self, workdir: str, gpus: Tuple[str, ...]) -> NodeProcess:
         job_names = {r.job_name for r in self.plan.roles}
         serves = serves_only(self.role, job_names)
         env = node_environment(self.plan, self.role, gpus)
-        reports = self.plan.progress and is_chief(self.role, job_names) and not serves
-        progress_read, progress_write = os.pipe() if reports else (None, None)
-        if reports:
-            env[fit_progress.REPORT_FD] = str(progress_write)
-        try:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "tfspark.node_process", workdir],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent,
-                pass_fds=(progress_write,) if reports else (),
-                cwd=workdir if serves else None)  # see constants.PSS_FEED_DIR
-        finally:
-            if reports:
-                os.close(progress_write)  # the child holds its own copy
-        forwarders = [self._forward(popen.stdout, "stdout"),
-                      self._forward(popen.stderr, "stderr")]
-        if reports:
-            forwarders.append(self._forward_progress(os.fdopen(progress_read, "rb")))
-        return _NodeProcess(popen, forwarders)
+        env.setdefault(SCRATCH_ENV, os.path.join(workdir, "tmp"))
+        return spawn(workdir, env, self._send, label=self.role.label, verbose=self.plan.verbose,
+                     echo=self.plan.echo_output, serves=serves,
+                     reports_progress=(self.plan.progress and not serves
+                                       and is_chief(self.role, job_names)))
 
-    def _run_process(self, ctx: NodeContext, workdir: str, process: "_NodeProcess"
+    def _run_process(self, ctx: NodeContext, workdir: str, process: NodeProcess
                      ) -> Tuple[str, Dict[str, Any], bytes]:
         if self.stop_requested.is_set():
             return STOPPED, {"message": self.stop_reason}, b""
@@ -420,7 +399,7 @@ class _Node:
         come back at the same address and re-runs the steps it lost, so it restarts alone."""
         return ctx.runs_server_only and ctx.job_name == "worker"
 
-    def _run_process_once(self, ctx: NodeContext, workdir: str, process: "_NodeProcess"
+    def _run_process_once(self, ctx: NodeContext, workdir: str, process: NodeProcess
                           ) -> Tuple[str, Dict[str, Any], bytes]:
         import pickle
         for name, data in ((PAYLOAD_FILE, self.plan.payload), (CONTEXT_FILE, pickle.dumps(ctx))):
@@ -430,69 +409,14 @@ class _Node:
             with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 f.write(data)  # the node's process reads, then deletes them
         process.go()
-        stopped = self._wait(process.popen)
+        stopped = process.wait(self.stop_requested)
         process.join_output()
-        return self._outcome(workdir, process.popen.returncode, stopped)
-
-    def _wait(self, process: subprocess.Popen) -> bool:
-        """Wait for the node's process; stop it if asked to. True if it was stopped."""
-        while process.poll() is None:
-            if self.stop_requested.wait(constants.NODE_POLL_SECS):
-                _terminate(process)
-                return True
-        return False
-
-    def _outcome(self, workdir: str, returncode: int, stopped: bool):
-        outcome_path = os.path.join(workdir, OUTCOME_FILE)
-        if os.path.exists(outcome_path):
-            with open(outcome_path) as f:
-                outcome = json.load(f)
-            if outcome["status"] == OK:
-                with open(os.path.join(workdir, VALUE_FILE), "rb") as f:
-                    return OK, {}, f.read()
-            return ERROR, {"message": outcome["message"], "traceback": outcome["traceback"],
-                           "restartable": outcome.get("error_type") in RESTARTABLE_TF_ERRORS}, b""
+        outcome = read_outcome(workdir, process.popen.returncode)
+        if outcome is not None:
+            return outcome
         if stopped:
             return STOPPED, {"message": self.stop_reason}, b""
-        return ERROR, {"message": _exit_description(returncode),
-                       "restartable": returncode < 0}, b""
-
-    def _forward(self, pipe, stream: str, prefix: str = "") -> threading.Thread:
-        """Copy the process's lines to the driver (best effort; without TF's C++ chatter unless
-        ``plan.verbose``) and to this executor's log (all of them)."""
-        def copy() -> None:
-            to_driver = True
-            for raw in iter(pipe.readline, b""):
-                # A progress bar redraws with '\r': keep what a terminal would show last.
-                line = prefix + raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1]
-                if self.plan.echo_output:
-                    print(f"[{self.role.label}] {line}", file=sys.stderr, flush=True)
-                if not self.plan.verbose and is_tf_chatter(line):
-                    continue
-                if to_driver:
-                    try:
-                        self._send("log", stream=stream, line=line)
-                    except OSError:
-                        to_driver = False
-            pipe.close()
-
-        thread = threading.Thread(target=copy, name=f"tfspark-{stream}", daemon=True)
-        thread.start()
-        return thread
-
-    def _forward_progress(self, pipe) -> threading.Thread:
-        """Relay the chief's ``model.fit`` progress events (JSON lines) to the driver."""
-        def copy() -> None:
-            for raw in iter(pipe.readline, b""):
-                try:
-                    self._send("progress", event=json.loads(raw))
-                except (OSError, ValueError):
-                    pass  # progress is best effort
-            pipe.close()
-
-        thread = threading.Thread(target=copy, name="tfspark-progress", daemon=True)
-        thread.start()
-        return thread
+        return exit_error(process.popen.returncode)
 
     @contextmanager
     def _tensorboard(self, ctx: NodeContext) -> Iterator[Optional[str]]:
@@ -505,38 +429,14 @@ class _Node:
                 [sys.executable, "-m", "tensorboard.main", "--logdir", ctx.log_dir,
                  "--host", self.host, "--port", str(port)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent)
-            forwarder = self._forward(process.stdout, "stderr", prefix="tensorboard: ")
+                start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL))
+            forwarder = forward_lines(process.stdout, "stderr", self._send, self.role.label,
+                                      self.plan.verbose, self.plan.echo_output,
+                                      prefix="tensorboard: ")
             try:
                 yield f"http://{self.host}:{port}"
             finally:
-                _terminate(process)
-                forwarder.join(5)
-
-
-class _NodeProcess:
-    """A started node process, waiting for :meth:`go` (its context is in its folder)."""
-
-    def __init__(self, popen: subprocess.Popen, forwarders):
-        self.popen, self.forwarders, self.went = popen, forwarders, False
-
-    def go(self) -> None:
-        self.went = True
-        try:
-            self.popen.stdin.write(GO)
-            self.popen.stdin.close()
-        except OSError:
-            pass  # it has exited already: its outcome (or exit status) says why
-
-    def join_output(self) -> None:
-        for forwarder in self.forwarders:
-            forwarder.join()
-
-    def discard(self) -> None:
-        """Stop it if it never got its context (the rendezvous failed or the task stopped)."""
-        if not self.went:
-            _terminate(self.popen)
-            for forwarder in self.forwarders:
+                terminate(process)
                 forwarder.join(5)
 
 
@@ -554,58 +454,3 @@ class _Feeder(threading.Thread):
         except Exception as e:  # noqa: BLE001 - reported as this node's failure
             self.error = str(e) if type(e).__name__ == "FeedError" else f"{type(e).__name__}: {e}"
             self._on_error(self.error)
-
-
-#: TF's C++ log lines (glog/absl format: level letter, date, time, thread, file:line]) of level
-#: INFO or WARNING, and the errors every CPU-only machine logs when TF probes for CUDA.
-_TF_CHATTER = re.compile(
-    r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"
-    r"|E\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ cuda_\w+\.cc:\d+\]"
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$)")
-
-
-def is_tf_chatter(line: str) -> bool:
-    """True for TensorFlow's C++ start-up and INFO/WARNING log lines (not shown by default)."""
-    return bool(_TF_CHATTER.match(line))
-
-
-def _find_prctl():
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None  # not Linux: node_process's parent watch still ends it
-
-
-# Looked up in the parent: between fork and exec a child of this multi-threaded worker must not
-# dlopen (a loader lock another thread held at fork time is never released there).
-_PRCTL = _find_prctl()
-
-
-def _die_with_parent() -> None:
-    """In a node's child process, before exec (Linux): have the kernel SIGKILL it the moment
-    this Python worker dies -- e.g. with its executor. Polling for that takes long enough for a
-    fast model to train on, and finish, after the driver has given the node up for lost."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _terminate(process: subprocess.Popen) -> None:
-    """SIGTERM the process group, then SIGKILL it if it has not exited within the grace period."""
-    for sig, wait in ((signal.SIGTERM, constants.NODE_STOP_GRACE_SECS), (signal.SIGKILL, None)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _exit_description(returncode: int) -> str:
-    if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
-        return f"its process was killed by signal {-returncode} {name}".rstrip()
-    return f"its process exited with code {returncode} without reporting a result"

@@ -24,7 +24,7 @@ import traceback
 from typing import Optional
 
 from . import constants
-from .node import CONTEXT_FILE, ERROR, GO, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
+from .node_spawn import CONTEXT_FILE, ERROR, GO, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
 
 _KERAS3_HINT = (
     "\nHint: this node ran with Keras 3 (TF_USE_LEGACY_KERAS is off), whose model.fit does not "

@@ -53,6 +53,10 @@ def _describe_node(args, ctx):
                  "worker_num": ctx.worker_num, "num_workers": ctx.num_workers,
                  "tf_config": json.loads(os.environ["TF_CONFIG"]),
                  "ctx_tf_config": json.loads(ctx.tf_config), "cluster_spec": ctx.cluster_spec}
+    from tfspark.private_dir import scratch_dir  # where HDFS mirrors and downloads go
+    described["scratch"] = scratch_dir("probe-")
+    with open(os.path.join(described["scratch"], "file"), "w") as f:
+        f.write("left behind?")
     if ctx.job_name == "chief":  # under PSS tfspark runs the ps and worker TF servers
         import socket
         import time
@@ -94,6 +98,8 @@ def test_roles_and_tf_config_with_ps_chief_and_evaluator(sc):
         assert node["num_workers"] == 2  # chief + worker
     addresses = [a for job in spec.values() for a in job]
     assert len(set(addresses)) == len(addresses)
+    for node in nodes:  # a node's temporary folders are in its task's folder, gone with it
+        assert "/tfspark-task-" in node["scratch"] and not os.path.exists(node["scratch"])
 
 
 def test_too_few_slots_fails_fast_naming_slots(sc):

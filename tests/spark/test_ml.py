@@ -1,10 +1,12 @@
 """tfspark.ml: TFEstimator/TFModel in a Spark ML Pipeline, saved to HDFS and loaded elsewhere."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -68,6 +70,8 @@ def test_pipeline_fits_on_the_cluster_scores_like_the_model_and_loads_in_another
     pipeline = Pipeline(stages=[VectorAssembler(inputCols=["a", "b", "c", "d"],
                                                 outputCol="features"), estimator])
     df = _frame(spark)
+    downloads = os.path.join(tempfile.gettempdir(), "tfspark-model-*")
+    downloaded_before = set(glob.glob(downloads))
     fitted = pipeline.fit(df)
     model = fitted.stages[-1]
     assert isinstance(model, TFModel)
@@ -78,7 +82,7 @@ def test_pipeline_fits_on_the_cluster_scores_like_the_model_and_loads_in_another
     scored = {r.id: r.prediction[0] for r in
               fitted.transform(df).select("id", "prediction").collect()}
     import tensorflow as tf
-    call = tf.saved_model.load(export.local_copy(f"{base}/export/1")).signatures[
+    call = tf.saved_model.load(export.local_copy(f"{base}/export/1", str(tmp_path))).signatures[
         "serving_default"]
     features = np.array([[(i * k) % 11 / 10 for k in (1, 3, 5, 7)] for i in range(ROWS)],
                         "float32")
@@ -97,6 +101,8 @@ def test_pipeline_fits_on_the_cluster_scores_like_the_model_and_loads_in_another
     elsewhere = {int(k): v for k, v in json.loads(lines[0][len("SCORES "):]).items()}
     np.testing.assert_allclose([elsewhere[i] for i in range(ROWS)], expected, rtol=1e-5,
                                atol=1e-6)
+    # the Python workers scored from HDFS: their downloaded copies are gone once loaded
+    assert not set(glob.glob(downloads)) - downloaded_before
 
 
 def test_estimator_settings_are_checked_before_any_node_starts(spark, tmp_path):

@@ -159,7 +159,7 @@ def test_pdeathsig_follows_the_forking_thread():
     """The caveat spawn() works around: a plain Popen with die_with_parent() on a thread that
     then ends has its child killed although the process lives on."""
     cat = _spawn_in_thread(lambda: subprocess.Popen(
-        ["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=die_with_parent()))
+        ["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=die_with_parent(signal.SIGTERM)))
     try:
         assert _echo(cat) == b""
         assert cat.wait(TIMEOUT) == -signal.SIGTERM

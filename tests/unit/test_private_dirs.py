@@ -66,3 +66,14 @@ def test_a_directory_created_in_advance_is_never_used(tmp_path, monkeypatch):
         assert stat.S_IMODE(os.stat(private.path).st_mode) == 0o700
     finally:
         private.remove()
+
+
+def test_scratch_dirs_go_in_the_node_folder_when_there_is_one(tmp_path, monkeypatch):
+    from tfspark.private_dir import SCRATCH_ENV, scratch_dir
+    monkeypatch.setenv(SCRATCH_ENV, str(tmp_path / "node" / "tmp"))
+    made = scratch_dir("tfspark-mirror-")
+    assert os.path.dirname(made) == str(tmp_path / "node" / "tmp")
+    monkeypatch.delenv(SCRATCH_ENV)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    elsewhere = scratch_dir("tfspark-mirror-")
+    assert os.path.dirname(elsewhere) == str(tmp_path) and os.path.isdir(elsewhere)

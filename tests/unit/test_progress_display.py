@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from tfspark.node import is_tf_chatter
+from tfspark.node_spawn import is_tf_chatter
 from tfspark.progress import TrainingProgress
 
 

@@ -14,48 +14,15 @@ one long-lived helper thread otherwise, so a cluster started from a short-lived 
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
 import signal
 import subprocess
 import threading
 from concurrent.futures import Future
-from typing import Callable, Optional
+from typing import Optional
 
-PR_SET_PDEATHSIG = 1
-
-
-def _find_prctl():
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None  # not Linux/glibc
-
-
-# Looked up here, in the parent: between fork and exec the child should not dlopen (a lock
-# that another thread held at fork time would never be released).
-_PRCTL = _find_prctl()
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> Optional[Callable[[], None]]:
-    """A ``preexec_fn`` for ``subprocess.Popen`` that has the kernel send ``sig`` to the child
-    when the thread calling this (the one about to fork) exits -- see the module docstring.
-
-    ``None`` where ``prctl`` is unavailable (not Linux): ``stop()`` is then the only way the
-    daemons end. Build it right before ``Popen``, on the thread that calls ``Popen``.
-    """
-    if _PRCTL is None:
-        return None
-    prctl, parent = _PRCTL, os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(sig))
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
+from tfspark.processes import _PRCTL, die_with_parent  # noqa: F401 - also for the tests
 
 _spawner: Optional["queue.SimpleQueue"] = None
 _spawner_lock = threading.Lock()
