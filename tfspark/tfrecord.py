@@ -78,6 +78,7 @@ from tfspark import fs
 from tfspark.errors import FileSystemError
 from tfspark.tfrecord_codec import (BYTES, FLOAT, INT64, ColumnSpec, TFRecordCorruptError,
                                     TFRecordError, decode_example, decode_sequence_example,
+                                    decode_uniform_examples,
                                     encode_examples, frame_records, open_records)
 
 __all__ = ["write", "read", "list_files", "TFRecordError", "TFRecordCorruptError"]
@@ -594,26 +595,12 @@ def _read_task(batches: Iterator[pa.RecordBatch], files: List[Tuple[str, str]],
 def _decode_rows(records: List[bytes], plan, schema: pa.Schema, record_type: str,
                  parts: Dict[str, Optional[str]], url: str) -> pa.RecordBatch:
     n = len(records)
-    if record_type == "ByteArray":
+    uniform = decode_uniform_examples(records) if record_type == "Example" else None
+    columns = _uniform_columns(uniform, plan, schema, parts, n) if uniform else None
+    if columns is None and record_type == "ByteArray":
         columns = {"byte_array": pa.array(records, pa.binary())}
-    else:
-        decoded = []
-        for i, record in enumerate(records):
-            try:
-                if record_type == "Example":
-                    decoded.append(decode_example(record))
-                else:
-                    context, lists = decode_sequence_example(record)
-                    context.update(lists)
-                    decoded.append(context)
-            except (ValueError, IndexError, UnicodeDecodeError) as e:
-                raise TFRecordError(f"{url}: a record is not a valid {record_type}: {e}") from e
-        columns = {}
-        for name, kind, depth in plan:
-            if name in parts:
-                continue
-            columns[name] = _column_array(name, kind, depth, [d.get(name) for d in decoded],
-                                          schema.field(name).type, url)
+    elif columns is None:
+        columns = _columns_one_by_one(records, plan, schema, record_type, parts, url)
     arrays = []
     for field in schema:
         if field.name in columns:
@@ -624,6 +611,51 @@ def _decode_rows(records: List[bytes], plan, schema: pa.Schema, record_type: str
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _columns_one_by_one(records: List[bytes], plan, schema: pa.Schema, record_type: str,
+                        parts: Dict[str, Optional[str]], url: str) -> Dict[str, pa.Array]:
+    """The plan's columns, each record decoded on its own (any layout, SequenceExamples)."""
+    decoded = []
+    for record in records:
+        try:
+            if record_type == "Example":
+                decoded.append(decode_example(record))
+            else:
+                context, lists = decode_sequence_example(record)
+                context.update(lists)
+                decoded.append(context)
+        except (ValueError, IndexError, UnicodeDecodeError) as e:
+            raise TFRecordError(f"{url}: a record is not a valid {record_type}: {e}") from e
+    return {name: _column_array(name, kind, depth, [d.get(name) for d in decoded],
+                                schema.field(name).type, url)
+            for name, kind, depth in plan if name not in parts}
+
+
+def _uniform_columns(uniform: Dict[str, Tuple[str, np.ndarray]], plan, schema: pa.Schema,
+                     parts: Dict[str, Optional[str]], n: int) -> Optional[Dict[str, pa.Array]]:
+    """The plan's columns from :func:`decode_uniform_examples`' arrays, or None where a column
+    needs the general path (a kind that differs from the schema's, which it reports; scalars
+    of other than one value; nested lists)."""
+    columns: Dict[str, pa.Array] = {}
+    for name, kind, depth in plan:
+        if name in parts:
+            continue
+        target = schema.field(name).type
+        if name not in uniform:
+            columns[name] = pa.nulls(n, target)
+            continue
+        found, values = uniform[name]
+        if found != kind or depth == 2 or (depth == 0 and values.shape[1] != 1):
+            return None
+        value_type = target.value_type if depth else target
+        elems = pa.array(values.ravel()).cast(value_type)
+        if depth == 0:
+            columns[name] = elems
+        else:
+            offsets = pa.array(np.arange(n + 1, dtype=np.int32) * values.shape[1])
+            columns[name] = pa.ListArray.from_arrays(offsets, elems, type=target)
+    return columns
 
 
 def _check_first_records(files: List[Tuple[str, Dict[str, str]]], plan, schema: pa.Schema,

@@ -25,7 +25,9 @@ Wire format written (proto3, fields in tag order)::
 The encoder works on whole Arrow record batches: every layer (payload, ``Feature``, map entry,
 message) is built for all rows at once with numpy (length prefixes as varint matrices) and
 ``pyarrow.compute.binary_join_element_wise``, so the per-row Python cost is one CRC call.
-The decoder parses records one by one in Python (packed numbers through numpy).
+The decoder parses records one by one in Python (packed numbers through numpy), except for
+Examples that all share one byte layout (fixed-shape numeric features: the common case), which
+it decodes as one 2-D byte array (:func:`decode_uniform_examples`).
 """
 from __future__ import annotations
 
@@ -535,6 +537,72 @@ def decode_example(record: bytes) -> Dict[str, Tuple[str, object]]:
     for field, wire, value in _fields(buf):
         if field == 1 and wire == 2:
             out.update(_decode_map(buf, *value, decode_feature))
+    return out
+
+
+def _packed_spans(record: bytes) -> Optional[Dict[str, Tuple[str, int, int]]]:
+    """``{name: (kind, start, end)}``: where each feature's packed numbers lie in an Example
+    whose every feature is a float or int64 list with one packed field; None otherwise."""
+    buf = memoryview(record)
+    spans: Dict[str, Tuple[str, int, int]] = {}
+    for field, wire, value in _fields(buf):
+        if not (field == 1 and wire == 2):
+            return None
+        for f, w, (a, b) in ((f, w, v) for f, w, v in _fields(buf, *value)):
+            if not (f == 1 and w == 2):
+                return None
+            key, feature = None, None
+            for ef, ew, ev in _fields(buf, a, b):
+                if ef == 1 and ew == 2:
+                    key = bytes(buf[ev[0]:ev[1]]).decode("utf-8")
+                elif ef == 2 and ew == 2:
+                    feature = ev
+            if key is None or feature is None:
+                return None
+            inner = list(_fields(buf, *feature))
+            if len(inner) != 1 or inner[0][1] != 2 or TAG_KINDS.get(inner[0][0]) == BYTES:
+                return None
+            kind = TAG_KINDS[inner[0][0]]
+            lists = list(_fields(buf, *inner[0][2]))
+            if len(lists) != 1 or lists[0][:2] != (1, 2):
+                return None
+            spans[key] = (kind, *lists[0][2])
+    return spans
+
+
+def decode_uniform_examples(records: Sequence[bytes]) -> Optional[Dict[str, Tuple[str,
+                                                                                  np.ndarray]]]:
+    """``{name: (kind, values of shape (rows, count))}`` for Examples that all have the byte
+    layout of the first -- the same features, in the same order, each a packed float or int64
+    list of the same length in every record, as a writer of fixed-shape tensors makes them --
+    decoded with whole-array numpy operations; None when they do not (decode them one by one).
+    """
+    if not records or len({len(r) for r in records}) != 1:
+        return None
+    try:
+        spans = _packed_spans(records[0])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None  # not a valid Example: the record-by-record decoder says why
+    if spans is None:
+        return None
+    width = len(records[0])
+    grid = np.frombuffer(b"".join(records), np.uint8).reshape(len(records), width)
+    skeleton = np.ones(width, bool)
+    for _, a, b in spans.values():
+        skeleton[a:b] = False
+    if not (grid[:, skeleton] == grid[0, skeleton]).all():
+        return None
+    out: Dict[str, Tuple[str, np.ndarray]] = {}
+    for name, (kind, a, b) in spans.items():
+        region = np.ascontiguousarray(grid[:, a:b])
+        if kind == FLOAT:
+            out[name] = (kind, region.view("<f4").astype(np.float32, copy=False))
+            continue
+        count = int((region[0] < 0x80).sum())
+        if b > a and not ((region[:, -1] < 0x80).all()
+                          and ((region < 0x80).sum(axis=1) == count).all()):
+            return None  # a varint runs across records' regions: decode them one by one
+        out[name] = (kind, varint_decode(region.ravel()).reshape(len(records), count))
     return out
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from tfspark.tfrecord_codec import (BYTES, FLOAT, INT64, ColumnSpec, TFRecordCorruptError,
                                     TFRecordError, crc32c, decode_example,
-                                    decode_sequence_example, encode_examples, frame,
+                                    decode_sequence_example, decode_uniform_examples,
+                                    encode_examples, frame,
                                     frame_records, masked_crc, open_records, varint_decode,
                                     varint_encode)
 
@@ -171,3 +172,55 @@ def test_corruption_is_reported_with_offset():
     with pytest.raises(TFRecordCorruptError, match="truncated"):
         list(open_records(io.BytesIO(bytes(data[:-3])), "f"))
     assert list(open_records(io.BytesIO(gzip.compress(bytes(data))), "g")) == good
+
+
+def _records(batch, specs):
+    return [bytes(r) for r in encode_examples(batch, specs).to_pylist()]
+
+
+def test_uniform_examples_decode_at_once_like_one_by_one():
+    rng = np.random.default_rng(0)
+    images = rng.random((50, 6), dtype=np.float32)
+    # labels of different varint widths, the same width in each row's list
+    labels = np.array([[i % 10, 200 + i] if i % 2 else [200 + i, i % 10] for i in range(50)])
+    batch = pa.record_batch({
+        "image": pa.FixedSizeListArray.from_arrays(pa.array(images.ravel()), 6),
+        "pair": pa.array(labels.tolist(), pa.list_(pa.int64())),
+        "label": pa.array(np.arange(50) % 10, pa.int64())})
+    specs = [ColumnSpec("image", FLOAT, 1), ColumnSpec("pair", INT64, 1),
+             ColumnSpec("label", INT64, 0)]
+    records = _records(batch, specs)
+    uniform = decode_uniform_examples(records)
+    assert uniform is not None and set(uniform) == {"image", "pair", "label"}
+    one_by_one = [decode_example(r) for r in records]
+    for name, (kind, values) in uniform.items():
+        assert kind == one_by_one[0][name][0]
+        np.testing.assert_array_equal(values, np.stack([d[name][1] for d in one_by_one]))
+    np.testing.assert_array_equal(uniform["image"][1], images)
+    np.testing.assert_array_equal(uniform["pair"][1], labels)
+
+
+def test_examples_of_other_layouts_are_left_to_the_one_by_one_decoder():
+    def records(**columns):
+        batch = pa.record_batch(columns)
+        specs = [ColumnSpec(k, FLOAT if pa.types.is_floating(v.type) or (
+            pa.types.is_list(v.type) and pa.types.is_floating(v.type.value_type)) else
+            BYTES if pa.types.is_binary(v.type) else INT64, int(pa.types.is_list(v.type)))
+            for k, v in columns.items()]
+        return _records(batch, specs)
+
+    assert decode_uniform_examples([]) is None
+    # different lengths, a bytes feature, a feature missing from one record
+    assert decode_uniform_examples(records(x=pa.array([[1.0], [1.0, 2.0]],
+                                                      pa.list_(pa.float32())))) is None
+    assert decode_uniform_examples(records(b=pa.array([b"ab", b"cd"]))) is None
+    assert decode_uniform_examples(records(x=pa.array([1.0, None], pa.float32()),
+                                           y=pa.array([3.0, 4.0], pa.float32()))) is None
+    # same lengths, but varints of different widths where the other record has two values
+    swapped = records(v=pa.array([[300, 1], [1, 1, 1]], pa.list_(pa.int64())))
+    assert len(swapped[0]) == len(swapped[1])
+    assert decode_uniform_examples(swapped) is None
+    # same length, same layout, a different feature name
+    renamed = records(ab=pa.array([1], pa.int64())) + records(cd=pa.array([1], pa.int64()))
+    assert decode_uniform_examples(renamed) is None
+    assert decode_uniform_examples([b"\x0a\x05garbage"] * 2) is None
