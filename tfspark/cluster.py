@@ -350,8 +350,8 @@ class TFCluster:
         nodes, which spill them to local disk, so ``num_epochs`` passes never recompute ``data``.
         Returns when every row is stored on a node (training goes on; call :meth:`shutdown`).
 
-        Row ``i`` of partition ``p`` goes to training node ``(p + i) % n``: each node gets an
-        equal share of every partition, so uneven or empty partitions are fine.
+        Each partition is dealt out to the training nodes in contiguous runs of rows, an equal
+        share (to one row) to each, so uneven or empty partitions are fine.
         ``feed_timeout`` bounds how long a feeding task waits for a node to take its data.
 
         ``validation_data`` (an RDD or DataFrame like ``data``) is fed after it, dealt the same

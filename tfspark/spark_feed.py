@@ -3,8 +3,10 @@
 ``TFCluster.train`` runs one Spark job over the data; each of its tasks turns its partition into
 Arrow record batches (DataFrames natively, RDD elements via :mod:`tfspark.arrow_columns`) and
 streams them, over connections authenticated with the job secret, to the training nodes'
-receivers (:mod:`tfspark.feed`): row ``i`` of partition ``p`` goes to node ``(p + i) % n``,
-so rows spread evenly over the nodes even when partitions are uneven. ``inference`` sends each
+receivers (:mod:`tfspark.feed`), dealt out in contiguous runs (slices of Arrow batches, never
+copied): of every chunk of a partition, node ``k`` gets as many rows as "row ``i`` of partition
+``p`` to node ``(p + i) % n``" would give it, so rows spread evenly (to one row per partition)
+over the nodes even when partitions are uneven. ``inference`` sends each
 partition whole to node ``p % n`` and waits for one result per row.
 """
 from __future__ import annotations
@@ -15,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-import numpy as np
 import pyarrow as pa
 
 from .arrow_columns import (FeedDataError, batch_from_elements, chunks,
@@ -113,11 +114,11 @@ def send_train_partition(plan: FeedPlan, partition: int, batches: Iterator[pa.Re
     Returns the rows sent to each node and the Arrow schema they had (serialized; empty bytes
     for an empty partition).
 
-    Row ``i`` of partition ``p`` goes to node ``(p + i) % n``, so every node gets an equal share
-    (to one row) of every partition, however uneven the partitions are; with ``only``, every
-    row goes to node ``only``. ``failure`` returns why to stop waiting for a node, if any.
+    Each chunk of rows is cut into one contiguous run per node (see :func:`shares_of_chunk`),
+    so every node gets an equal share (to one row) of every partition, however uneven the
+    partitions are; with ``only``, every row goes to node ``only``. ``failure`` returns why to
+    stop waiting for a node, if any.
     """
-    n = len(plan.addresses)
     streams: Dict[int, _Stream] = {}
     try:
         return _deal(plan, partition, batches, only, failure, streams)
@@ -141,13 +142,14 @@ def _deal(plan: FeedPlan, partition: int, batches: Iterator[pa.RecordBatch],
             streams[only].write(batch)
             rows[only] += batch.num_rows
             continue
-        for node in range(n):
-            picked = np.arange((node - partition - offset) % n, batch.num_rows, n)
-            if len(picked):
+        start = 0
+        for node, count in enumerate(shares_of_chunk(partition + offset, batch.num_rows, n)):
+            if count:
                 if node not in streams:
                     streams[node] = _Stream(plan, node, partition, batch.schema, failure)
-                streams[node].write(batch.take(pa.array(picked)))
-                rows[node] += len(picked)
+                streams[node].write(batch.slice(start, count))
+                rows[node] += count
+                start += count
         offset += batch.num_rows
     for node, stream in streams.items():
         spilled = stream.finish()["rows"]
@@ -155,6 +157,17 @@ def _deal(plan: FeedPlan, partition: int, batches: Iterator[pa.RecordBatch],
             raise FeedError(f"TF node {plan.labels[node]} stored {spilled} of {rows[node]} rows "
                             f"of partition {partition}")
     return rows, schema
+
+
+def shares_of_chunk(first: int, rows: int, nodes: int) -> List[int]:
+    """Rows of a chunk for each node, in node order: as many as dealing row ``i`` of the chunk
+    to node ``(first + i) % nodes`` would give it (``first``: the partition's index plus the
+    chunk's offset in it, so that the odd rows go round the nodes from chunk to chunk)."""
+    shares = []
+    for node in range(nodes):
+        skip = (node - first) % nodes
+        shares.append(0 if skip >= rows else (rows - skip + nodes - 1) // nodes)
+    return shares
 
 
 def send_inference_partition(plan: FeedPlan, partition: int, schema: Optional[pa.Schema],
