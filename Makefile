@@ -36,9 +36,9 @@ test: $(STAMP) docker-tools
 # neither `docker compose` nor `docker-compose` is there (needs root and apt-get).
 docker-tools:
 	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get -qq update && \
-	    DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends \
-	      docker-compose >/dev/null; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get -qq -o DPkg::Lock::Timeout=600 update && \
+	    DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=600 install -y \
+	      --no-install-recommends docker-compose >/dev/null; } || \
 	  echo "docker-compose is missing: tests/unit/test_docker_files.py will fail" >&2
 
 # The image built and the MNIST example run on docker/compose.yaml's cluster, end to end

@@ -16,8 +16,13 @@
 #
 # Every step has a time limit; the whole run stops after TFSPARK_DOCKER_TIMEOUT seconds
 # (default 1500) with a message naming the step.
+#
+# docker/test.sh --build-only does steps 1 and 2 only (CI runs it while the test suite runs, so
+# that the downloads overlap the suite; the full run then finds the image built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BUILD_ONLY=""
+[ "${1:-}" = --build-only ] && BUILD_ONLY=1
 
 BASE_IMAGE=${TFSPARK_DOCKER_BASE:-tfspark-base:bookworm}
 MIN_ACCURACY=${TFSPARK_MIN_ACCURACY:-0.90}
@@ -63,8 +68,10 @@ install_tools() {
   (( ${#missing[@]} )) || return 0
   command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] \
     || fail "missing ${missing[*]}: install them (Debian/Ubuntu: apt-get install ${missing[*]})"
-  apt-get -qq update
-  DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends "${missing[@]}"
+  # (another apt-get, e.g. make test's, may hold the lock for a while)
+  apt-get -qq -o DPkg::Lock::Timeout=600 update
+  DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=600 install -y \
+    --no-install-recommends "${missing[@]}"
 }
 
 start_engine() {
@@ -131,7 +138,8 @@ teardown() {
   if [ -n "$started_dockerd" ]; then
     kill "$started_dockerd" 2>/dev/null && wait "$started_dockerd" 2>/dev/null || true
   fi
-  if (( rc == 0 )); then say "PASSED in $(( $(date +%s) - STARTED ))s"; else say "logs in $LOGS"; fi
+  if (( rc == 0 )) && [ -n "$BUILD_ONLY" ]; then say "image built in $(( $(date +%s) - STARTED ))s"
+  elif (( rc == 0 )); then say "PASSED in $(( $(date +%s) - STARTED ))s"; else say "logs in $LOGS"; fi
 }
 
 # run_client NAME LIMIT ARGS...: spark-submit ARGS in the cluster, output kept in $LOGS/NAME.log
@@ -182,6 +190,7 @@ start_engine
 check_disk
 step "base image $BASE_IMAGE" 600 build_base
 step "image tfspark-node" 1200 build_image
+[ -n "$BUILD_ONLY" ] && exit 0
 compose --profile client down -v --remove-orphans >/dev/null 2>&1 || true  # leftovers
 step "cluster up (HDFS, Spark master, 2 workers)" 300 "compose up -d"
 run_client data-setup 300 examples/mnist/mnist_data_setup.py --output mnist/data

@@ -1,4 +1,7 @@
-"""The test Hadoop cluster works: HDFS answers and Spark runs on YARN and writes to HDFS."""
+"""The test Hadoop cluster works: HDFS and YARN answer, and Spark reads and writes HDFS.
+
+Spark on YARN (spark-submit in client and cluster mode, writing to HDFS) runs in
+test_yarn_readme.py, with the README's own commands."""
 import json
 import os
 import subprocess
@@ -11,18 +14,7 @@ import pytest
 
 from tfspark import fs
 
-SPARK_SUBMIT = os.path.join(os.path.dirname(sys.executable), "spark-submit")
 TIMEOUT = 420
-
-JOB = textwrap.dedent("""\
-    import sys
-    from pyspark.sql import SparkSession
-
-    spark = SparkSession.builder.appName("tfspark-smoke").getOrCreate()
-    rows = [(i, "row%d" % i) for i in range(10)]
-    spark.createDataFrame(rows, "id INT, name STRING").repartition(2).write.json(sys.argv[1])
-    spark.stop()
-""")
 
 LOCAL_JOB = textwrap.dedent("""\
     import sys
@@ -63,27 +55,6 @@ def test_hdfs_and_yarn_answer(hadoop_cluster):
         nodes = json.load(resp)["nodes"]["node"]
     assert [n["state"] for n in nodes] == ["RUNNING"]
     assert all(hadoop_cluster.running().values())
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("deploy_mode", ["client", "cluster"])
-def test_spark_submit_on_yarn_writes_to_hdfs(yarn_cluster, hadoop_env, tmp_path, deploy_mode):
-    job = tmp_path / "job.py"
-    job.write_text(JOB)
-    out = f"{yarn_cluster.default_fs}/tmp/out_{deploy_mode}_{uuid.uuid4().hex[:8]}"
-    cmd = [SPARK_SUBMIT, "--master", "yarn", "--deploy-mode", deploy_mode,
-           "--driver-memory", "512m", "--executor-memory", "512m",
-           "--num-executors", "1", "--executor-cores", "1", "--conf", "spark.ui.enabled=false"]
-    for key, value in yarn_cluster.spark_yarn_conf().items():
-        cmd += ["--conf", f"{key}={value}"]
-    cmd += [str(job), out]
-    _run(cmd, _spark_env(yarn_cluster), tmp_path)
-    names = fs.listdir(out)
-    assert "_SUCCESS" in names
-    parts = [n for n in names if n.startswith("part-")]
-    rows = [json.loads(line) for part in parts
-            for line in fs.read_bytes(fs.join(out, part)).decode().splitlines()]
-    assert sorted(r["id"] for r in rows) == list(range(10))
 
 
 def test_spark_local_mode_reads_and_writes_hdfs(hdfs_cluster, hadoop_env, tmp_path):

@@ -3,7 +3,8 @@
 Runs examples/mnist/{mnist_data_setup,mnist_spark,mnist_inference}.py as a user would, on the
 digits fallback (1,438 train / 359 test images, no download), 2 TF workers and a few epochs.
 YARN (client and cluster mode, a packed environment) runs in test_yarn_readme.py, from the
-README's own commands.
+README's own commands. Input mode tf runs in the crash-and-resume test here (and, on a Docker
+Compose cluster, the whole example runs again in docker/test.sh).
 Each spark-submit's wall time is printed as ``[timing] ...`` (see them with ``pytest -s``).
 """
 from __future__ import annotations
@@ -139,19 +140,6 @@ def test_standalone_input_mode_spark_train_export_inference(standalone_master, m
     print(f"[accuracy] standalone, input_mode spark: {match.group(1)}")
     assert float(match.group(1)) >= 0.90, out[-3000:]
     assert "_SUCCESS" in fs.listdir(predictions)
-
-
-def test_standalone_input_mode_tf(standalone_master, mnist_data, hadoop_env, tmp_path):
-    export_dir = f"{mnist_data}/export_tf"
-    out = _submit("train --input_mode tf (standalone)", _standalone_conf(standalone_master),
-                  "mnist_spark.py", [*TRAIN_ARGS, "--input_mode", "tf", "--images_labels",
-                                     f"{mnist_data}/data/train", "--export_dir", export_dir],
-                  _env_from(hadoop_env), tmp_path)
-    assert "steps per epoch" in out and f"exported SavedModel: {export_dir}/1" in out, \
-        out[-3000:]
-    final = re.search(r"final training loss [0-9.]+, accuracy ([0-9.]+)", out)
-    assert final and float(final.group(1)) >= 0.8, out[-3000:]
-    _check_saved_model(export_dir, tmp_path)
 
 
 def test_standalone_parameter_server_strategy(standalone_master, mnist_data, hadoop_env,
