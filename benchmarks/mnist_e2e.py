@@ -2,11 +2,12 @@
 
     .venv/bin/pip install --no-deps tensorflowonspark==2.2.5     # the baseline, never a dependency
     .venv/bin/python benchmarks/mnist_e2e.py [--mnist ~/mnist.npz] [--epochs 5] [--batch-size 32]
-        [--parts tfspark-spark,tfspark-tf,tfos-spark,tfos-tf]
+        [--copies 1] [--parts tfspark-spark,tfspark-tf,tfos-spark,tfos-tf]
 
 Data: ``examples/mnist/mnist_data_setup.py`` writes the train/test TFRecords once (real MNIST with
 ``--mnist``, else scikit-learn's digits upscaled to 28x28), on local disk, which every executor
-of the one-machine cluster reads. Model: the example's CNN (``mnist_spark.build_model``), 2 TF
+of the one-machine cluster reads; ``--copies N`` trains on N copies of the training files (the
+digits are 1,438 rows: at that size both frameworks' start-up is most of the time). Model: the example's CNN (``mnist_spark.build_model``), 2 TF
 workers under MultiWorkerMirroredStrategy, ``--epochs`` epochs of ``--batch-size`` rows per
 worker per step. Cluster: one Spark standalone cluster (``tfspark.testing.spark``, 2 workers x
 2 cores on 127.0.0.1) for every part, one part after the other, each in its own driver process.
@@ -68,11 +69,10 @@ def _first_step_callback(tf, path: str):
     return FirstStep()
 
 
-def _fit(tf, args: dict, is_chief: bool, dataset, epochs: int, steps=None) -> None:
+def _fit(tf, strategy, args: dict, is_chief: bool, dataset, epochs: int, steps=None) -> None:
     """The example's CNN fitted on ``dataset``; the chief saves its final weights."""
     import numpy as np
     from mnist_spark import build_model  # shipped with addPyFile
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():
         model = build_model(tf)
     callbacks = [_first_step_callback(tf, args["first_step"])] if is_chief else []
@@ -89,6 +89,7 @@ def _features(tf):
 def tfspark_main(args: dict, ctx) -> None:
     import tensorflow as tf
     from tfspark import data
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TF call
     if args["mode"] == "spark":
         feed = ctx.get_data_feed()
         dataset, epochs = feed.dataset(args["batch_size"], label="label"), feed.num_epochs
@@ -97,12 +98,13 @@ def tfspark_main(args: dict, ctx) -> None:
         dataset = (records.map(lambda r: (r["image"], r["label"])).shuffle(2048)
                    .batch(args["batch_size"]))
         epochs = args["epochs"]
-    _fit(tf, args, ctx.is_chief, dataset, epochs)
+    _fit(tf, strategy, args, ctx.is_chief, dataset, epochs)
 
 
 def tfos_main(args: dict, ctx) -> None:
     import numpy as np
     import tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TF call
     workers = ctx.num_workers
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -130,7 +132,8 @@ def tfos_main(args: dict, ctx) -> None:
                        tf.io.parse_single_example(r, features)))
                    .batch(args["batch_size"]))
         steps = args["rows"] // (args["batch_size"] * workers)
-    _fit(tf, args, ctx.job_name == "chief", dataset.with_options(options), args["epochs"], steps)
+    _fit(tf, strategy, args, ctx.job_name == "chief", dataset.with_options(options),
+         args["epochs"], steps)
     if args["mode"] == "spark":
         feed.terminate()
 
@@ -184,6 +187,12 @@ def _setup_data(opts) -> None:
     if opts.mnist:
         cmd += ["--mnist", opts.mnist]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=opts.workdir)
+    train = os.path.join(opts.workdir, "data", "train")
+    parts = sorted(f for f in os.listdir(train) if f.startswith("part-"))
+    for copy in range(1, opts.copies):  # --copies: the training files again, renamed
+        for name in parts:
+            shutil.copyfile(os.path.join(train, name),
+                            os.path.join(train, f"part-c{copy}-{name[5:]}"))
 
 
 def _test_set(tf, path: str):
@@ -216,6 +225,9 @@ def main() -> None:
     parser.add_argument("--mnist", help="mnist.npz or the four IDX files' folder (default: digits)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--copies", type=int, default=1,
+                        help="train on the training files this many times over (digits x 40: "
+                             "57,520 rows, MNIST's size)")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--_part", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--master", help=argparse.SUPPRESS)
@@ -265,8 +277,8 @@ def main() -> None:
             results[name]["accuracy"] = _accuracy(os.path.join(opts.workdir, f"{name}.npz"), test)
     finally:
         shutil.rmtree(opts.workdir, ignore_errors=True)
-    print(f"\n{opts.train_rows:,} training rows, {len(test[1]):,} test rows; {opts.epochs} epochs, "
-          f"batch {opts.batch_size} per worker, 2 workers")
+    print(f"\n{opts.train_rows:,} training rows ({opts.copies} x the set), {len(test[1]):,} test "
+          f"rows; {opts.epochs} epochs, batch {opts.batch_size} per worker, 2 workers")
     print(f"{'part':16s} {'wall s':>8s} {'first step s':>13s} {'test accuracy':>14s}")
     for name in parts:
         r = results[name]
