@@ -189,10 +189,15 @@ def _setup_data(opts) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=opts.workdir)
     train = os.path.join(opts.workdir, "data", "train")
     parts = sorted(f for f in os.listdir(train) if f.startswith("part-"))
-    for copy in range(1, opts.copies):  # --copies: the training files again, renamed
-        for name in parts:
+    # --copies: the training files again, renamed so that file i of copy c comes (i + c) % P-th
+    # in path order: with 2 shards (files dealt i % 2) each worker reads equally many rows,
+    # once copies is a multiple of P (uneven shards make MWMS take empty batches, on which TF
+    # 2.21's oneDNN MaxPool gradient aborts: tensorflow/tensorflow#126128)
+    for copy in range(1, opts.copies):
+        for i, name in enumerate(parts):
+            rank = (i + copy) % len(parts)
             shutil.copyfile(os.path.join(train, name),
-                            os.path.join(train, f"part-c{copy}-{name[5:]}"))
+                            os.path.join(train, f"part-c{copy:04d}-{rank}-{name[5:]}"))
 
 
 def _test_set(tf, path: str):

@@ -40,6 +40,27 @@ class StageError(TFSparkError):
         self.cause = message.splitlines()[0]
 
 
+#: TensorFlow crashes (process aborts) that a node's last output lines identify: what to do.
+_KNOWN_TF_CRASHES = (
+    (("Check failed: dtype() == expected_dtype", "MklMaxPoolingGradOp"),
+     "TensorFlow's oneDNN MaxPool gradient aborts on an empty batch "
+     "(tensorflow/tensorflow#126128). Under MultiWorkerMirroredStrategy a worker whose share "
+     "of the data holds fewer batches than the others' takes empty batches at the end of each "
+     "epoch. Give every worker the same number of batches (TFRecord shards of equal record "
+     "counts; Spark-fed data, which tfspark deals out evenly), or turn oneDNN off on the nodes: "
+     "TFCluster.run(..., env={'TF_ENABLE_ONEDNN_OPTS': '0'}) (slower on CPU)."),
+)
+
+
+def known_tf_crash(lines: Sequence[str]) -> Optional[str]:
+    """What to do about a TensorFlow crash known by its output ``lines``, or None."""
+    text = "\n".join(lines)
+    for needles, advice in _KNOWN_TF_CRASHES:
+        if all(needle in text for needle in needles):
+            return advice
+    return None
+
+
 class NodeError(TFSparkError):
     """A TF node failed: its ``main_fun`` raised, its process died, or it stopped answering.
 
@@ -70,6 +91,9 @@ class NodeError(TFSparkError):
         if self.output_tail:
             tail = "\n".join(self.output_tail)
             text += f"\n--- last output lines of {role}:{index} ---\n{tail}"
+            hint = known_tf_crash(self.output_tail)
+            if hint:
+                text += f"\n--- tfspark: a known TensorFlow bug ---\n{hint}"
         super().__init__(text)
 
 
