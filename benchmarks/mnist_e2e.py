@@ -150,6 +150,7 @@ def run_part(name: str, opts) -> dict:
              .config("spark.executor.memory", "3g")
              .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1")  # TFoS does not set it
              .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2").getOrCreate())
+    marks = {"session": time.time()}
     try:
         spark.sparkContext.addPyFile(os.path.join(EXAMPLE, "mnist_spark.py"))
         train = os.path.join(opts.workdir, "data", "train")
@@ -162,8 +163,10 @@ def run_part(name: str, opts) -> dict:
             from tfspark import InputMode, TFCluster
             input_mode = InputMode.SPARK if mode == "spark" else InputMode.TENSORFLOW
             cluster = TFCluster.run(spark, tfspark_main, args, 2, input_mode=input_mode)
+            marks["cluster"] = time.time()
             if mode == "spark":
                 cluster.train(df, num_epochs=opts.epochs)
+                marks["fed"] = time.time()
             cluster.shutdown(timeout=1800)
         else:
             from tensorflowonspark import TFCluster
@@ -171,13 +174,16 @@ def run_part(name: str, opts) -> dict:
                           else TFCluster.InputMode.TENSORFLOW)
             cluster = TFCluster.run(spark.sparkContext, tfos_main, args, 2, num_ps=0,
                                     input_mode=input_mode, master_node="chief")
+            marks["cluster"] = time.time()
             if mode == "spark":
                 cluster.train(df.rdd.map(lambda r: (list(r.image), r.label)), opts.epochs)
+                marks["fed"] = time.time()
             cluster.shutdown()
+        marks["shut down"] = time.time()
     finally:
         spark.stop()
     with open(args["first_step"]) as f:
-        return {"first_step_wall": float(f.read())}
+        return {"first_step_wall": float(f.read()), "marks": marks}
 
 
 # ------------------------------------------------------------------ parent
@@ -274,8 +280,9 @@ def main() -> None:
                 if proc.returncode != 0 or not found:
                     print("\n".join(proc.stdout.splitlines()[-60:]))
                     raise SystemExit(f"part {name} failed (exit code {proc.returncode})")
-                results[name] = {"wall": wall,
-                                 "first_step": json.loads(found[-1])["first_step_wall"] - started}
+                part = json.loads(found[-1])
+                results[name] = {"wall": wall, "first_step": part["first_step_wall"] - started,
+                                 "marks": {k: v - started for k, v in part["marks"].items()}}
                 print(f"--- {name}: {wall:.1f} s", flush=True)
         test = _test_set(__import__("tensorflow"), os.path.join(opts.workdir, "data", "test"))
         for name in parts:
@@ -288,6 +295,13 @@ def main() -> None:
     for name in parts:
         r = results[name]
         print(f"{name:16s} {r['wall']:8.1f} {r['first_step']:13.1f} {r['accuracy']:14.4f}")
+    print("\nseconds from the driver's start: Spark session ready, TFCluster.run returned, "
+          "train() returned (Spark-fed), first training step, shutdown() returned")
+    for name in parts:
+        m = results[name]["marks"]
+        print(f"  {name:16s} session {m['session']:5.1f}  cluster {m['cluster']:5.1f}  fed "
+              f"{m['fed'] if 'fed' in m else float('nan'):5.1f}  first step "
+              f"{results[name]['first_step']:5.1f}  shut down {m['shut down']:5.1f}")
     for mode in ("spark", "tf"):
         ours, theirs = results.get(f"tfspark-{mode}"), results.get(f"tfos-{mode}")
         if ours and theirs:

@@ -363,12 +363,18 @@ class FileSystem:
 
     def walk(self, path: str) -> Iterator[Tuple[str, List[str], List[str]]]:
         """Like :func:`os.walk`, top-down, with paths relative to ``path`` ("" for itself)."""
+        for rel, dirs, files in self.walk_status(path):
+            yield rel, dirs, [f.name for f in files]
+
+    def walk_status(self, path: str) -> Iterator[Tuple[str, List[str], List[FileStatus]]]:
+        """:meth:`walk` with each file's :class:`FileStatus` (its size...) instead of its name;
+        ``dirs`` may be pruned in place, as with :func:`os.walk`."""
         todo = [""]
         while todo:
             rel = todo.pop(0)
             entries = self.scandir(join(path, rel) if rel else path)
             dirs = [e.name for e in entries if e.is_dir]
-            yield rel, dirs, [e.name for e in entries if not e.is_dir]
+            yield rel, dirs, [e for e in entries if not e.is_dir]
             todo[0:0] = [posixpath.join(rel, d) if rel else d for d in dirs]
 
     def glob(self, pattern: str) -> List[str]:

@@ -215,16 +215,21 @@ def list_files(path: str) -> List[Tuple[str, Dict[str, str]]]:
     ``path`` may be a file, a directory (searched recursively; names starting with ``_`` or
     ``.`` are skipped) or a glob pattern.
     """
+    return [(url, parts) for url, parts, _ in _listed(path)]
+
+
+def _listed(path: str) -> List[Tuple[str, Dict[str, str], int]]:
+    """:func:`list_files` with each file's size in bytes."""
     url = _resolve(path)
     roots = fs.glob(url) if any(c in url for c in "*?[") else [url]
-    found: List[Tuple[str, Dict[str, str]]] = []
+    found: List[Tuple[str, Dict[str, str], int]] = []
     for root in roots:
         filesystem = fs.get_filesystem(root)
         st = filesystem.status(root)
         if not st.is_dir:
-            found.append((st.path, {}))
+            found.append((st.path, {}, st.size))
             continue
-        for rel, dirs, names in filesystem.walk(root):
+        for rel, dirs, files in filesystem.walk_status(root):
             if rel and any(not _is_data_file(p) for p in rel.split("/")):
                 continue
             parts = {}
@@ -232,11 +237,31 @@ def list_files(path: str) -> List[Tuple[str, Dict[str, str]]]:
                 if "=" in segment:
                     key, value = segment.split("=", 1)
                     parts[unquote(key)] = None if value == HIVE_NULL else unquote(value)
-            for name in names:
-                if _is_data_file(name):
-                    found.append((fs.join(root, rel, name) if rel else fs.join(root, name),
-                                  parts))
+            for f in files:
+                if _is_data_file(f.name):
+                    found.append((fs.join(root, rel, f.name) if rel else fs.join(root, f.name),
+                                  parts, f.size))
     return sorted(found, key=lambda item: item[0])
+
+
+def pack_files(sizes: Sequence[int], parallelism: int, max_bytes: int = 128 << 20,
+               open_cost: int = 4 << 20) -> List[List[int]]:
+    """Files (by index, in path order) grouped into read partitions, the way Spark packs files:
+    each file counts its size plus ``open_cost``; a partition takes files until the next would
+    pass ``min(max_bytes, max(open_cost, all counted bytes / parallelism))``. Small files share
+    a partition (a task per tiny file costs more than reading it); big ones get their own."""
+    counted = [size + open_cost for size in sizes]
+    limit = min(max_bytes, max(open_cost, sum(counted) // max(1, parallelism)))
+    groups: List[List[int]] = []
+    filled = 0
+    for index, size in enumerate(counted):
+        if groups and filled + size <= limit:
+            groups[-1].append(index)
+            filled += size
+        else:
+            groups.append([index])
+            filled = size
+    return groups
 
 
 def _partition_dir(keys: Sequence[str], values: Sequence) -> str:
@@ -571,15 +596,16 @@ def _with_mask(arr: pa.Array, present: np.ndarray, dtype: pa.DataType) -> pa.Arr
 
 
 def _read_task(batches: Iterator[pa.RecordBatch], files: List[Tuple[str, str]],
-               plan: List[Tuple[str, str, int]], arrow_schema_bytes: bytes, record_type: str,
-               partition_cols: List[str], conf_dir: Optional[str]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body over ``spark.range(len(files))``: decode file ``id`` of ``files``
-    ((url, partition values as JSON))."""
+               groups: List[List[int]], plan: List[Tuple[str, str, int]],
+               arrow_schema_bytes: bytes, record_type: str, partition_cols: List[str],
+               conf_dir: Optional[str]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body over ``spark.range(len(groups))``: decode the files of group ``id``
+    (indices into ``files``: (url, partition values as JSON)), one after the other."""
     import json
     _use_hadoop_conf(conf_dir)
     schema = pa.ipc.read_schema(pa.py_buffer(arrow_schema_bytes))
     for batch in batches:
-        for index in batch.column("id").to_pylist():
+        for index in (i for group in batch.column("id").to_pylist() for i in groups[group]):
             url, parts_json = files[index]
             parts = json.loads(parts_json)
             rows: list = []
@@ -674,7 +700,11 @@ def _check_first_records(files: List[Tuple[str, Dict[str, str]]], plan, schema: 
 
 
 def read(spark, path: str, schema=None, record_type: str = "Example"):
-    """Read TFRecord files into a DataFrame (one Spark partition per file).
+    """Read TFRecord files into a DataFrame.
+
+    Files are packed into partitions as Spark packs files (``spark.sql.files.maxPartitionBytes``,
+    ``spark.sql.files.openCostInBytes``, the default parallelism): a big file is a partition of
+    its own, small ones share one, in path order. A file is never split.
 
     Parameters
     ----------
@@ -706,7 +736,8 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
     spark = session_of(spark)
     if record_type not in RECORD_TYPES:
         raise TFRecordError(f"record_type must be one of {RECORD_TYPES}, not {record_type!r}")
-    files = list_files(path)
+    listed = _listed(path)
+    files = [(url, parts) for url, parts, _ in listed]
     if not files and schema is None:
         raise TFRecordError(f"no TFRecord files under {_resolve(path)}; pass a schema to get "
                             "an empty DataFrame")
@@ -733,9 +764,40 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
         return spark.createDataFrame([], schema)
     if given:
         _check_first_records(files, plan, arrow_schema, record_type)
-    task = functools.partial(_read_task, files=rows, plan=plan,
+    groups = pack_files([size for _, _, size in listed], _default_parallelism(spark),
+                        *_file_packing_conf(spark))
+    task = functools.partial(_read_task, files=rows, groups=groups, plan=plan,
                              arrow_schema_bytes=arrow_schema.serialize().to_pybytes(),
                              record_type=record_type, partition_cols=partition_cols,
                              conf_dir=os.environ.get("HADOOP_CONF_DIR"))
-    # one partition per file, also under Spark Connect (which has no parallelize)
-    return spark.range(0, len(rows), 1, len(rows)).mapInArrow(task, schema)
+    # one partition per group of files, also under Spark Connect (which has no parallelize)
+    return spark.range(0, len(groups), 1, len(groups)).mapInArrow(task, schema)
+
+
+def _default_parallelism(spark) -> int:
+    """The application's default parallelism (its cores), also under Spark Connect."""
+    configured = spark.conf.get("spark.default.parallelism", None)
+    if configured:
+        return int(configured)
+    try:
+        return spark.sparkContext.defaultParallelism
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        return 8
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+               "g": 1 << 30, "gb": 1 << 30}
+
+
+def _conf_bytes(spark, key: str, default: int) -> int:
+    """A size setting (``128m``, ``134217728b``...) in bytes; ``default`` if unset or unreadable."""
+    match = re.fullmatch(r"(\d+)\s*([a-z]*)", str(spark.conf.get(key, None) or "").strip().lower())
+    if not match or match.group(2) not in _BYTE_UNITS:
+        return default
+    return int(match.group(1)) * _BYTE_UNITS[match.group(2)]
+
+
+def _file_packing_conf(spark) -> Tuple[int, int]:
+    """(``spark.sql.files.maxPartitionBytes``, ``spark.sql.files.openCostInBytes``) in bytes."""
+    return (_conf_bytes(spark, "spark.sql.files.maxPartitionBytes", 128 << 20),
+            _conf_bytes(spark, "spark.sql.files.openCostInBytes", 4 << 20))
