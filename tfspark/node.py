@@ -33,6 +33,7 @@ from .node_spawn import (CONTEXT_FILE, ERROR, PAYLOAD_FILE, NodeProcess, exit_er
                          forward_lines, read_outcome, spawn, terminate)
 from .private_dir import SCRATCH_ENV, PrivateDir
 from .processes import die_with_parent
+from .zip_cache import importable_path
 from .roles import (EVALUATOR, PS, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
                     is_chief, num_training_nodes, self_finishing_roles, serves_only, tf_config)
 from .feed_protocol import StageInput
@@ -121,10 +122,11 @@ def node_environment(plan: NodePlan, role: Role, gpus: Tuple[str, ...]) -> Dict[
     needs every node's address, comes with the context (see :mod:`tfspark.node_process`).
 
     ``PYTHONPATH`` carries this worker's ``sys.path`` so files shipped with ``--py-files`` import
-    in the node's process too.
+    in the node's process too (zips there, Spark's ``pyspark.zip`` among them, unpacked once:
+    see :mod:`tfspark.zip_cache`).
     """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["PYTHONPATH"] = os.pathsep.join(importable_path([p for p in sys.path if p]))
     env["PYTHONUNBUFFERED"] = "1"
     env[constants.TF_USE_LEGACY_KERAS] = constants.DEFAULT_LEGACY_KERAS
     if not plan.verbose:

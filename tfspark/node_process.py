@@ -25,6 +25,7 @@ from typing import Optional
 
 from . import constants
 from .node_spawn import CONTEXT_FILE, ERROR, GO, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
+from .zip_cache import import_caching_bytecode
 
 _KERAS3_HINT = (
     "\nHint: this node ran with Keras 3 (TF_USE_LEGACY_KERAS is off), whose model.fit does not "
@@ -122,7 +123,8 @@ def main(workdir: str) -> None:
         from . import fit_progress
         fit_progress.install()  # before anything imports Keras
         preload = _preload_tensorflow()
-        from pyspark import cloudpickle  # noqa: F401 - for the payload; imported while waiting
+        # for the payload; imported while waiting (from an unpacked pyspark.zip: zip_cache)
+        import_caching_bytecode("pyspark.cloudpickle")
         # "go" once the nodes have met; anything else: the task gave up and is stopping us
         code = _run(workdir) if sys.stdin.buffer.readline() == GO else 1
     except BaseException as e:  # noqa: B902 - every way main_fun can end is reported

@@ -59,7 +59,7 @@ class PrivateDir:
     """
 
     def __init__(self):
-        base = _local_dir() or tempfile.gettempdir()
+        base = executor_local_dir() or tempfile.gettempdir()
         remove_orphans(base)
         self.path = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=base)
         try:
@@ -96,7 +96,7 @@ def remove_orphans(base: str) -> None:
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def _local_dir() -> Optional[str]:
+def executor_local_dir() -> Optional[str]:
     """The executor's scratch disk (YARN's/Spark's local dirs), else the system temp dir."""
     for variable in ("SPARK_LOCAL_DIRS", "LOCAL_DIRS"):
         for folder in os.environ.get(variable, "").split(","):
