@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import os
@@ -241,12 +242,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     target = fs.resolve(args.upload)
     if fs.split_url(target)[0] not in ("hdfs", "webhdfs"):
         raise SystemExit(f"--upload must be on HDFS, got {target} (is HADOOP_CONF_DIR set?)")
-    workdir = args.workdir or tempfile.mkdtemp(prefix="tfspark-pack-")
-    os.makedirs(workdir, exist_ok=True)
+    with _build_dir(args.workdir) as workdir:
+        urls = _build_and_upload(workdir, target, args.with_pyspark)
+    write_conf(args.conf_file, properties(urls[ENV_ARCHIVE], urls[JARS_ARCHIVE]))
+    print(f"wrote {args.conf_file}: spark-submit --properties-file {args.conf_file} ...",
+          flush=True)
+    return 0
+
+
+@contextlib.contextmanager
+def _build_dir(given: Optional[str]) -> Iterator[str]:
+    """Where the archives are built: ``given`` (kept), else a temporary folder removed after
+    the upload (the environment's archive alone is about a gigabyte)."""
+    if given:
+        os.makedirs(given, exist_ok=True)
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="tfspark-pack-") as workdir:
+        yield workdir
+
+
+def _build_and_upload(workdir: str, target: str, with_pyspark: bool) -> Dict[str, str]:
+    """Pack the environment and Spark's jars in ``workdir`` and upload both to ``target``;
+    their URLs by archive name."""
     env_local, jars_local = os.path.join(workdir, ENV_ARCHIVE), os.path.join(workdir, JARS_ARCHIVE)
 
     started = time.monotonic()
-    counts = pack_environment(env_local, with_pyspark=args.with_pyspark)
+    counts = pack_environment(env_local, with_pyspark=with_pyspark)
     print(f"packed {sys.prefix}: {counts['files']:,} files, {counts['bytes'] / 1e6:,.0f} MB -> "
           f"{env_local} ({os.path.getsize(env_local) / 1e6:,.0f} MB) in "
           f"{time.monotonic() - started:.0f}s", flush=True)
@@ -265,10 +287,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{'uploaded' if uploaded else 'unchanged, kept'} {url}"
               + (f" in {time.monotonic() - started:.0f}s" if uploaded else ""), flush=True)
         urls[name] = url
-    write_conf(args.conf_file, properties(urls[ENV_ARCHIVE], urls[JARS_ARCHIVE]))
-    print(f"wrote {args.conf_file}: spark-submit --properties-file {args.conf_file} ...",
-          flush=True)
-    return 0
+    return urls
 
 
 if __name__ == "__main__":

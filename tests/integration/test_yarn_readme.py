@@ -20,6 +20,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -102,6 +103,8 @@ def test_readme_yarn_walkthrough_runs_as_written(yarn_cluster, tmp_path):
         env.pop(name, None)
     script = tmp_path / "readme-yarn.sh"
     script.write_text(_script(commands))
+    pack_dirs = os.path.join(tempfile.gettempdir(), "tfspark-pack-*")
+    packed_before = set(glob.glob(pack_dirs))
     proc = subprocess.run(["bash", str(script)], cwd=str(work), env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1800)
     tail = "\n".join(proc.stdout.splitlines()[-150:])
@@ -111,6 +114,7 @@ def test_readme_yarn_walkthrough_runs_as_written(yarn_cluster, tmp_path):
     _, _, packed = _step(steps, "tfspark.pack")
     assert re.search(r"uploaded hdfs://\S+/user/\S+/tfspark/env\.tar\.gz", packed), packed
     assert "wrote tfspark-yarn.conf" in packed
+    assert not set(glob.glob(pack_dirs)) - packed_before  # its 1 GB build folder is gone
 
     submits = [s for s in steps if s[0].startswith("$SUBMIT")]
     assert len(submits) == 4
