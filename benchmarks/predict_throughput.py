@@ -95,7 +95,12 @@ def main() -> None:
                         help="conv filters of the model: more makes scoring compute-bound")
     args = parser.parse_args()
 
-    work = tempfile.mkdtemp(prefix="tfspark-predict-bench-")
+    with tempfile.TemporaryDirectory(prefix="tfspark-predict-bench-") as work:
+        measure(args, work)
+
+
+def measure(args, work: str) -> None:
+    """Save the model in ``work``, then time (a)-(d) and print the ratios."""
     subprocess.run([sys.executable, "-c", _SAVE, work, str(args.filters)], check=True)
     model_dir = os.path.join(work, "1")
     print(f"load: {os.getloadavg()}", flush=True)

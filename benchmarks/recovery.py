@@ -131,8 +131,8 @@ def main() -> None:
     from pyspark.sql import SparkSession
     from tfspark.testing.spark import StandaloneCluster
 
-    work = tempfile.mkdtemp(prefix="tfspark-recovery-")
-    with StandaloneCluster(os.path.join(work, "spark"), num_workers=2, cores_per_worker=2) as sa:
+    with tempfile.TemporaryDirectory(prefix="tfspark-recovery-") as work, \
+            StandaloneCluster(os.path.join(work, "spark"), num_workers=2, cores_per_worker=2) as sa:
         spark = (SparkSession.builder.master(sa.master_url).appName("tfspark-recovery")
                  .config("spark.driver.host", "127.0.0.1")
                  .config("spark.driver.bindAddress", "127.0.0.1")
