@@ -24,6 +24,10 @@ from .private_dir import executor_local_dir
 #: The unpacked copies live in ``<executor local dir>/tfspark-unzipped-<uid>/``.
 CACHE_PREFIX = "tfspark-unzipped-"
 
+#: Bigger zips stay zipped (unpacking one would delay the node's start more than it saves):
+#: pyspark.zip is 4 MB; a ``--py-files`` bundle of dependencies can be far bigger.
+MAX_ZIP_BYTES = 64 << 20
+
 
 def importable_path(entries: Sequence[str], cache_root: Optional[str] = None) -> List[str]:
     """``entries`` (a ``sys.path``) with each zip file replaced by its unpacked copy, where one
@@ -35,11 +39,14 @@ def importable_path(entries: Sequence[str], cache_root: Optional[str] = None) ->
 
 def unpacked(entry: str, cache_root: str) -> str:
     """The folder holding the files of the zip ``entry`` (unpacked under ``cache_root`` on first
-    use), or ``entry`` itself if it is not a zip file or cannot be unpacked."""
+    use), or ``entry`` itself if it is not a zip file, is bigger than :data:`MAX_ZIP_BYTES` or
+    cannot be unpacked."""
     if not entry.endswith(".zip") or not os.path.isfile(entry):
         return entry
     try:
         info = os.stat(entry)
+        if info.st_size > MAX_ZIP_BYTES:
+            return entry
         key = hashlib.sha256(f"{os.path.abspath(entry)}\0{info.st_size}\0{info.st_mtime_ns}"
                              .encode()).hexdigest()[:16]
         target = os.path.join(cache_root, f"{os.path.basename(entry)[:-4]}-{key}")

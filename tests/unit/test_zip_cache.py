@@ -26,6 +26,12 @@ def test_a_zip_is_unpacked_once_and_other_entries_stay(tmp_path):
     assert unpacked(str(tmp_path / "missing.zip"), cache) == str(tmp_path / "missing.zip")
 
 
+def test_a_big_zip_stays_zipped(tmp_path, monkeypatch):
+    monkeypatch.setattr("tfspark.zip_cache.MAX_ZIP_BYTES", 10)
+    zipped = _zip(tmp_path)
+    assert unpacked(zipped, str(tmp_path / "cache")) == zipped
+
+
 def test_a_cache_folder_others_can_write_is_not_used(tmp_path):
     zipped, cache = _zip(tmp_path), tmp_path / "shared"
     cache.mkdir()
