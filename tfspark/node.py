@@ -2,8 +2,9 @@
 
 The task registers with the driver, starts the node's own Python process (see
 :mod:`tfspark.node_spawn` and :mod:`tfspark.node_process`: the Keras choice in its environment,
-TensorFlow imported while the nodes meet), reserves its TF port, learns every node's address from the driver (detached:
-through ``BarrierTaskContext.allGather``), and then hands the process its context, with
+TensorFlow imported while the nodes meet), reserves its TF port, learns every node's address
+from the driver (detached: through ``BarrierTaskContext.allGather``), and then hands the
+process its context, with
 ``TF_CONFIG``, to run the user's ``main_fun``. It forwards that process's output lines to the
 driver, stops it when the driver says so (or the driver goes away), and reports how it ended.
 
@@ -33,10 +34,10 @@ from .node_spawn import (CONTEXT_FILE, ERROR, PAYLOAD_FILE, NodeProcess, exit_er
                          forward_lines, read_outcome, spawn, terminate)
 from .private_dir import SCRATCH_ENV, PrivateDir
 from .processes import die_with_parent
-from .zip_cache import importable_path
 from .roles import (EVALUATOR, PS, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
                     is_chief, num_training_nodes, self_finishing_roles, serves_only, tf_config)
 from .feed_protocol import StageInput
+from .zip_cache import importable_path
 
 SPARK_INPUT = 1  # InputMode.SPARK
 

@@ -99,8 +99,8 @@ def spawn(workdir: str, env: Dict[str, str], send: Send, *, label: str, verbose:
 
 def read_outcome(workdir: str, returncode: int) -> Optional[Tuple[str, Dict[str, Any], bytes]]:
     """``(OK, {}, value)`` or ``(ERROR, {message, traceback, restartable}, b"")`` from the
-    process's outcome file; without one, ``None`` if it was stopped (``returncode`` < 0 from
-    our signal), else an error describing how it exited."""
+    process's outcome file; None if it wrote none (it was stopped, killed or crashed: see
+    :func:`exit_error`)."""
     outcome_path = os.path.join(workdir, OUTCOME_FILE)
     if not os.path.exists(outcome_path):
         return None

@@ -17,7 +17,6 @@ should (``TF_NUM_INTRAOP_THREADS`` in the executors' environment overrides it).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -272,12 +271,10 @@ def loaded_signature(model: str, signature: str, hadoop_conf_dir: Optional[str] 
             import tensorflow as tf
             from . import export
             _threads_per_task(tf)
-            download = tempfile.mkdtemp(prefix="tfspark-model-")
-            try:  # loading reads the variables and assets into memory: the copy can go
+            # loading reads the variables and assets into memory: the copy can go
+            with tempfile.TemporaryDirectory(prefix="tfspark-model-") as download:
                 _models[key] = tf.saved_model.load(
                     export.local_copy(model, download)).signatures[signature]
-            finally:
-                shutil.rmtree(download, ignore_errors=True)
             print(f"tfspark: loaded SavedModel {model} (signature {signature}) in process "
                   f"{os.getpid()}", file=sys.stderr, flush=True)
         return _models[key]

@@ -12,9 +12,12 @@ also where ``PYTHONDONTWRITEBYTECODE`` is set: it writes only into that private 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import zipfile
 from typing import List, Optional, Sequence
@@ -88,9 +91,6 @@ def _unpack(zip_path: str, cache_root: str, target: str) -> None:
 def import_caching_bytecode(module: str) -> None:
     """Import ``module``; if it comes from an unpacked copy here, write its bytecode there even
     where ``PYTHONDONTWRITEBYTECODE`` is set (the folder is ours: nothing else is written to)."""
-    import importlib
-    import importlib.util
-    import sys
     spec = importlib.util.find_spec(module.split(".")[0])
     ours = spec is not None and CACHE_PREFIX in (spec.origin or "")
     saved = sys.dont_write_bytecode

@@ -1,4 +1,4 @@
-"""tfspark.zip_cache: zips on the path unpacked once into a private folder, imported with bytecode."""
+"""tfspark.zip_cache: zips on the path unpacked once into a private folder, bytecode cached."""
 from __future__ import annotations
 
 import os
