@@ -23,7 +23,7 @@ import numpy as np
 from tfspark import fs
 from tfspark.arrow_columns import chunks
 from tfspark.shares import node_share  # noqa: F401 - public as tfspark.data.node_share
-from tfspark.tfrecord import list_files
+from tfspark.tfrecord_read import list_files
 from tfspark.tfrecord_codec import GZIP_MAGIC, TFRecordError, open_records
 
 logger = logging.getLogger(__name__)

@@ -220,6 +220,13 @@ def hadoop_conf(conf_dir: Optional[str] = None) -> Dict[str, str]:
     return props
 
 
+def use_hadoop_conf(conf_dir: Optional[str]) -> None:
+    """In a Spark task: give an executor without $HADOOP_CONF_DIR the driver's (``conf_dir``,
+    captured on the driver), when that folder exists here too."""
+    if conf_dir and not os.environ.get("HADOOP_CONF_DIR") and os.path.isdir(conf_dir):
+        os.environ["HADOOP_CONF_DIR"] = conf_dir
+
+
 def default_fs() -> str:
     """The cluster's ``fs.defaultFS``: the running Spark driver's Hadoop configuration if this
     process is one (it also sees ``spark.hadoop.*`` settings), else $HADOOP_CONF_DIR's

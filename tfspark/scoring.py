@@ -265,9 +265,7 @@ def loaded_signature(model: str, signature: str, hadoop_conf_dir: Optional[str] 
     key = (model, signature)
     with _models_lock:
         if key not in _models:
-            if hadoop_conf_dir and not os.environ.get("HADOOP_CONF_DIR") and os.path.isdir(
-                    hadoop_conf_dir):
-                os.environ["HADOOP_CONF_DIR"] = hadoop_conf_dir
+            fs.use_hadoop_conf(hadoop_conf_dir)
             import tensorflow as tf
             from . import export
             _threads_per_task(tf)
