@@ -195,7 +195,7 @@ def test_namenode_http_address_from_config(tmp_path, monkeypatch):
             "dfs.namenode.http-address.ha.b": "h2:9870",
         }.items()) + "</configuration>")
     monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
-    monkeypatch.setattr(fs, "_spark_default_fs", lambda: None)  # no driver in this process
+    monkeypatch.setattr(fs.config, "_spark_default_fs", lambda: None)  # no driver in this process
     assert fs.namenode_http_urls("nn1:8020") == ["http://nn1:50070"]
     assert fs.namenode_http_urls("nn1") == ["http://nn1:50070"]
     assert fs.namenode_http_urls("ha") == ["http://h1:9870", "http://h2:9870"]
@@ -243,7 +243,7 @@ def test_the_default_filesystem_comes_from_hadoop_conf_dir(tmp_path, monkeypatch
         "</property></configuration>")
     monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
     monkeypatch.setenv("HADOOP_USER_NAME", "bob")
-    monkeypatch.setattr(fs, "_spark_default_fs", lambda: None)  # no driver in this process
+    monkeypatch.setattr(fs.config, "_spark_default_fs", lambda: None)  # no driver in this process
     assert fs.default_fs() == "hdfs://nn:8020"
     assert fs.resolve("hdfs:///d") == "hdfs://nn:8020/d"
     assert fs.resolve("d") == "hdfs://nn:8020/user/bob/d"
@@ -255,5 +255,5 @@ def test_the_running_spark_drivers_default_filesystem_wins(tmp_path, monkeypatch
         "<configuration><property><name>fs.defaultFS</name><value>hdfs://nn:8020</value>"
         "</property></configuration>")
     monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
-    monkeypatch.setattr(fs, "_spark_default_fs", lambda: "hdfs://from-spark:9000")
+    monkeypatch.setattr(fs.config, "_spark_default_fs", lambda: "hdfs://from-spark:9000")
     assert fs.resolve("hdfs:///d") == "hdfs://from-spark:9000/d"

@@ -1,0 +1,57 @@
+"""How a failed file operation reaches the caller: one :class:`FileSystemError` that names the
+path and the problem, its ``reason`` one of ``not_found``, ``permission``, ``exists``,
+``unreachable``, ``unsupported``, ``io``."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple
+
+from tfspark.errors import FileSystemError
+
+if TYPE_CHECKING:
+    from tfspark.fs.base import FileSystem
+
+
+def error(reason: str, message: str) -> FileSystemError:
+    """A :class:`FileSystemError` with its ``reason``."""
+    err = FileSystemError(message)
+    err.reason = reason
+    return err
+
+
+def classify(exc: BaseException) -> Tuple[str, str]:
+    """(reason, short problem text) for an exception from the OS, requests or HdfsCLI."""
+    if isinstance(exc, FileNotFoundError):
+        return "not_found", "no such file or directory"
+    if isinstance(exc, PermissionError):
+        return "permission", "permission denied"
+    if isinstance(exc, FileExistsError):
+        return "exists", "already exists"
+    if isinstance(exc, (IsADirectoryError, NotADirectoryError)):
+        return "io", "is a directory" if isinstance(exc, IsADirectoryError) else "not a directory"
+    remote = getattr(exc, "exception", None) or ""  # HdfsCLI: Java exception class name
+    text = str(exc)
+    if remote == "FileNotFoundException" or "does not exist" in text:
+        return "not_found", "no such file or directory"
+    if remote in ("AccessControlException", "SecurityException") or "Permission denied" in text:
+        return "permission", f"permission denied ({text.splitlines()[0] if text else remote})"
+    if remote == "FileAlreadyExistsException" or "already exists" in text:
+        return "exists", "already exists"
+    if "Authentication failure" in text:
+        return "permission", "authentication failed (Kerberos ticket or user name rejected)"
+    return "io", f"{type(exc).__name__}: {text}"
+
+
+@contextmanager
+def translated(action: str, url: str, fs: Optional["FileSystem"] = None) -> Iterator[None]:
+    """Re-raise any failure inside as ``FileSystemError("could not <action> <url>: ...")``."""
+    try:
+        yield
+    except FileSystemError:
+        raise
+    except Exception as e:
+        unreachable = fs.unreachable(e) if fs is not None else None
+        if unreachable:
+            raise error("unreachable", f"could not {action} {url}: {unreachable}") from e
+        reason, problem = classify(e)
+        raise error(reason, f"could not {action} {url}: {problem}") from e
