@@ -4,7 +4,7 @@ The public face of TFRecord I/O. Owns writing: the per-task commit of part files
 job-level commit (``_SUCCESS``, modes). Reading is :mod:`tfspark.tfrecord_read`'s (``read``,
 ``list_files`` and ``infer_schema`` are re-exported here), the type mapping both ways
 :mod:`tfspark.tfrecord_schema`'s, the wire format :mod:`tfspark.tfrecord_codec`'s; every file
-operation goes through :mod:`tfspark.fs` (the only module that talks to HDFS).
+operation goes through :mod:`tfspark.fs` (the only package that talks to HDFS).
 
 ::
 
