@@ -41,7 +41,7 @@ PARENT_WATCH_INTERVAL_SECS = 1.0
 #: Seconds between checks, in a node's task, whether its process has exited (or must stop).
 NODE_POLL_SECS = 0.05
 
-#: A node's process imports TensorFlow while the nodes meet, before main_fun runs; "0" in
+#: A node's process imports TensorFlow while it waits for the nodes to meet; "0" in
 #: ``TFCluster.run(env=...)`` turns that off (for a main_fun that never imports TensorFlow).
 PRELOAD_TENSORFLOW = "TFSPARK_PRELOAD_TENSORFLOW"
 

@@ -2,8 +2,9 @@
 
 Started by :mod:`tfspark.node` with ``TF_USE_LEGACY_KERAS`` already in its environment, so
 whatever TensorFlow and Keras a reused Spark Python worker imported before cannot leak in. It
-starts while the nodes meet: it imports TensorFlow in the background meanwhile (unless
-``TFSPARK_PRELOAD_TENSORFLOW=0``) and waits for its task to write "go" to its stdin, when the
+starts while the nodes meet: once ready, if the nodes have not met yet, it imports TensorFlow
+in the background meanwhile (unless ``TFSPARK_PRELOAD_TENSORFLOW=0``; an import holds the GIL
+for long stretches, so never before), and waits for its task to write "go" to its stdin, when the
 context (with ``TF_CONFIG``, set into the environment before ``main_fun`` runs) and the payload
 are in its folder. Writes how ``main_fun`` ended to ``outcome.json`` (and its pickled return
 value to ``value.pkl``) there; exits when its parent task goes away.
@@ -17,6 +18,7 @@ import importlib.util
 import json
 import os
 import pickle
+import select
 import sys
 import threading
 import time
@@ -74,6 +76,12 @@ def _preload_tensorflow() -> Optional[threading.Thread]:
     return thread
 
 
+def _go_is_waiting() -> bool:
+    """Whether the task's line ("go", or a stop) is already there to read on stdin."""
+    ready, _, _ = select.select([sys.stdin.buffer], [], [], 0)
+    return bool(ready)
+
+
 def _exit(code: int, preload: Optional[threading.Thread]) -> None:
     """Exit with ``code``. While TensorFlow is still being imported in the background (main_fun
     never waited for it), the interpreter must not tear down under that thread: run the exit
@@ -122,9 +130,11 @@ def main(workdir: str) -> None:
         _check_keras()
         from . import fit_progress
         fit_progress.install()  # before anything imports Keras
-        preload = _preload_tensorflow()
-        # for the payload; imported while waiting (from an unpacked pyspark.zip: zip_cache)
+        # for the payload (from an unpacked pyspark.zip: zip_cache)
         import_caching_bytecode("pyspark.cloudpickle")
+        # importing TensorFlow holds the GIL for long stretches, so it runs in the background
+        # only while this process waits for the nodes to meet, never in the way of getting here
+        preload = None if _go_is_waiting() else _preload_tensorflow()
         # "go" once the nodes have met; anything else: the task gave up and is stopping us
         code = _run(workdir) if sys.stdin.buffer.readline() == GO else 1
     except BaseException as e:  # noqa: B902 - every way main_fun can end is reported
