@@ -9,8 +9,9 @@ Data: ``examples/mnist/mnist_data_setup.py`` writes the train/test TFRecords onc
 of the one-machine cluster reads; ``--copies N`` trains on N copies of the training files (the
 digits are 1,438 rows: at that size both frameworks' start-up is most of the time). Model:
 the example's CNN (``mnist_spark.build_model``), 2 TF workers under MultiWorkerMirroredStrategy,
-``--epochs`` epochs of ``--batch-size`` rows per worker per step. Cluster: one Spark standalone cluster (``tfspark.testing.spark``, 2 workers x
-2 cores on 127.0.0.1) for every part, one part after the other, each in its own driver process.
+``--epochs`` epochs of ``--batch-size`` rows per worker per step. Cluster: one Spark standalone
+cluster (``tfspark.testing.spark``, 2 workers x 2 cores on 127.0.0.1) for every part, one part
+after the other, each in its own driver process.
 
 - ``tfspark-spark``: ``tfrecord.read`` -> ``cluster.train(df, epochs)``; the nodes train on
   ``ctx.get_data_feed().dataset(batch_size, label="label")``, as the example does.
