@@ -60,8 +60,8 @@ def get_filesystem(path: str, user: Optional[str] = None) -> FileSystem:
         default_scheme, authority, _ = split_url(conf.get("fs.defaultFS", ""))
         if default_scheme != scheme or not authority:
             raise error("unsupported", f"{path!r} names no NameNode and fs.defaultFS in "
-                         f"HADOOP_CONF_DIR={os.environ.get('HADOOP_CONF_DIR')} is not a "
-                         f"{scheme}:// URL")
+                        f"HADOOP_CONF_DIR={os.environ.get('HADOOP_CONF_DIR')} is not a "
+                        f"{scheme}:// URL")
     user = user or current_user()
     key = (scheme, authority, user, os.environ.get("HADOOP_CONF_DIR"))
     with _cache_lock:

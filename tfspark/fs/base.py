@@ -94,7 +94,7 @@ class FileSystem:
             found = self._stat(native)
         if found is None:
             raise error("not_found", f"could not get the status of {self.url(native)}: "
-                         "no such file or directory")
+                        "no such file or directory")
         return found
 
     def exists(self, path: str) -> bool:
@@ -326,7 +326,7 @@ class FileSystem:
             yield local
             if not os.path.lexists(local):
                 raise error("io", f"could not write {self.url(native)}: nothing was written "
-                             f"to the staging path {local}")
+                            f"to the staging path {local}")
             self.upload(local, path, overwrite=overwrite)
 
 
@@ -347,7 +347,7 @@ def _copy(src_fs: FileSystem, src: str, dst_fs: FileSystem, dst: str, overwrite:
                 writer.close()
 
     with translated(f"copy {src_fs.url(src_n)} to", dst_fs.url(dst_n),
-                     dst_fs if dst_fs.remote else src_fs):
+                    dst_fs if dst_fs.remote else src_fs):
         try:
             if top.is_dir:
                 files = []

@@ -89,7 +89,7 @@ class HdfsFileSystem(FileSystem):
                 from hdfs.ext.kerberos import KerberosClient
             except ImportError as e:
                 raise error("unsupported", f"{scheme}://{authority} uses Kerberos, which "
-                             "needs requests-kerberos (pip install 'tfspark[kerberos]')") from e
+                            "needs requests-kerberos (pip install 'tfspark[kerberos]')") from e
             self.client = KerberosClient(";".join(http_urls), **options)
         else:
             self.client = InsecureClient(";".join(http_urls), user=user, **options)

@@ -75,7 +75,7 @@ class LocalFileSystem(FileSystem):
             raise
         if not os.path.lexists(tmp):
             raise error("io", f"could not write {self.url(native)}: nothing was written to "
-                         f"the temporary path {tmp}")
+                        f"the temporary path {tmp}")
         self._commit(tmp, native, overwrite)
 
 

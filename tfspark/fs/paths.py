@@ -28,7 +28,7 @@ def check_scheme(path: str) -> str:
     scheme = split_url(path)[0]
     if scheme and scheme not in SCHEMES:
         raise error("unsupported", f"unsupported filesystem scheme {scheme!r} in {path!r}; "
-                     f"supported: {', '.join(s + '://' for s in SCHEMES)} and plain local paths")
+                    f"supported: {', '.join(s + '://' for s in SCHEMES)} and plain local paths")
     return scheme
 
 
@@ -67,9 +67,9 @@ def resolve(path: str, default_fs: Optional[str] = None, cwd: Optional[str] = No
             return str(path)
         if scheme != base_scheme or not base_authority:
             raise error("unsupported", f"{path!r} names no NameNode, and fs.defaultFS "
-                         f"({default_fs}) is not a {scheme}:// URL to take it from: write "
-                         f"{scheme}://host:port{remote}, or set fs.defaultFS in "
-                         "HADOOP_CONF_DIR's core-site.xml")
+                        f"({default_fs}) is not a {scheme}:// URL to take it from: write "
+                        f"{scheme}://host:port{remote}, or set fs.defaultFS in "
+                        "HADOOP_CONF_DIR's core-site.xml")
         return f"{scheme}://{base_authority}{posixpath.normpath(remote)}"
     if base_scheme in ("", "file"):
         local = os.path.join(cwd or os.getcwd(), os.path.expanduser(str(path)))
