@@ -23,6 +23,7 @@ import numpy as np
 from tfspark import fs
 from tfspark.arrow_columns import chunks
 from tfspark.shares import node_share  # noqa: F401 - public as tfspark.data.node_share
+from tfspark.strategy import before_first_tf_op
 from tfspark.tfrecord_read import list_files
 from tfspark.tfrecord_codec import GZIP_MAGIC, TFRecordError, open_records
 
@@ -196,6 +197,7 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
         raise TFRecordError(f"cycle_length must be >= 1, got {cycle_length}")
     urls = [url for url, _ in list_files(path)]
     mine = shard_files(urls, shard_index, num_shards, path)
+    before_first_tf_op()
     logger.info("shard %d/%d reads %d of %d TFRecord files under %s", shard_index, num_shards,
                 len(mine), len(urls), path)
     seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
@@ -236,6 +238,7 @@ def stage_shard(path: str, shard_index: int, num_shards: int, local_dir: str) ->
     """
     urls = [url for url, _ in list_files(path)]
     mine = shard_files(urls, shard_index, num_shards, path)
+    before_first_tf_op()
     os.makedirs(local_dir, exist_ok=True)
     staged = []
     for url in mine:

@@ -29,7 +29,7 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from . import shares
+from . import shares, strategy
 from .arrow_columns import FeedDataError, numpy_columns, row_shape, rows_of, structure_of
 from .feed_protocol import TRAIN
 from .feed_receiver import FeedReceiver
@@ -200,6 +200,7 @@ class DataFeed:
                        shuffle: bool, seed: Optional[int]):
         """One epoch of this node's share of ``feed`` as a marked ``tf.data.Dataset``."""
         import tensorflow as tf
+        strategy.before_first_tf_op()
 
         mine = self._rows_of_this_node(feed)
         steps = steps_per_epoch(feed.rows_per_node, batch_size)

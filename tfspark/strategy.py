@@ -7,10 +7,14 @@ Used inside ``main_fun`` (TensorFlow is imported here, in the node's own process
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Optional
 
 from . import constants
 from .errors import TFSparkError
+
+_made_before_first_op: Optional[Any] = None
 
 
 def multi_worker_mirrored_strategy(ctx: Any, **options: Any):
@@ -19,7 +23,43 @@ def multi_worker_mirrored_strategy(ctx: Any, **options: Any):
     if "ps" in ctx.cluster_spec:
         raise TFSparkError("this cluster has parameter servers: use "
                            "ctx.parameter_server_strategy() on the chief")
+    if _made_before_first_op is not None and not options:
+        return _made_before_first_op
     return tf.distribute.MultiWorkerMirroredStrategy(**options)
+
+
+def before_first_tf_op() -> None:
+    """Called by tfspark's dataset builders before they run TF ops in a node.
+
+    TF sets up MultiWorkerMirroredStrategy's collective ops only before the process's first TF
+    op ("Collective ops must be configured at program startup"), so a ``main_fun`` that builds
+    its dataset (``feed.dataset``, ``tfrecord_dataset``) before its strategy would fail. On a
+    chief or worker of a multi-worker cluster without parameter servers, where nothing has run
+    a TF op yet, this creates the strategy first (TF's defaults); the ``main_fun``'s own
+    ``MultiWorkerMirroredStrategy()``, created after, joins the same collective ops.
+    """
+    global _made_before_first_op
+    if _made_before_first_op is not None or not _mirrored_worker_of_several():
+        return
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+    if getattr(context.context(), "_context_handle", "unknown") is None:  # no TF op run yet
+        _made_before_first_op = tf.distribute.MultiWorkerMirroredStrategy()
+        # the later strategy's set-up repeats this one's (same cluster, same devices): TF's
+        # warning that tensors made before it may break does not apply
+        tf.get_logger().addFilter(
+            lambda record: "collective ops after program startup" not in record.getMessage())
+
+
+def _mirrored_worker_of_several() -> bool:
+    """TF_CONFIG makes this process a chief or worker of 2+ MWMS workers (no ps)."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        cluster, task = dict(config.get("cluster") or {}), dict(config.get("task") or {})
+    except (ValueError, TypeError, AttributeError):
+        return False
+    workers = len(cluster.get("chief") or []) + len(cluster.get("worker") or [])
+    return "ps" not in cluster and task.get("type") in ("chief", "worker") and workers > 1
 
 
 def parameter_server_strategy(ctx: Any, variable_partitioner: Optional[Any] = None):

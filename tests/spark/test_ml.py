@@ -25,11 +25,13 @@ def _train(args, ctx):
     import tensorflow as tf
 
     from tfspark import export as tf_export
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
     feed = ctx.get_data_feed()
     data = feed.dataset(args.batch_size, label=args.label)
     validation = (feed.validation_dataset(args.batch_size, label=args.label)
                   if args.has_validation else None)
+    # the README's order: data first, then the strategy (tfspark readies TF's collective ops
+    # before the dataset's first op, which TF requires of MultiWorkerMirroredStrategy)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():
         model = tf.keras.Sequential([tf.keras.Input((4,), name="features"),
                                      tf.keras.layers.Dense(1, name="prediction")])

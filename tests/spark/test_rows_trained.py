@@ -173,11 +173,11 @@ def test_next_batch_generator_trains_every_row_once_per_pass(sc):
 def _fit_tfrecords(args, ctx):
     import tensorflow as tf
     from tfspark import data
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
     features = {"id": tf.io.FixedLenFeature([], tf.float32),
                 "y": tf.io.FixedLenFeature([], tf.float32)}
     records = data.tfrecord_dataset(args["path"], features, ctx=ctx)
     dataset = records.map(lambda r: (r["id"], r["y"])).shuffle(64).batch(args["batch_size"])
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # after the dataset, as users may
     with strategy.scope():
         model = _counting_model(tf)
     record = _per_epoch_counts(tf, model)
