@@ -119,7 +119,8 @@ class TFCluster:
         args : any picklable value handed to ``main_fun``.
         num_executors : number of TF nodes = barrier tasks; Spark needs that many task slots.
         num_ps : parameter servers (ParameterServerStrategy); needs ``master_node="chief"``.
-        tensorboard : serve TensorBoard on ``log_dir`` from the chief (or worker 0).
+        tensorboard : serve TensorBoard on ``log_dir`` from the chief (or worker 0); without a
+            ``log_dir``, on a folder of the chief's own, ``ctx.log_dir``, gone when it ends.
         input_mode : ``InputMode.TENSORFLOW`` (TF reads its own data) or ``InputMode.SPARK``
             (feed RDDs/DataFrames with :meth:`train` and :meth:`inference`).
         log_dir : TensorBoard/log directory, resolved like ``ctx.absolute_path``.
@@ -178,8 +179,6 @@ class TFCluster:
             raise preflight.PreflightError("stage_files is for ParameterServerStrategy workers "
                                            "(num_ps > 0); MWMS nodes read their files with "
                                            "tfspark.data.tfrecord_dataset")
-        if tensorboard and not log_dir:
-            raise preflight.PreflightError("tensorboard=True needs a log_dir to serve")
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise preflight.PreflightError(f"max_restarts must be an int >= 0, got "
                                            f"{max_restarts!r}")

@@ -326,9 +326,10 @@ class DataFeed:
                 lambda: (feed_id in self._feeds and self._feeds[feed_id].ended)
                 or self._driver_done, timeout)
             if not ready or feed_id not in self._feeds:
-                raise FeedDataError(f"no data arrived for feed {feed_id} "
-                                    f"{'within ' + str(timeout) + 's' if not ready else ''}; "
-                                    "call cluster.train(data) on the driver")
+                why = (f"within {timeout}s" if not ready
+                       else "before the driver's shutdown() ended the feeds")
+                raise FeedDataError(f"no data arrived for feed {feed_id} {why}: call "
+                                    "cluster.train(data) on the driver")
             return self._feeds[feed_id]
 
     # ------------------------------------------------------------ TensorFlowOnSpark API

@@ -259,7 +259,7 @@ class _Node:
                 num_workers=num_training_nodes(self.plan.roles), cluster_spec=spec,
                 tf_config=tf_config(spec, self.role), executor_id=self.executor_address,
                 host=self.host, port=port, default_fs=self.plan.default_fs,
-                working_dir=self.plan.working_dir, log_dir=self.plan.log_dir, user=self.plan.user,
+                working_dir=self.plan.working_dir, log_dir=self._log_dir(workdir), user=self.plan.user,
                 input_mode=self.plan.input_mode, feed_port=feed_port,
                 shard_index=data_index(self.plan.roles, self.role),
                 num_shards=len(data_nodes(self.plan.roles)),
@@ -420,6 +420,15 @@ class _Node:
         if stopped:
             return STOPPED, {"message": self.stop_reason}, b""
         return exit_error(process.popen.returncode)
+
+    def _log_dir(self, workdir: str) -> Optional[str]:
+        """``log_dir`` as given; with TensorBoard and none given, a folder of this node's own
+        (as TensorFlowOnSpark's ``tensorboard_<executor>``), gone when the node ends."""
+        if self.plan.log_dir or not self.plan.tensorboard:
+            return self.plan.log_dir
+        local = os.path.join(workdir, "tensorboard")
+        os.makedirs(local, exist_ok=True)
+        return local
 
     @contextmanager
     def _tensorboard(self, ctx: NodeContext) -> Iterator[Optional[str]]:

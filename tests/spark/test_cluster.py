@@ -184,7 +184,7 @@ def _wait_for_release(args, ctx):
     deadline = time.time() + 120
     while not os.path.exists(args) and time.time() < deadline:
         time.sleep(0.2)
-    return "released"
+    return ctx.log_dir or "released"
 
 
 def test_control_channel_refuses_peers_without_the_secret(sc, tmp_path):
@@ -241,11 +241,14 @@ def _assert_no_active_jobs(sc, timeout=30):
     assert not sc.statusTracker().getActiveJobsIds()
 
 
-def test_tensorboard_is_served_from_the_chief_while_training(sc, tmp_path):
+@pytest.mark.parametrize("log_dir", ["logs", None])
+def test_tensorboard_is_served_from_the_chief_while_training(sc, tmp_path, log_dir):
+    """On the given log_dir, or (as TensorFlowOnSpark did) a folder of the chief's own."""
     import urllib.request
     release = str(tmp_path / "release")
+    log_dir = str(tmp_path / log_dir) if log_dir else None
     cluster = TFCluster.run(sc, _wait_for_release, release, 2, tensorboard=True,
-                            log_dir=str(tmp_path / "logs"))
+                            log_dir=log_dir)
     try:
         assert cluster.tensorboard_url and cluster.tensorboard_url.startswith("http://127.0.0.1:")
         deadline, status = time.monotonic() + 180, None  # TensorBoard imports TF: slow to start
@@ -258,4 +261,8 @@ def test_tensorboard_is_served_from_the_chief_while_training(sc, tmp_path):
         assert status == 200
     finally:
         open(release, "w").close()
-    cluster.shutdown(timeout=120)
+    served = cluster.shutdown(timeout=120)[0]
+    if log_dir:
+        assert served == log_dir
+    else:  # the chief's own folder, removed with it
+        assert os.path.basename(served) == "tensorboard" and not os.path.exists(served)
