@@ -36,19 +36,26 @@ def before_first_tf_op() -> None:
     its dataset (``feed.dataset``, ``tfrecord_dataset``) before its strategy would fail. On a
     chief or worker of a multi-worker cluster without parameter servers, where nothing has run
     a TF op yet, this creates the strategy first (TF's defaults); the ``main_fun``'s own
-    ``MultiWorkerMirroredStrategy()``, created after, joins the same collective ops.
+    ``MultiWorkerMirroredStrategy()``, created after, uses the collective ops it set up.
     """
     global _made_before_first_op
     if _made_before_first_op is not None or not _mirrored_worker_of_several():
         return
     import tensorflow as tf
     from tensorflow.python.eager import context
-    if getattr(context.context(), "_context_handle", "unknown") is None:  # no TF op run yet
-        _made_before_first_op = tf.distribute.MultiWorkerMirroredStrategy()
-        # the later strategy's set-up repeats this one's (same cluster, same devices): TF's
-        # warning that tensors made before it may break does not apply
-        tf.get_logger().addFilter(
-            lambda record: "collective ops after program startup" not in record.getMessage())
+    if getattr(context.context(), "_context_handle", "unknown") is not None:
+        return  # a TF op has run: TF's own rule applies
+    made = tf.distribute.MultiWorkerMirroredStrategy()
+    _made_before_first_op = made
+    extended = type(made.extended)
+    if getattr(made.extended, "_std_server_started", False):
+        # Strategies created after this one must not start the collective ops' server again:
+        # TF would restart it under a peer that is already using it (a hang until the
+        # coordination service's heartbeat timeout). TF tracks "started" per strategy object;
+        # in one process it is started once, so mark it on the class, with the health-check
+        # setting TF chose alongside it.
+        extended._std_server_started = True
+        extended._enable_check_health = made.extended._enable_check_health
 
 
 def _mirrored_worker_of_several() -> bool:
