@@ -21,6 +21,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -110,6 +111,8 @@ def test_readme_yarn_walkthrough_runs_as_written(yarn_cluster, tmp_path):
     tail = "\n".join(proc.stdout.splitlines()[-150:])
     assert proc.returncode == 0, f"the README's YARN commands failed:\n{tail}"
     steps = _steps(proc.stdout, commands)
+    for (command, started, _), following in zip(steps, steps[1:] + [(None, time.time(), [])]):
+        print(f"[timing] {following[1] - started:6.1f}s  {command.splitlines()[0][:90]}")
 
     _, _, packed = _step(steps, "tfspark.pack")
     assert re.search(r"uploaded hdfs://\S+/user/\S+/tfspark/env\.tar\.gz", packed), packed
@@ -153,6 +156,11 @@ def _check_packed_environment(yarn_cluster, tmp_path) -> None:
                                      "env.tar.gz", "bin", "python"), recursive=True)
     assert pythons, "no unpacked env.tar.gz in the NodeManager's cache"
     env_dir = os.path.realpath(os.path.dirname(os.path.dirname(pythons[0])))
+    # YARN's PUBLIC cache: files r-xr-xr-x, folders rwxr-xr-x (set by the NodeManager)
+    module = os.path.join(glob.glob(os.path.join(env_dir, "lib", "python*", "site-packages"))[0],
+                          "tfspark", "__init__.py")
+    assert (os.stat(module).st_mode & 0o7777, os.stat(os.path.dirname(module)).st_mode & 0o7777) \
+        == (0o555, 0o755)
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     found = subprocess.run(
         [pythons[0], "-c", "import importlib.util, tfspark\nprint(tfspark.__file__)\n"

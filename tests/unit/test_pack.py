@@ -1,5 +1,6 @@
 """python -m tfspark.pack: what goes into env.tar.gz and spark-jars.zip (no Spark, no HDFS)."""
 import os
+import sys
 import tarfile
 import zipfile
 
@@ -7,12 +8,17 @@ import pytest
 
 from tfspark import pack
 
+TAG = sys.implementation.cache_tag
 
 def _fake_venv(root):
     site = root / "lib" / "python3.11" / "site-packages"
     for rel in ("numpy/__init__.py", "pyspark/__init__.py", "pyspark-4.3.0.dist-info/METADATA",
                 "tensorflow/include/big.h", "tensorflow/__init__.py",
-                "tensorflow/__pycache__/x.cpython-311.pyc", "__editable___tfspark_finder.py",
+                "tensorflow/x.py", f"tensorflow/__pycache__/x.{TAG}.pyc",
+                "tensorflow/__pycache__/x.cpython-29.pyc", "tensorflow/sourceless.pyc",
+                "numpy/__init__.pyi", "numpy/core/include/numpy/arrayobject.h",
+                "numpy/random/bitgen.pxd", "numpy/random/_x.pyx",
+                "__editable___tfspark_finder.py",
                 "__editable__.tfspark-0.1.0.pth", "tfspark-0.1.0.dist-info/METADATA"):
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
         (site / rel).write_text("x")
@@ -22,7 +28,7 @@ def _fake_venv(root):
     return site
 
 
-def test_the_archive_holds_tfspark_itself_and_leaves_out_pyspark_headers_and_caches(tmp_path):
+def test_the_archive_holds_tfspark_and_bytecode_and_leaves_out_pyspark_and_build_files(tmp_path):
     _fake_venv(tmp_path / "venv")
     out = str(tmp_path / "env.tar.gz")
     counts = pack.pack_environment(out, prefix=str(tmp_path / "venv"))
@@ -32,11 +38,15 @@ def test_the_archive_holds_tfspark_itself_and_leaves_out_pyspark_headers_and_cac
     site = "lib/python3.11/site-packages"
     assert f"{site}/numpy/__init__.py" in names and f"{site}/tensorflow/__init__.py" in names
     assert f"{site}/tfspark/__init__.py" in names and f"{site}/tfspark/pack.py" in names
+    assert f"{site}/tensorflow/__pycache__/x.{TAG}.pyc" in names  # this Python's bytecode
+    assert f"{site}/tensorflow/sourceless.pyc" in names
     for gone in ("pyspark/__init__.py", "pyspark-4.3.0.dist-info/METADATA",
                  "tensorflow/include/big.h", "__editable___tfspark_finder.py",
-                 "__editable__.tfspark-0.1.0.pth", "tensorflow/__pycache__/x.cpython-311.pyc"):
+                 "__editable__.tfspark-0.1.0.pth", "tensorflow/__pycache__/x.cpython-29.pyc",
+                 "numpy/__init__.pyi",
+                 "numpy/core/include/numpy/arrayobject.h", "numpy/random/bitgen.pxd",
+                 "numpy/random/_x.pyx"):
         assert f"{site}/{gone}" not in names
-    assert not [n for n in names if "__pycache__" in n]
     assert counts["files"] == len(names)
     pack.pack_environment(out, with_pyspark=True, prefix=str(tmp_path / "venv"))
     with tarfile.open(out) as tar:
