@@ -10,7 +10,7 @@
    * pyspark is left out (``--with-pyspark`` keeps it): on YARN, Spark puts its own
      ``pyspark.zip`` and py4j on every container's ``PYTHONPATH``, and its jars come from
      ``spark.yarn.archive``;
-   * the bytecode of this interpreter (``__pycache__/*.cpython-311.pyc``) goes in: executors
+   * this interpreter's bytecode (``__pycache__/*.cpython-311.pyc`` on 3.11) goes in: executors
      often cannot write into YARN's cache of the archive (containers run as the submitting
      user), and every process would compile what it imports again (TensorFlow: ~9 s here);
    * what only compilers and type checkers read is left out: TensorFlow's C++ headers

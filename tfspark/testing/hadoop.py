@@ -3,7 +3,9 @@
 Nothing is mocked: a NameNode, a DataNode, a ResourceManager and a NodeManager are started
 as plain ``java`` processes, every one bound to 127.0.0.1 on free ports chosen at start.
 Only Java and Maven are needed; the jars are fetched once (``conf/hadoop/pom.xml``) into
-``$TFSPARK_HADOOP_HOME`` (default ``~/.cache/tfspark/hadoop-<version>``).
+``$TFSPARK_HADOOP_HOME`` (default ``~/.cache/tfspark/hadoop-<version>``). Maven's jars have no
+``libhadoop.so``: the NodeManager gets one small class of ours instead, which sets local file
+permissions in-process as libhadoop would (:func:`nio_chmod_classes`).
 
 From Python::
 
