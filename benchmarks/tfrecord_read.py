@@ -6,16 +6,23 @@ Writes ``--rows`` rows (an ``array<float>`` column of ``--features`` values and 
 label) as ``--files`` TFRecord files of ``tf.train.Example`` with ``tfspark.tfrecord.write``
 into a temporary folder, then reads them back, one core each:
 
-(a) tfspark: ``tfrecord.read(spark, path)`` on ``local[1]`` Spark, every value used
-    (``sum(label)``, ``sum(aggregate(image, ...))``: the rows are decoded into Spark's rows);
+(a) tfspark: ``tfrecord.read(spark, path)`` on ``local[1]`` Spark;
 (b) TensorFlow: ``tf.data.TFRecordDataset(files).batch(1024).map(tf.io.parse_example)``
-    with one intra-op and one inter-op thread, every batch materialized;
-(c) Spark alone: the same query over rows of the same shape that a ``mapInArrow`` yields
-    ready-made (nothing read, nothing decoded): Spark's Arrow-to-row hand-over and the query,
-    the ceiling of any reader that runs inside Spark's Python workers.
+    with one intra-op and one inter-op thread;
+(c) Spark alone: rows of the same shape that a ``mapInArrow`` yields ready-made (nothing read,
+    nothing decoded): Spark's Arrow-to-row hand-over alone, the ceiling of any reader that runs
+    inside Spark's Python workers.
 
-Each is timed twice (the page cache is warm for both after the write); the best is printed,
-with (a) / (b). Goal (issue 14): >= 1.0.
+each consumed two ways, the same on both sides:
+
+* **decoded**: every row decoded and held as the framework's own data -- Spark writes the
+  DataFrame to the ``noop`` sink (each row copied into Spark's row format), TensorFlow
+  iterates the parsed batches (dense tensors);
+* **summed**: every value used -- Spark ``sum(label)``, ``sum(aggregate(image, ...))``;
+  TensorFlow ``reduce_sum`` of both in the same ``map``.
+
+Each is timed twice (the page cache is warm for all after the write); the best is printed,
+with (a) / (b) per consumer. Goal (issue 14): >= 1.0.
 """
 from __future__ import annotations
 
@@ -78,19 +85,18 @@ def main() -> None:
         files = tfrecord.write(data, path)
         local_files = [f[len("file://"):] if f.startswith("file://") else f for f in files]
 
-        def tfspark_read() -> None:
-            df = tfrecord.read(spark, path)
+        def summed(df) -> None:
             df.select(F.sum("label"), F.sum(F.aggregate(
                 "image", F.lit(0.0).cast("double"), lambda acc, x: acc + x))).collect()
 
-        def spark_ceiling() -> None:
-            """The same rows, ready-made in the Python worker (nothing read or decoded): what
-            Spark's Arrow hand-over and the query cost alone -- no Python reader beats it."""
-            ready = spark.range(args.files, numPartitions=args.files).mapInArrow(
+        def decoded(df) -> None:
+            df.write.format("noop").mode("overwrite").save()
+
+        def ready_made():
+            """The same rows, ready-made in the Python worker (nothing read or decoded)."""
+            return spark.range(args.files, numPartitions=args.files).mapInArrow(
                 functools.partial(_ready_made, rows=args.rows // args.files,
                                   features=args.features), "label long, image array<float>")
-            ready.select(F.sum("label"), F.sum(F.aggregate(
-                "image", F.lit(0.0).cast("double"), lambda acc, x: acc + x))).collect()
 
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -98,26 +104,39 @@ def main() -> None:
         spec = {"label": tf.io.FixedLenFeature([], tf.int64),
                 "image": tf.io.FixedLenFeature([args.features], tf.float32)}
 
-        def tf_read() -> None:
-            dataset = (tf.data.TFRecordDataset(local_files).batch(1024)
-                       .map(lambda records: tf.io.parse_example(records, spec)))
+        def tf_read(parse) -> None:
+            dataset = tf.data.TFRecordDataset(local_files).batch(1024).map(parse)
             options = tf.data.Options()
             options.threading.private_threadpool_size = 1
             for _ in dataset.with_options(options):
                 pass
 
-        ours = best_rate(args.rows, tfspark_read)
-        ceiling = best_rate(args.rows // args.files * args.files, spark_ceiling)
-        theirs = best_rate(args.rows, tf_read)
+        def tf_decoded(records):
+            return tf.io.parse_example(records, spec)
+
+        def tf_summed(records):
+            parsed = tf.io.parse_example(records, spec)
+            return tf.reduce_sum(parsed["label"]), tf.reduce_sum(
+                tf.cast(parsed["image"], tf.float64))
+
+        ready_rows = args.rows // args.files * args.files
+        rates = {}
+        for name, spark_consumer, tf_parse in (("decoded", decoded, tf_decoded),
+                                               ("summed", summed, tf_summed)):
+            rates[name] = (
+                best_rate(args.rows, lambda: spark_consumer(tfrecord.read(spark, path))),
+                best_rate(args.rows, functools.partial(tf_read, tf_parse)),
+                best_rate(ready_rows, lambda: spark_consumer(ready_made())))
         mb = args.rows * (args.features * 4 + 8) / 1e6
         print(f"\n{args.rows:,} rows x {args.features} float32 + int64 label "
-              f"({mb:.0f} MB of values) in {len(files)} files, one core each")
-        print(f"  (a) tfspark.tfrecord.read   {ours:>10,.0f} rows/s")
-        print(f"  (b) TFRecordDataset+parse   {theirs:>10,.0f} rows/s")
-        print(f"  (c) Spark, rows ready-made  {ceiling:>10,.0f} rows/s  (no reading or decoding)")
-        print(f"  (a) / (b) = {ours / theirs:.2f} (goal >= 1.0)")
-        print(f"  (a) / (c) = {ours / ceiling:.2f} (the share of Spark's own ceiling)")
-        print(f"  (c) / (b) = {ceiling / theirs:.2f} (the best any reader inside Spark can do)")
+              f"({mb:.0f} MB of values) in {len(files)} files, one core each, rows/s")
+        print(f"  {'':30}{'decoded':>12}{'summed':>12}")
+        for i, label in enumerate(("(a) tfspark.tfrecord.read", "(b) TFRecordDataset+parse",
+                                   "(c) Spark, rows ready-made")):
+            print(f"  {label:30}" + "".join(f"{rates[n][i]:>12,.0f}" for n in rates))
+        for name, (ours, theirs, ceiling) in rates.items():
+            print(f"  {name}: (a) / (b) = {ours / theirs:.2f} (goal >= 1.0); "
+                  f"(a) / (c) = {ours / ceiling:.2f}; (c) / (b) = {ceiling / theirs:.2f}")
     spark.stop()
 
 
