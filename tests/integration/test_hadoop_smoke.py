@@ -66,6 +66,35 @@ def test_spark_local_mode_reads_and_writes_hdfs(hdfs_cluster, hadoop_env, tmp_pa
     assert any(n.endswith(".parquet") for n in fs.listdir(out))
 
 
+def test_nodemanager_file_system_sets_the_modes_hadoops_own_does(tmp_path):
+    """The test NodeManager's NioChmodLocalFs (chmod in-process, as libhadoop) leaves the same
+    modes as Hadoop's LocalFs (a forked chmod), sticky bit included, and reports a missing path
+    the same way."""
+    from tfspark.testing import hadoop
+    lib = hadoop.ensure_jars()
+    if not os.access(os.path.join(hadoop.java_home(), "bin", "javac"), os.X_OK):
+        pytest.skip("no javac: the NodeManager keeps Hadoop's own LocalFs")
+    classes = hadoop.nio_chmod_classes(lib)
+    check = os.path.join(os.path.dirname(__file__), "data", "SetPermissions.java")
+    wanted = {"file": 0o555, "private": 0o640, "dir": 0o755, "sticky": 0o1777}
+    found = {}
+    for impl in (hadoop.NIO_CHMOD_CLASS, "org.apache.hadoop.fs.local.LocalFs"):
+        base = tmp_path / impl.rsplit(".", 1)[1]
+        for name in ("dir", "sticky"):
+            (base / name).mkdir(parents=True)
+        for name in ("file", "private"):
+            (base / name).write_text("x")
+        args = [str(a) for name, mode in wanted.items() for a in (base / name, f"{mode:o}")]
+        done = subprocess.run(
+            [os.path.join(hadoop.java_home(), "bin", "java"), "-cp", f"{classes}:{lib}/*", check,
+             impl, *args, str(base / "gone"), "644"],
+            capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        assert f"file system: {impl}" in done.stdout and f"missing {base / 'gone'}" in done.stdout
+        found[impl] = {name: os.stat(base / name).st_mode & 0o7777 for name in wanted}
+    assert found[hadoop.NIO_CHMOD_CLASS] == found["org.apache.hadoop.fs.local.LocalFs"] == wanted
+
+
 def test_start_failure_names_the_daemon_and_shows_its_log(tmp_path):
     from tfspark.testing.hadoop import HadoopCluster, HadoopClusterError
     cluster = HadoopCluster(tmp_path / "bad", yarn=False, daemon_heap="1k")  # JVM refuses
