@@ -185,7 +185,7 @@ def nio_chmod_classes(lib: Path) -> Optional[Path]:
             shutil.rmtree(out, ignore_errors=True)
             done = subprocess.run([str(javac), "-nowarn", "-cp", f"{lib}/*", "-d", str(out),
                                    str(NIO_CHMOD_SOURCE)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+                                  stderr=subprocess.STDOUT, text=True, timeout=300)
             if done.returncode != 0:
                 raise HadoopClusterError(f"compiling {NIO_CHMOD_SOURCE} failed:\n"
                                          f"{_tail(done.stdout)}")
