@@ -93,14 +93,20 @@ def ensure_jars(home: Optional[Path] = None) -> Path:
     """Return the folder of Hadoop jars, downloading them with Maven on first use."""
     home = Path(home or hadoop_home())
     lib = home / "lib"
-    if _jars_complete(lib):
-        return lib
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be fetching right now
-        if not _jars_complete(lib):
-            _fetch_jars(home, lib)
+    _build_once(home, lambda: _jars_complete(lib), lambda: _fetch_jars(home, lib))
     return lib
+
+
+def _build_once(lock_dir: Path, built: Callable[[], bool], build: Callable[[], None]) -> None:
+    """``build()`` unless ``built()``, under a file lock in ``lock_dir``: another process (a
+    parallel test run, the Docker build) may be building the same thing right now."""
+    if built():
+        return
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built():
+            build()
 
 
 def _jars_stamp() -> str:
@@ -176,20 +182,18 @@ def nio_chmod_classes(lib: Path) -> Optional[Path]:
         return None
     source = NIO_CHMOD_SOURCE.read_bytes()
     out = Path(lib).parent / "nio-chmod" / hashlib.sha256(source).hexdigest()[:16]
-    if (out / ".complete").exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (out / ".complete").exists():
-            shutil.rmtree(out, ignore_errors=True)
-            done = subprocess.run([str(javac), "-nowarn", "-cp", f"{lib}/*", "-d", str(out),
-                                   str(NIO_CHMOD_SOURCE)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, timeout=300)
-            if done.returncode != 0:
-                raise HadoopClusterError(f"compiling {NIO_CHMOD_SOURCE} failed:\n"
-                                         f"{_tail(done.stdout)}")
-            (out / ".complete").write_text("")
+
+    def compile_class() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        done = subprocess.run([str(javac), "-nowarn", "-cp", f"{lib}/*", "-d", str(out),
+                               str(NIO_CHMOD_SOURCE)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=300)
+        if done.returncode != 0:
+            raise HadoopClusterError(f"compiling {NIO_CHMOD_SOURCE} failed:\n"
+                                     f"{_tail(done.stdout)}")
+        (out / ".complete").write_text("")
+
+    _build_once(out.parent, (out / ".complete").exists, compile_class)
     return out
 
 
