@@ -29,11 +29,11 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from . import shares, strategy
+from . import shares, spill, strategy
 from .arrow_columns import FeedDataError, numpy_columns, row_shape, rows_of, structure_of
 from .feed_protocol import TRAIN
 from .feed_receiver import FeedReceiver
-from .spill import BLOCK_BYTES, SpilledRows, batch_sizes, epoch_order, steps_per_epoch
+from .spill import SpilledRows, batch_sizes, epoch_order, steps_per_epoch
 
 _END, _BOUNDARY = object(), object()  # markers in a stream of column blocks
 
@@ -209,14 +209,15 @@ class DataFeed:
         seed, epochs, current = self._seed(seed), itertools.count(), {}
         node, tail = self.node_index, sizes[sizes.count(batch_size):]  # full batches come first
         full = mine - sum(tail)
-        block = max(1, BLOCK_BYTES // max(1, rows.row_bytes * batch_size)) * batch_size
+        block = max(1, spill.BLOCK_BYTES // max(1, rows.row_bytes * batch_size)) * batch_size
 
         # Python hands TF whole blocks of full batches, which TF's C++ rebatch splits: one
         # Python call a block, not a batch. The few smaller batches that end a share follow.
+        # Each block is a new set of arrays: TF may still read the last one (see batches()).
         def full_batches():
             current["order"] = epoch_order(mine, shuffle, seed, next(epochs), node)
             blocks = [block] * (full // block) + ([full % block] if full % block else [])
-            yield from rows.batches(current["order"][:full], blocks, reuse_buffers=True)
+            yield from rows.batches(current["order"][:full], blocks)
 
         def smaller_batches():
             yield from rows.batches(current["order"][full:], tail)

@@ -114,15 +114,10 @@ class SpilledRows:
         whole.flush()
         return whole
 
-    def take(self, indices: np.ndarray, out: Optional[Dict[str, np.ndarray]] = None
-             ) -> Dict[str, np.ndarray]:
-        """Rows ``indices`` (any order) as ``{column: array of shape (len, *row_shape)}``.
-
-        ``out``: arrays of at least ``len(indices)`` rows to fill (and return views of) instead
-        of new ones -- fresh multi-MB arrays cost a page fault every 4 KB.
-        """
+    def take(self, indices: np.ndarray) -> Dict[str, np.ndarray]:
+        """Rows ``indices`` (any order) as ``{column: new array of shape (len, *row_shape)}``."""
         n = len(indices)
-        out = {f.name: (out[f.name][:n] if out else _empty(f, n)) for f in self.schema}
+        out = {f.name: _empty(f, n) for f in self.schema}
         run = _is_run(indices)
         for name, whole in self._whole.items():
             if run:
@@ -159,27 +154,27 @@ class SpilledRows:
                         zero_copy_only=False)
         return out
 
-    def batches(self, order: np.ndarray, sizes: Sequence[int], reuse_buffers: bool = False
+    def batches(self, order: np.ndarray, sizes: Sequence[int], block_bytes: int = 0
                 ) -> Iterator[Dict[str, np.ndarray]]:
-        """Consecutive batches of ``sizes`` rows taken in ``order``, gathered a block at a time.
+        """Consecutive batches of ``sizes`` rows taken in ``order``, gathered a block of about
+        ``block_bytes`` (default :data:`BLOCK_BYTES`) at a time.
 
-        ``reuse_buffers``: gather every block into the same arrays, so a batch is valid only
-        until the next one is asked for (fine for ``tf.data.Dataset.from_generator``, which
-        copies what it is given).
+        Every block is gathered into arrays of its own, never into an earlier block's: a
+        consumer may hold on to any batch. ``tf.data.Dataset.from_generator`` does -- TF wraps
+        a suitably aligned numpy array without copying it and reads it later (after
+        ``prefetch``), so refilling a buffer paired the features of one block with the labels
+        of the next.
         """
         if sum(sizes) != len(order):
             raise FeedDataError(f"a batch plan of {sum(sizes)} rows for {len(order)} rows")
-        block_rows = max(1, BLOCK_BYTES // max(1, self.row_bytes))
-        buffers: Optional[Dict[str, np.ndarray]] = None
+        block_rows = max(1, (block_bytes or BLOCK_BYTES) // max(1, self.row_bytes))
         start, i = 0, 0
         while i < len(sizes):
             stop_batch, rows = i, 0
             while stop_batch < len(sizes) and (rows == 0 or rows + sizes[stop_batch] <= block_rows):
                 rows += sizes[stop_batch]
                 stop_batch += 1
-            if reuse_buffers and (buffers is None or len(next(iter(buffers.values()))) < rows):
-                buffers = {f.name: _empty(f, rows) for f in self.schema}
-            block = self.take(order[start:start + rows], buffers)
+            block = self.take(order[start:start + rows])
             offset = 0
             for size in sizes[i:stop_batch]:
                 yield {k: v[offset:offset + size] for k, v in block.items()}

@@ -104,3 +104,18 @@ def test_laid_out_columns_gather_the_same_rows(tmp_path):
     for order in (epoch_order(80, True, 4, 0), np.arange(80), np.arange(10, 20)):
         a, b = plain.take(order), laid_out.take(order)
         assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("laid_out", [False, True])
+def test_batches_held_by_the_consumer_keep_their_rows_after_later_blocks(tmp_path, laid_out):
+    """A consumer (tf.data's from_generator, prefetch) may still read a block while later ones
+    are gathered: no block may be refilled with another block's rows."""
+    paths = [_table_file(tmp_path, "a", np.arange(0, 70)), _table_file(tmp_path, "b",
+                                                                         np.arange(70, 100))]
+    rows = SpilledRows(paths, str(tmp_path / "columns") if laid_out else None)
+    for order in (epoch_order(100, True, 9, 0), np.arange(100)):
+        held = list(rows.batches(order, [16] * 6 + [4], block_bytes=100))  # many blocks
+        assert np.concatenate([b["id"] for b in held]).tolist() == order.tolist()
+        for batch in held:
+            assert batch["x"][:, 0].tolist() == batch["id"].astype(float).tolist()
+            assert batch["tag"].tolist() == [f"t{i}" for i in batch["id"]]
