@@ -20,13 +20,19 @@ after the other, each in its own driver process.
 - ``tfos-spark``: as TFoS's ``examples/mnist/keras/mnist_spark.py``: ``cluster.train(rdd, epochs)``
   of (image, label) tuples; ``TFNode.DataFeed.next_batch`` wrapped in ``from_generator``;
   ``steps_per_epoch`` = 90% of rows / (batch x workers) (TFoS's own rule, since its feed cannot
-  promise every worker the same number of rows). Two changes, both in TFoS's favour: batches
-  of ``batch_size`` rows per ``next_batch`` call (its example asks for one row at a time) and
-  ``auto_shard`` off (else each worker keeps every other batch of its own feed and runs dry).
+  promise every worker the same number of rows). Two changes, both in TFoS's favour: whole
+  batches per ``next_batch`` call (its example asks for one row at a time) and ``auto_shard``
+  off (else each worker keeps every other batch of its own feed and runs dry).
   The same DataFrame (``tfrecord.read``) feeds it, as ``df.rdd``.
 - ``tfos-tf``: as TFoS's ``examples/mnist/keras/mnist_tf_ds.py``: every worker lists the files,
   ``repeat(epochs)``, shuffles and reads them all (``auto_shard`` off), ``steps_per_epoch`` =
   rows / (batch x workers).
+
+Equal work: MultiWorkerMirroredStrategy splits each batch of a dataset it does not shard over
+the workers, so TFoS's datasets batch ``batch_size x workers`` rows (each worker then trains
+``batch_size`` rows a step, as under tfspark, whose datasets are per-worker batches). Every
+part counts, inside the train step (a metric summed over all replicas), the rows it trains on
+per epoch; the ratios are of wall time per row trained, the raw wall times beside them.
 
 TFoS's set-up is its own standard one: 1 core per executor (its node tasks return at once and
 its feeding tasks run beside the TF process); tfspark's: 2 cores per executor (the feed needs a
@@ -35,7 +41,8 @@ slot besides the nodes').
 Printed per part: wall time (the driver process, start to exit: JVM, executors, TensorFlow
 import, training, shutdown), time to the first training step (the chief's first
 ``on_train_batch_begin``, from the driver process's start), and the test accuracy of the chief's
-final weights (evaluated here, the same way for every part). Ratios: tfspark / TFoS wall time per
+final weights (evaluated here, the same way for every part), the rows trained, wall time per row
+trained and per epoch's worth of rows. Ratios: tfspark / TFoS wall time per row trained, per
 input mode (goal <= 0.5 at equal or better accuracy).
 """
 from __future__ import annotations
@@ -70,16 +77,39 @@ def _first_step_callback(tf, path: str):
     return FirstStep()
 
 
+def _rows_trained_metric(tf):
+    """A metric that counts the rows the train step itself trains on, summed over every
+    replica of the cluster when read: what each framework really trained, whatever its
+    dataset, batching and strategy rebatching did."""
+    class RowsTrained(tf.keras.metrics.Metric):
+        def __init__(self):
+            super().__init__(name="rows_trained")
+            self.rows = self.add_weight("rows", initializer="zeros", dtype=tf.float64)
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            self.rows.assign_add(tf.cast(tf.shape(y_true)[0], tf.float64))
+
+        def result(self):
+            return self.rows
+    return RowsTrained()
+
+
 def _fit(tf, strategy, args: dict, is_chief: bool, dataset, epochs: int, steps=None) -> None:
-    """The example's CNN fitted on ``dataset``; the chief saves its final weights."""
+    """The example's CNN fitted on ``dataset``; the chief saves its final weights and the rows
+    trained in each epoch."""
     import numpy as np
     from mnist_spark import build_model  # shipped with addPyFile
     with strategy.scope():
         model = build_model(tf)
+        model.compile(optimizer=model.optimizer, loss=model.loss,
+                      metrics=["accuracy", _rows_trained_metric(tf)])
     callbacks = [_first_step_callback(tf, args["first_step"])] if is_chief else []
-    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
+                        verbose=0)
     if is_chief:
         np.savez(args["weights"], *model.get_weights())
+        with open(args["rows_trained"], "w") as f:
+            json.dump(history.history["rows_trained"], f)
 
 
 def _features(tf):
@@ -107,6 +137,9 @@ def tfos_main(args: dict, ctx) -> None:
     import tensorflow as tf
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TF call
     workers = ctx.num_workers
+    # MWMS splits each batch of a dataset it does not shard over the workers: batches of
+    # batch_size x workers rows give every worker batch_size rows a step, as tfspark's do
+    batch = args["batch_size"] * workers
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     if args["mode"] == "spark":
@@ -115,7 +148,7 @@ def tfos_main(args: dict, ctx) -> None:
 
         def batches():
             while not feed.should_stop():
-                rows = feed.next_batch(args["batch_size"])
+                rows = feed.next_batch(batch)
                 if not rows:
                     return
                 yield (np.asarray([r[0] for r in rows], np.float32),
@@ -123,7 +156,7 @@ def tfos_main(args: dict, ctx) -> None:
 
         dataset = tf.data.Dataset.from_generator(batches, output_signature=(
             tf.TensorSpec((None, 784), tf.float32), tf.TensorSpec((None,), tf.int64)))
-        steps = int(args["rows"] / args["batch_size"] / workers * 0.9)
+        steps = int(args["rows"] / batch * 0.9)
     else:
         files = tf.data.Dataset.list_files(os.path.join(args["train"], "part-*"))
         features = _features(tf)
@@ -131,8 +164,8 @@ def tfos_main(args: dict, ctx) -> None:
                    .interleave(tf.data.TFRecordDataset)
                    .map(lambda r: (lambda f: (f["image"], f["label"]))(
                        tf.io.parse_single_example(r, features)))
-                   .batch(args["batch_size"]))
-        steps = args["rows"] // (args["batch_size"] * workers)
+                   .batch(batch))
+        steps = args["rows"] // batch
     _fit(tf, strategy, args, ctx.job_name == "chief", dataset.with_options(options),
          args["epochs"], steps)
     if args["mode"] == "spark":
@@ -159,7 +192,8 @@ def run_part(name: str, opts) -> dict:
         args = {"mode": mode, "batch_size": opts.batch_size, "epochs": opts.epochs,
                 "train": train, "rows": opts.train_rows,
                 "first_step": os.path.join(opts.workdir, f"{name}.first_step"),
-                "weights": os.path.join(opts.workdir, f"{name}.npz")}
+                "weights": os.path.join(opts.workdir, f"{name}.npz"),
+                "rows_trained": os.path.join(opts.workdir, f"{name}.rows.json")}
         if framework == "tfspark":
             from tfspark import InputMode, TFCluster
             input_mode = InputMode.SPARK if mode == "spark" else InputMode.TENSORFLOW
@@ -183,8 +217,9 @@ def run_part(name: str, opts) -> dict:
         marks["shut down"] = time.time()
     finally:
         spark.stop()
-    with open(args["first_step"]) as f:
-        return {"first_step_wall": float(f.read()), "marks": marks}
+    with open(args["first_step"]) as f, open(args["rows_trained"]) as rows:
+        return {"first_step_wall": float(f.read()), "marks": marks,
+                "rows_trained": json.load(rows)}
 
 
 # ------------------------------------------------------------------ parent
@@ -283,7 +318,8 @@ def main() -> None:
                     raise SystemExit(f"part {name} failed (exit code {proc.returncode})")
                 part = json.loads(found[-1])
                 results[name] = {"wall": wall, "first_step": part["first_step_wall"] - started,
-                                 "marks": {k: v - started for k, v in part["marks"].items()}}
+                                 "marks": {k: v - started for k, v in part["marks"].items()},
+                                 "rows_trained": part["rows_trained"]}
                 print(f"--- {name}: {wall:.1f} s", flush=True)
         test = _test_set(__import__("tensorflow"), os.path.join(opts.workdir, "data", "test"))
         for name in parts:
@@ -292,10 +328,17 @@ def main() -> None:
         shutil.rmtree(opts.workdir, ignore_errors=True)
     print(f"\n{opts.train_rows:,} training rows ({opts.copies} x the set), {len(test[1]):,} test "
           f"rows; {opts.epochs} epochs, batch {opts.batch_size} per worker, 2 workers")
-    print(f"{'part':16s} {'wall s':>8s} {'first step s':>13s} {'test accuracy':>14s}")
+    print(f"{'part':16s} {'wall s':>8s} {'first step s':>13s} {'test accuracy':>14s} "
+          f"{'rows trained':>13s} {'us/row':>7s} {'s/epoch-eq':>10s}")
     for name in parts:
         r = results[name]
-        print(f"{name:16s} {r['wall']:8.1f} {r['first_step']:13.1f} {r['accuracy']:14.4f}")
+        r["rows"] = sum(r["rows_trained"])
+        r["per_row"] = r["wall"] / r["rows"]
+        r["per_epoch"] = r["wall"] * opts.train_rows / r["rows"]  # wall per train_rows trained
+        print(f"{name:16s} {r['wall']:8.1f} {r['first_step']:13.1f} {r['accuracy']:14.4f} "
+              f"{r['rows']:13,.0f} {r['per_row'] * 1e6:7.0f} {r['per_epoch']:10.1f}")
+    print("rows trained: counted inside the train step, every replica, per epoch: " + "; ".join(
+        f"{name} {[int(n) for n in results[name]['rows_trained']]}" for name in parts))
     print("\nseconds from the driver's start: Spark session ready, TFCluster.run returned, "
           "train() returned (Spark-fed), first training step, shutdown() returned")
     for name in parts:
@@ -306,9 +349,12 @@ def main() -> None:
     for mode in ("spark", "tf"):
         ours, theirs = results.get(f"tfspark-{mode}"), results.get(f"tfos-{mode}")
         if ours and theirs:
-            print(f"input mode {mode}: tfspark / TFoS wall time {ours['wall'] / theirs['wall']:.2f} "
-                  f"(goal <= 0.5), first step {ours['first_step'] / theirs['first_step']:.2f}, "
-                  f"accuracy {ours['accuracy']:.4f} vs {theirs['accuracy']:.4f}")
+            print(f"input mode {mode}: tfspark / TFoS wall time per row trained "
+                  f"{ours['per_row'] / theirs['per_row']:.2f} (goal <= 0.5), raw wall time "
+                  f"{ours['wall'] / theirs['wall']:.2f}, first step "
+                  f"{ours['first_step'] / theirs['first_step']:.2f}, rows trained "
+                  f"{ours['rows']:,.0f} vs {theirs['rows']:,.0f}, accuracy "
+                  f"{ours['accuracy']:.4f} vs {theirs['accuracy']:.4f}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
-from . import constants, preflight, spark_feed
+from . import constants, preflight, spark_feed, standalone
 from .attempt import Attempt
 from .spark_backend import SparkBackend, backend_for
 from .context import resolve_path
@@ -207,8 +207,7 @@ class TFCluster:
         hosts = backend.callback_hosts(conf)
         detached = _executors_cannot_reach(backend, hosts, InputMode(input_mode), feed_mode)
         in_stage = input_mode == InputMode.SPARK and (feed_mode == "stage" or (
-            feed_mode == "auto" and (detached or _no_spare_slot(backend, conf, len(roles),
-                                                                 reservation_timeout))))
+            feed_mode == "auto" and _auto_feeds_in_stage(backend, conf, len(roles), detached)))
         cluster = cls(backend, roles, plan, conf, reservation_timeout, max_restarts,
                       InputMode(input_mode), hosts, detached, in_stage, requests, profile)
         if in_stage:
@@ -585,12 +584,18 @@ class TFCluster:
         plan = spark_feed.FeedPlan(0, tuple(tuple(n.feed_address) for n in trainers),
                                    tuple(n.role.label for n in trainers), attempt.secret,
                                    TRAIN, timeout=30.0)
-        for node in range(len(trainers)):
+        for node, trainer in enumerate(trainers):
+            def ended(trainer=trainer) -> Optional[BaseException]:
+                """Stop trying a node that has failed or finished (its receiver is gone):
+                else a main_fun that returned without reading its feed costs 30 s a node."""
+                if attempt.failure is not None:
+                    return attempt.failure
+                return TFSparkError("finished") if trainer.status is not None else None
+
             try:
                 spark_feed.tell_nodes(dataclasses.replace(
                     plan, addresses=plan.addresses[node:node + 1],
-                    labels=plan.labels[node:node + 1]), {"type": "done"},
-                    failure=lambda: attempt.failure)
+                    labels=plan.labels[node:node + 1]), {"type": "done"}, failure=ended)
             except (OSError, TFSparkError):
                 pass  # that node has finished already
 
@@ -599,17 +604,19 @@ class TFCluster:
 _UNREACHABLE: Dict[Tuple[int, str], Optional[str]] = {}
 
 
-def _no_spare_slot(backend: SparkBackend, conf: Dict[str, str], nodes: int,
-                   timeout: float) -> bool:
-    """True when the application cannot run a feeding job beside ``nodes`` TF nodes: its
-    settings cap it at ``nodes`` slots, or (once it has that many) it has no more."""
-    cap = preflight.expected_slots(conf, backend.master)
-    if cap is not None and cap <= nodes:
-        return True
-    preflight.wait_for_slots(nodes, conf, backend.master, backend.slots, timeout,
-                             current_executors=backend.executors)
-    slots = backend.slots()
-    return slots is not None and slots <= nodes
+def _auto_feeds_in_stage(backend: SparkBackend, conf: Dict[str, str], nodes: int,
+                         detached: bool) -> bool:
+    """``feed_mode="auto"``: whether the data becomes the nodes' own stage input, decided
+    from what the application will have (see :func:`preflight.auto_feed_mode`) and logged."""
+    if detached:
+        mode, why = "stage", "the executors cannot reach this Spark Connect client"
+    else:
+        mode, why = preflight.auto_feed_mode(
+            conf, backend.master, nodes,
+            lambda: standalone.granted_cores(backend.master, conf.get("spark.app.id", ""), conf))
+    logger.info("tfspark: feed_mode='auto' feeds %s: %s", "in the stage" if mode == "stage"
+                else "with a Spark job per train()", why)
+    return mode == "stage"
 
 
 def _executors_cannot_reach(backend: SparkBackend, hosts: Tuple[str, str],

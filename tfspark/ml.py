@@ -103,6 +103,31 @@ class _SharedParams(Params):
         self._setDefault(signature="serving_default", batchSize=64, inputMapping=None,
                          outputMapping=None)
 
+    def getInputMapping(self) -> Optional[Dict[str, str]]:
+        return self.getOrDefault(self.inputMapping)
+
+    def setInputMapping(self, value: Optional[Dict[str, str]]) -> "_SharedParams":
+        return self._set(inputMapping=value)
+
+    def getOutputMapping(self) -> Optional[Dict[str, str]]:
+        return self.getOrDefault(self.outputMapping)
+
+    def setOutputMapping(self, value: Optional[Dict[str, str]]) -> "_SharedParams":
+        """``{signature output: column}``: only these outputs, under these names."""
+        return self._set(outputMapping=value)
+
+    def getSignature(self) -> str:
+        return self.getOrDefault(self.signature)
+
+    def setSignature(self, value: str) -> "_SharedParams":
+        return self._set(signature=value)
+
+    def getBatchSize(self) -> int:
+        return self.getOrDefault(self.batchSize)
+
+    def setBatchSize(self, value: int) -> "_SharedParams":
+        return self._set(batchSize=value)
+
 
 class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParamsWritable):
     """Trains ``train_fn`` on a TF cluster from a DataFrame; ``fit`` returns a :class:`TFModel`."""
@@ -164,9 +189,32 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
             raise TFMLError("TFEstimator needs a train_fn: TFEstimator(train_fn, args, ...)")
         return pickle.loads(base64.b64decode(self.getOrDefault(self.trainFn)))
 
+    def _check_settings(self) -> None:
+        """Refuse settings that cannot work, naming the estimator's own param, before any
+        Spark job: else the cluster starts and a node fails seconds later inside train_fn."""
+        _check_count(self, "batchSize", 1)
+        _check_count(self, "epochs", 1)
+        _check_count(self, "clusterSize", 1)
+        _check_count(self, "numPS", 0)
+        size, ps = self.getOrDefault(self.clusterSize), self.getOrDefault(self.numPS)
+        if ps >= size:
+            raise TFMLError(f"TFEstimator numPS={ps} leaves no worker in clusterSize={size}: "
+                            "clusterSize counts the parameter servers too")
+        master = self.getOrDefault(self.masterNode)
+        if master not in (None, "chief"):
+            raise TFMLError(f"TFEstimator masterNode must be None or 'chief', got {master!r}")
+        fraction = self.getOrDefault(self.validationFraction)
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(
+                fraction, (int, float)) or not 0 < fraction < 1):
+            raise TFMLError("TFEstimator validationFraction must be a number between 0 and 1 "
+                            f"(exclusive), got {fraction!r}")
+        if self.getOrDefault(self.validationCol) and fraction:
+            raise TFMLError("set validationCol or validationFraction, not both")
+
     def _fit(self, dataset: Any) -> "TFModel":
         from . import export
 
+        self._check_settings()
         features = self.getOrDefault(self.featuresCol)
         features = [features] if isinstance(features, str) else list(features)
         label = self.getOrDefault(self.labelCol)
@@ -205,8 +253,6 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
     def _split(self, dataset: Any, columns: List[str]):
         validation_col = self.getOrDefault(self.validationCol)
         fraction = self.getOrDefault(self.validationFraction)
-        if validation_col and fraction:
-            raise TFMLError("set validationCol or validationFraction, not both")
         if validation_col:
             if validation_col not in dataset.columns:
                 raise TFMLError(f"validationCol '{validation_col}' is not a column of the "
@@ -216,8 +262,6 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
             return (dataset.where(~flag).select(*columns),
                     dataset.where(flag).select(*columns))
         if fraction:
-            if not 0 < float(fraction) < 1:
-                raise TFMLError(f"validationFraction must be between 0 and 1, got {fraction}")
             train, validation = dataset.select(*columns).randomSplit(
                 [1 - float(fraction), float(fraction)], seed=self.getOrDefault(self.seed))
             return train, validation
@@ -253,12 +297,27 @@ class TFModel(Model, _SharedParams, DefaultParamsReadable, DefaultParamsWritable
             self._set(modelPath=modelPath)
         self.history: List[Dict[str, float]] = []  # the training epochs, when fit made it
 
+    def getModelPath(self) -> str:
+        """The SavedModel version this model scores with (the one ``fit`` exported)."""
+        return self.getOrDefault(self.modelPath)
+
+    def setModelPath(self, value: str) -> "TFModel":
+        return self._set(modelPath=value)
+
     def _transform(self, dataset: Any) -> Any:
         from .scoring import predict
         if not self.isDefined(self.modelPath):
             raise TFMLError("TFModel needs modelPath: a SavedModel version (or export dir)")
+        _check_count(self, "batchSize", 1)
         return predict(dataset, self.getOrDefault(self.modelPath),
                        signature=self.getOrDefault(self.signature),
                        inputs=self.getOrDefault(self.inputMapping),
                        outputs=self.getOrDefault(self.outputMapping),
                        batch_size=self.getOrDefault(self.batchSize))
+
+
+def _check_count(stage: Params, name: str, least: int) -> None:
+    value = stage.getOrDefault(getattr(stage, name))
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise TFMLError(f"{type(stage).__name__} {name} must be an int >= {least}, "
+                        f"got {value!r}")

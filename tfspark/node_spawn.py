@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import constants, fit_progress
 from .processes import die_with_parent
+from .tf_chatter import is_tf_chatter
 
 #: The task's and the process's files in the task's folder.
 OUTCOME_FILE, VALUE_FILE, PAYLOAD_FILE, CONTEXT_FILE = (
@@ -161,19 +161,6 @@ def _forward_progress(pipe, send: Send) -> threading.Thread:
     thread = threading.Thread(target=copy, name="tfspark-progress", daemon=True)
     thread.start()
     return thread
-
-
-#: TF's C++ log lines (glog/absl format: level letter, date, time, thread, file:line]) of level
-#: INFO or WARNING, and the errors every CPU-only machine logs when TF probes for CUDA.
-_TF_CHATTER = re.compile(
-    r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"
-    r"|E\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ cuda_\w+\.cc:\d+\]"
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$)")
-
-
-def is_tf_chatter(line: str) -> bool:
-    """True for TensorFlow's C++ start-up and INFO/WARNING log lines (not shown by default)."""
-    return bool(_TF_CHATTER.match(line))
 
 
 def terminate(process: subprocess.Popen) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import constants
 from .errors import PreflightError
@@ -107,9 +107,39 @@ def expected_slots(conf: Mapping[str, str], master: str) -> Optional[int]:
     if "spark.executor.instances" in conf and "spark.executor.cores" in conf:
         return int(conf["spark.executor.instances"]) * (
             int(conf["spark.executor.cores"]) // task_cpus)
+    if master == "yarn" or master.startswith("k8s://"):  # Spark's defaults there: 2 x 1 core
+        return int(conf.get("spark.executor.instances", "2")) * (
+            int(conf.get("spark.executor.cores", "1")) // task_cpus)
     if master.startswith("spark://") and "spark.cores.max" in conf:
         return int(conf["spark.cores.max"]) // task_cpus
     return None
+
+
+def auto_feed_mode(conf: Mapping[str, str], master: str, nodes: int,
+                   granted_cores: Callable[[], Optional[int]]) -> Tuple[str, str]:
+    """What ``feed_mode="auto"`` becomes for ``nodes`` TF nodes, and why: ``"job"`` when the
+    application will have a task slot beside the nodes' for a feeding job, else ``"stage"``.
+
+    Decided from what the application *will* have -- its settings, or on a standalone cluster
+    without ``spark.cores.max`` the cores the master granted it (``granted_cores``) -- never
+    from the executors registered so far: those arrive one by one, so a count taken while they
+    start would make the same program feed one way or the other depending on timing. Where
+    nothing says, ``"stage"``, which needs no slot beyond the nodes'.
+    """
+    cap = expected_slots(conf, master)
+    source = f"its settings give the application {cap} task slots"
+    if cap is None:
+        cores = granted_cores()
+        if cores:
+            cap = cores // int(conf.get("spark.task.cpus", "1"))
+            source = f"the standalone master granted the application {cores} cores ({cap} slots)"
+    if cap is None:
+        return "stage", (f"nothing tells how many task slots the application ({master}) will "
+                         "have (set spark.cores.max, or spark.executor.instances and "
+                         "spark.executor.cores), so the TF nodes' own stage takes the data")
+    if cap > nodes:
+        return "job", f"{source}: {cap - nodes} beside the {nodes} TF nodes for feeding jobs"
+    return "stage", f"{source}: none beside the {nodes} TF nodes for a feeding job"
 
 
 def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,

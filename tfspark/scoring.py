@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from . import fs
+from . import fs, tf_chatter, worker_errors
 from .errors import TFSparkError
 
 #: Dimension sizes a signature leaves open are None.
@@ -85,11 +85,16 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
     Raises
     ------
     PredictError : before any task runs, for a missing model, signature or column, a column type
-        the input cannot take, or an output column name the DataFrame already has; from a task,
-        for an array whose shape does not fit its input (naming the column).
+        the input cannot take, or an output column name the DataFrame already has; from the
+        action that reads the rows, for a null or an array whose shape does not fit its input
+        (naming the column) -- raised as ``PredictError`` there too (it is also the
+        ``PythonException`` PySpark makes of a failed task: see :mod:`tfspark.worker_errors`),
+        once Spark has given up on the task (``spark.task.maxFailures`` attempts).
     """
     from pyspark.sql import functions as F
     from pyspark.sql.functions import ArrowUDFType, arrow_udf
+
+    worker_errors.install()
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PredictError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -266,13 +271,15 @@ def loaded_signature(model: str, signature: str, hadoop_conf_dir: Optional[str] 
     with _models_lock:
         if key not in _models:
             fs.use_hadoop_conf(hadoop_conf_dir)
-            import tensorflow as tf
             from . import export
-            _threads_per_task(tf)
-            # loading reads the variables and assets into memory: the copy can go
-            with tempfile.TemporaryDirectory(prefix="tfspark-model-") as download:
-                _models[key] = tf.saved_model.load(
-                    export.local_copy(model, download)).signatures[signature]
+            # TF starts here, in the Spark worker: its C++ start-up lines stay out of its log
+            with tf_chatter.quiet_start():
+                import tensorflow as tf
+                _threads_per_task(tf)
+                # loading reads the variables and assets into memory: the copy can go
+                with tempfile.TemporaryDirectory(prefix="tfspark-model-") as download:
+                    _models[key] = tf.saved_model.load(
+                        export.local_copy(model, download)).signatures[signature]
             print(f"tfspark: loaded SavedModel {model} (signature {signature}) in process "
                   f"{os.getpid()}", file=sys.stderr, flush=True)
         return _models[key]

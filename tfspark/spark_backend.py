@@ -235,7 +235,7 @@ class ConnectBackend(SparkBackend):
             keys = ("spark.master", "spark.driver.host", "spark.driver.bindAddress",
                     "spark.dynamicAllocation.enabled", "spark.task.cpus",
                     "spark.executor.instances", "spark.executor.cores", "spark.cores.max",
-                    "spark.hadoop.fs.defaultFS")
+                    "spark.hadoop.fs.defaultFS", "spark.app.id", "spark.master.ui.port")
             return {k: v for k in keys if (v := self._get(k)) is not None}
 
     def default_fs(self) -> str:

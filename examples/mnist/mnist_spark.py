@@ -123,8 +123,9 @@ def _CrashAfterEpoch(tf, epoch):
 def fit_and_export(args, ctx, model, data, epochs, steps_per_epoch, callbacks):
     from tfspark import export
     started = time.time()
+    # no verbose=: the driver shows one progress line per epoch (TFCluster.run(progress=True))
     history = model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                        callbacks=callbacks, verbose=2 if ctx.is_chief else 0)
+                        callbacks=callbacks)
     train_secs = time.time() - started
     exported = export.export_saved_model(model, args.export_dir, ctx) if args.export_dir else None
     return {"loss": history.history["loss"], "accuracy": history.history["accuracy"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -184,3 +185,17 @@ def test_stalled_inference_fails_after_feed_timeout(sc):
     with pytest.raises(Exception, match="did not acknowledge its data within feed_timeout=3"):
         cluster.inference(rdd, feed_timeout=3).collect()
     assert cluster.shutdown(timeout=60) == [None, None]  # no more data: the nodes' loops end
+
+
+def _returns_at_once(args, ctx):
+    return ctx.worker_num
+
+
+@pytest.mark.parametrize("feed_mode", ["job", "stage"])
+def test_shutdown_of_a_spark_fed_cluster_that_was_never_fed_is_prompt(sc, feed_mode):
+    cluster = TFCluster.run(sc, _returns_at_once, None, 2, input_mode=InputMode.SPARK,
+                            feed_mode=feed_mode)
+    started = time.monotonic()
+    assert cluster.shutdown(timeout=120) == [0, 1]
+    # as long as any shutdown (it waited 30 s per node for receivers that had gone)
+    assert time.monotonic() - started < 10

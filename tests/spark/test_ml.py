@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def test_pipeline_fits_on_the_cluster_scores_like_the_model_and_loads_in_another
     fitted = pipeline.fit(df)
     model = fitted.stages[-1]
     assert isinstance(model, TFModel)
-    assert model.getOrDefault(model.modelPath) == f"{base}/export/1"
+    assert model.getOrDefault(model.modelPath) == model.getModelPath() == f"{base}/export/1"
     assert [h["epoch"] for h in model.history] == [1, 2, 3]
     assert all("val_loss" in h for h in model.history)  # validationCol held rows out
 
@@ -119,3 +120,19 @@ def test_estimator_settings_are_checked_before_any_node_starts(spark, tmp_path):
     with pytest.raises(TFMLError, match="validationCol or validationFraction, not both"):
         TFEstimator(_train, {}, featuresCol=["a", "b"], exportDir=str(tmp_path),
                     validationCol="is_val", validationFraction=0.2).fit(df)
+    jobs_before = spark.sparkContext.statusTracker().getJobIdsForGroup(None)
+    for setting, message in (
+            ({"batchSize": -5}, "TFEstimator batchSize must be an int >= 1, got -5"),
+            ({"epochs": -1}, "TFEstimator epochs must be an int >= 1, got -1"),
+            ({"clusterSize": 0}, "TFEstimator clusterSize must be an int >= 1, got 0"),
+            ({"numPS": 2}, "TFEstimator numPS=2 leaves no worker in clusterSize=2"),
+            ({"validationFraction": 1.5}, "TFEstimator validationFraction must be a number "
+                                          "between 0 and 1")):
+        started = time.monotonic()
+        with pytest.raises(TFMLError) as caught:
+            TFEstimator(_train, {}, featuresCol=["a", "b"], exportDir=str(tmp_path),
+                        **setting).fit(df)
+        assert str(caught.value).startswith(message)
+        assert time.monotonic() - started < 1.0
+    # refused on the driver: no Spark job ran for any of them
+    assert spark.sparkContext.statusTracker().getJobIdsForGroup(None) == jobs_before

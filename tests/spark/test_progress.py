@@ -7,7 +7,7 @@ import sys
 from pyspark import cloudpickle
 
 from tfspark import InputMode, TFCluster
-from tfspark.node_spawn import is_tf_chatter
+from tfspark.tf_chatter import is_tf_chatter
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -28,7 +28,8 @@ _SAVE_MODEL = textwrap.dedent("""
     hidden = tf.keras.layers.Dense(8, activation="relu")(x)
     probs = tf.keras.layers.Dense(3, activation="softmax", name="probs")(hidden)
     score = tf.keras.layers.Dense(1, name="score")(hidden)
-    model = tf.keras.Model(x, {"probs": probs, "score": score})
+    scalar = tf.keras.layers.Reshape((), name="scalar")(score)  # the README's scalar recipe
+    model = tf.keras.Model(x, {"probs": probs, "score": score, "scalar": scalar})
     model.save(os.path.join(export_dir, "1"), save_format="tf")
     features = np.arange(rows * 4, dtype="float32").reshape(rows, 4) / 10.0
     out = model.predict(features, verbose=0)
@@ -68,10 +69,13 @@ def test_predict_matches_local_model_predict_and_loads_once_per_python_worker(
     signature = read_signature(f"{export_dir}/1")
     assert [s.name for s in signature.inputs] == ["x"]
     assert {s.name: s.shape for s in signature.outputs} == {"probs": (None, 3),
-                                                            "score": (None, 1)}
+                                                            "score": (None, 1),
+                                                            "scalar": (None,)}
     df = _features_df(spark)
     scored = predict(df, export_dir, inputs={"x": "features"}, batch_size=7)  # latest version
-    assert scored.columns == df.columns + ["probs", "score"]
+    assert sorted(scored.columns) == sorted(df.columns + ["probs", "score", "scalar"])
+    types = dict(scored.dtypes)
+    assert (types["score"], types["scalar"]) == ("array<float>", "float")
     rows = sorted(scored.collect(), key=lambda r: r.id)
     assert [r.id for r in rows] == list(range(ROWS))
     assert rows[3].features.toArray().tolist() == [1.2, 1.3, 1.4, 1.5]  # vectors pass through
@@ -79,6 +83,8 @@ def test_predict_matches_local_model_predict_and_loads_once_per_python_worker(
                                np.load(f"{export_dir}/expected_probs.npy"), atol=1e-5)
     np.testing.assert_allclose([r.score for r in rows],
                                np.load(f"{export_dir}/expected_score.npy"), atol=1e-5)
+    np.testing.assert_allclose([r.scalar for r in rows],
+                               np.load(f"{export_dir}/expected_score.npy")[:, 0], atol=1e-5)
 
     # A second scoring job in the same application reuses the workers' loaded models.
     renamed = predict(df, export_dir, inputs={"x": "features"}, outputs={"probs": "p"})
@@ -101,7 +107,27 @@ def test_bad_input_is_named_before_or_while_scoring(spark, export_dir):
         predict(df, export_dir, signature="nope", inputs={"x": "features"})
     with pytest.raises(PredictError, match=r"output column\(s\) \['a'\] already exist"):
         predict(df, export_dir, inputs={"x": "features"}, outputs={"probs": "a"})
-    short = df.withColumn("short", F.array("a", "b", "c"))
-    with pytest.raises(Exception, match=r"column 'short' has rows of shape \[3\], but the "
-                                        r"model's input 'x' takes"):
-        predict(short, export_dir, inputs={"x": "short"}).collect()
+
+
+
+@pytest.mark.parametrize("problem", ["short", "null"])
+def test_a_row_that_cannot_be_scored_raises_predict_error_from_the_action(spark, export_dir,
+                                                                          problem):
+    """Found only when the row is read, inside a task: the action raises tfspark's own error
+    (also the PythonException PySpark makes of it), tfspark's message first."""
+    from pyspark.errors import PythonException
+    from pyspark.sql import functions as F
+    from tfspark import TFSparkError
+    df = _features_df(spark, partitions=2)
+    if problem == "short":
+        df, expected = (df.withColumn("bad", F.array("a", "b", "c")),
+                        "column 'bad' has rows of shape [3], but the model's input 'x' takes")
+    else:
+        df, expected = (df.withColumn("bad", F.when(F.col("id") == 7, None).otherwise(
+            F.array("a", "b", "c", "d"))), "column 'bad' has null values")
+    scored = predict(df, export_dir, inputs={"x": "bad"})
+    with pytest.raises(PredictError) as caught:
+        scored.collect()
+    assert str(caught.value).startswith(expected)
+    assert isinstance(caught.value, TFSparkError) and isinstance(caught.value, PythonException)
+    assert isinstance(caught.value.spark_error, PythonException)

@@ -23,6 +23,10 @@ def test_input_mode_tensorflow_runs_the_map_fun_on_every_node(tfos):
     assert tfos[0]["basic_tf"] == "ok"
 
 
+def test_release_port_false_leaves_the_nodes_port_held_in_tmp_socket(tfos):
+    assert tfos[0]["port_released"] == tfos[0]["port_unreleased"] == "ok"
+
+
 def test_inference_answers_every_row_in_order_and_summable(tfos):
     result, _ = tfos
     assert result["inference_sum"] == sum(x * x for x in range(1000))

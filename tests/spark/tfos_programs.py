@@ -13,7 +13,12 @@ from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from tfspark.compat.tensorflowonspark import TFCluster, TFNode, TFParallel, dfutil  # the change
+from tfspark.compat.tensorflowonspark import compat  # the change
 from tfspark.compat.tensorflowonspark.pipeline import TFEstimator, TFModel
+# as TFoS's test_pipeline does: Keras classes imported on the driver (after the compat import:
+# tf-keras, as on the nodes), used inside the train function that Spark ships
+from tensorflow.keras import Sequential  # noqa: E402
+from tensorflow.keras.layers import Dense  # noqa: E402
 
 
 def basic_tf(sc, result):
@@ -213,20 +218,20 @@ def mnist_keras_tf(sc, args, result):
 
 def pipeline(sc, work, result):
     """TFoS test_pipeline.test_spark_saved_model: TFEstimator/TFModel with input/output
-    mappings, a linear regression fed from a DataFrame."""
+    mappings, a linear regression fed from a DataFrame; Keras classes from the driver's
+    imports, tf-keras's ``Adam(lr=...)``, default layer names in the mappings."""
     def _spark_train(args, ctx):
         import tensorflow as tf
-        from tensorflow.keras import Sequential
-        from tensorflow.keras.layers import Dense
-        from tfspark.compat.tensorflowonspark import TFNode, compat
+        from tfspark.compat.tensorflowonspark import TFNode
 
+        tf.compat.v1.reset_default_graph()
         strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy()
         with strategy.scope():
             model = Sequential()
-            model.add(tf.keras.Input(shape=[2], name="x"))
-            model.add(Dense(1, activation='linear', name="prediction"))
-            model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.2), loss='mse',
+            model.add(Dense(1, activation='linear', input_shape=[2]))
+            model.compile(optimizer=tf.keras.optimizers.Adam(lr=0.2), loss='mse',
                           metrics=['mse'])
+            model.summary()
 
         tf_feed = TFNode.DataFeed(ctx.mgr, input_mapping=args.input_mapping)
 
@@ -234,38 +239,33 @@ def pipeline(sc, work, result):
             while not tf_feed.should_stop():
                 batch = tf_feed.next_batch(1)
                 if len(batch['x']) > 0:
-                    features = batch['x'][0]
-                    label = batch['y_'][0]
-                    yield (features, label)
+                    yield (batch['x'][0], batch['y_'][0])
                 else:
                     return
 
         ds = tf.data.Dataset.from_generator(rdd_generator, (tf.float32, tf.float32),
                                             (tf.TensorShape([2]), tf.TensorShape([1])))
-        # disable auto-sharding since we're feeding from an RDD generator
         options = tf.data.Options()
         compat.disable_auto_shard(options)
-        ds = ds.with_options(options)
-        ds = ds.batch(args.batch_size)
-
-        # only train 90% of each epoch to account for uneven RDD partition sizes
+        ds = ds.with_options(options).batch(args.batch_size)
+        # 90% of an epoch, for uneven partitions (TFoS's rule)
         steps_per_epoch = 1000 * 0.9 // (args.batch_size * ctx.num_workers)
 
         tf.io.gfile.makedirs(args.model_dir)
         filepath = args.model_dir + "/weights-{epoch:04d}"
-        callbacks = [tf.keras.callbacks.ModelCheckpoint(filepath=filepath, verbose=1,
-                                                        save_weights_only=True)]
+        callbacks = [tf.keras.callbacks.ModelCheckpoint(
+            filepath=filepath, verbose=1, load_weights_on_restart=True,
+            save_weights_only=True)]
         model.fit(ds, epochs=args.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks)
-
         if args.export_dir:
             print("exporting model to: {}".format(args.export_dir))
             compat.export_saved_model(model, args.export_dir, ctx.job_name == 'chief')
         tf_feed.terminate()
 
-    weights = np.array([[3.14], [1.618]])
+    weights = np.array([3.14, 1.618])
     rng = np.random.default_rng(0)
     features = rng.uniform(0, 1, (1000, 2))
-    train_examples = [(f.tolist(), np.dot(f, weights).tolist()) for f in features]
+    train_examples = [(f.tolist(), [float(np.dot(f, weights))]) for f in features]
     rdd = sc.parallelize(train_examples, 2)
     trainDF = rdd.toDF(['col1', 'col2'])
 
@@ -277,20 +277,52 @@ def pipeline(sc, work, result):
         .setClusterSize(2) \
         .setMasterNode("chief") \
         .setNumPS(0) \
-        .setBatchSize(8) \
-        .setEpochs(3)
+        .setBatchSize(1) \
+        .setEpochs(1)
     model = estimator.fit(trainDF)
     result["pipeline_exported"] = os.path.isdir(export_dir)
 
     spark = SparkSession.builder.getOrCreate()
-    testDF = spark.createDataFrame([([1.0, 1.0],), ([0.5, 0.5],)], ['c1'])
+    testDF = spark.createDataFrame([([1.0, 1.0], [0.0]), ([0.5, 0.5], [0.0])], ['c1', 'c2'])
     model.setTagSet('serve') \
         .setSignatureDefKey('serving_default') \
-        .setInputMapping({'c1': 'x'}) \
-        .setOutputMapping({'prediction': 'cout'})
+        .setInputMapping({'c1': 'dense_input'}) \
+        .setOutputMapping({'dense': 'cout'})
     preds = model.transform(testDF)
     result["pipeline_columns"] = preds.columns
     result["pipeline_preds"] = [row.cout[0] for row in preds.collect()]
+
+
+def ports(sc, result):
+    """TFoS test_TFCluster.test_port_released / test_port_unreleased: with release_port=False,
+    map_fun holds the node's port in ctx.tmp_socket (nothing else can bind it) until
+    ctx.release_port(); by default it gets no socket."""
+    def _released(args, ctx):
+        assert ctx.tmp_socket is None
+
+    def _unreleased(args, ctx):
+        import socket
+        assert ctx.tmp_socket is not None
+        reserved_port = ctx.tmp_socket.getsockname()[1]
+        my_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            my_sock.bind(('0.0.0.0', reserved_port))
+            assert False, "the reserved port could be bound"
+        except socket.error as e:
+            print(e)
+        finally:
+            my_sock.close()
+        ctx.release_port()
+        assert ctx.tmp_socket is None
+        return reserved_port
+
+    for name, map_fun, release in (("released", _released, True),
+                                   ("unreleased", _unreleased, False)):
+        cluster = TFCluster.run(sc, map_fun, tf_args={}, num_executors=2, num_ps=0,
+                                input_mode=TFCluster.InputMode.TENSORFLOW, master_node='chief',
+                                release_port=release)
+        cluster.shutdown()
+        result[f"port_{name}"] = "ok"
 
 
 def dfutil_round_trip(sc, work, result):
@@ -342,6 +374,7 @@ def main(master, work):
     sc = SparkContext(conf=conf)
     result = {}
     basic_tf(sc, result)
+    ports(sc, result)
     inputmode_spark(sc, result)
 
     from sklearn.datasets import load_digits

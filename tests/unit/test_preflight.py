@@ -4,8 +4,8 @@ import pickle
 import pytest
 
 from tfspark.errors import PreflightError
-from tfspark.preflight import (check_arguments, check_dynamic_allocation, check_pickles,
-                               expected_slots, wait_for_slots)
+from tfspark.preflight import (auto_feed_mode, check_arguments, check_dynamic_allocation,
+                               check_pickles, expected_slots, wait_for_slots)
 
 MODES = (0,)
 
@@ -58,9 +58,37 @@ def test_dynamic_allocation():
     ("yarn", {"spark.executor.instances": "3", "spark.executor.cores": "2"}, 6),
     ("spark://m:7077", {"spark.cores.max": "5"}, 5),
     ("spark://m:7077", {}, None),
+    ("yarn", {}, 2),  # Spark's defaults on YARN and Kubernetes: 2 executors x 1 core
+    ("yarn", {"spark.executor.instances": "5"}, 5),
+    ("k8s://https://api:6443", {"spark.executor.cores": "3"}, 6),
 ])
 def test_expected_slots(master, conf, slots):
     assert expected_slots(conf, master) == slots
+
+
+def _no_grant():
+    raise AssertionError("the master is asked only where the settings do not tell")
+
+
+@pytest.mark.parametrize("master, conf, nodes, mode", [
+    ("local[3]", {}, 2, "job"),
+    ("local[2]", {}, 2, "stage"),
+    ("spark://m:7077", {"spark.cores.max": "4"}, 2, "job"),
+    ("spark://m:7077", {"spark.cores.max": "2"}, 2, "stage"),
+    ("yarn", {}, 2, "stage"),
+    ("yarn", {"spark.executor.instances": "2", "spark.executor.cores": "2"}, 2, "job"),
+])
+def test_auto_feed_mode_follows_the_settings_without_asking_anything_else(master, conf, nodes,
+                                                                          mode):
+    assert auto_feed_mode(conf, master, nodes, _no_grant)[0] == mode
+
+
+def test_auto_feed_mode_on_standalone_without_a_cap_follows_the_masters_grant():
+    mode, why = auto_feed_mode({}, "spark://m:7077", 2, lambda: 4)
+    assert mode == "job" and "granted the application 4 cores (4 slots)" in why
+    assert auto_feed_mode({"spark.task.cpus": "2"}, "spark://m:7077", 2, lambda: 4)[0] == "stage"
+    mode, why = auto_feed_mode({}, "spark://m:7077", 2, lambda: None)
+    assert mode == "stage" and "set spark.cores.max" in why
 
 
 def test_capped_application_fails_without_waiting():
@@ -129,3 +157,36 @@ def test_yarn_shortfall_names_executors_container_size_and_free_memory(tmp_path,
     assert "asks for 3548 MB (spark.executor.memory 2048 MB + memoryOverhead 1500 MB)" in message
     assert "has 1536 MB available, at most 1536 MB free on one of its 1 running" in message
     assert "executor cores" not in message  # no advice about cores: cores were not the cause
+
+
+def test_the_standalone_masters_grant_is_read_from_its_web_ui():
+    """A real HTTP server on loopback answering as a standalone master's /json/ does."""
+    import http.server
+    import json
+    import threading
+    from tfspark.standalone import granted_cores, master_ui_urls
+    state = {"activeapps": [{"id": "app-1", "cores": 6}, {"id": "app-2", "cores": 2}]}
+
+    class Master(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(state).encode() if self.path == "/json/" else b""
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Master)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conf = {"spark.master.ui.port": str(server.server_port)}
+        assert granted_cores("spark://127.0.0.1:7077", "app-1", conf) == 6
+        assert granted_cores("spark://127.0.0.1:7077", "app-9", conf) is None
+        # a master that is not there (HA: the other one answers)
+        assert granted_cores("spark://127.0.0.9:7077,127.0.0.1:7077", "app-2", conf,
+                             timeout=1) == 2
+    finally:
+        server.shutdown()
+    assert master_ui_urls("yarn", {}) == []
+    assert master_ui_urls("spark://h:7077", {}) == ["http://h:8080/json/"]

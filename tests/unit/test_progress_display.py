@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from tfspark.node_spawn import is_tf_chatter
+from tfspark.tf_chatter import is_tf_chatter
 from tfspark.progress import TrainingProgress
 
 
@@ -57,3 +57,21 @@ def test_tf_cpp_chatter_is_recognised_and_user_lines_are_not():
     assert not is_tf_chatter("Traceback (most recent call last):")
     assert not is_tf_chatter("I0000 is what the user printed")
     assert not is_tf_chatter("WARNING:tensorflow:Your input ran out of data")
+
+
+def test_quiet_start_keeps_tf_chatter_out_of_fd_2_and_passes_the_rest(tmp_path):
+    import subprocess
+    import sys
+    code = (
+        "import os, sys\n"
+        "from tfspark.tf_chatter import quiet_start\n"
+        "print('before', file=sys.stderr, flush=True)\n"
+        "with quiet_start():\n"
+        "    os.write(2, b'I0000 00:00:1795644285.095072   12110 port.cc:153] oneDNN custom\\n')\n"
+        "    os.write(2, b'E0000 00:00:1795644291.972953   12110 cuda_platform.cc:52] failed call"
+        " to cuInit\\n')\n"
+        "    print('a real problem', file=sys.stderr)\n"
+        "print('after', file=sys.stderr, flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stderr.splitlines() == ["before", "a real problem", "after"]

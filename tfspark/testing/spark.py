@@ -38,13 +38,19 @@ class StandaloneCluster:
     ``worker_hosts`` puts worker ``i`` (and its executors) on another loopback address, e.g.
     ``["127.0.0.2", "127.0.0.3"]``: Spark then sees several hosts (it launches a speculative copy
     of a task only on a host where the task is not already running).
+
+    ``executor_start_delays`` (seconds, by worker): worker ``i``'s JVMs start that much later
+    (a ``java`` that waits first, as the worker's ``JAVA_HOME``), so its executors register
+    that long after the others -- as on a busy cluster, or YARN while containers arrive.
     """
 
     def __init__(self, base_dir: str, num_workers: int = 2, cores_per_worker: int = 2,
                  memory_per_worker: str = "4g", start_timeout: float = 120.0,
                  worker_hosts: Optional[List[str]] = None,
-                 worker_resources: Optional[Dict[str, List[str]]] = None):
+                 worker_resources: Optional[Dict[str, List[str]]] = None,
+                 executor_start_delays: Optional[List[float]] = None):
         self.base_dir = os.path.abspath(base_dir)
+        self.executor_start_delays = executor_start_delays or [0.0] * num_workers
         # e.g. {"gpu": ["0", "1"]}: each worker offers these (fake) addresses, found by a
         # discovery script as real GPUs are (Spark's resource scheduling cannot tell)
         self.worker_resources = worker_resources or {}
@@ -71,6 +77,18 @@ class StandaloneCluster:
             env["SPARK_WORKER_OPTS"] = " ".join(options)
         return env
 
+    def _delayed_java_home(self, delay: float) -> str:
+        """A JAVA_HOME whose ``bin/java`` waits ``delay`` seconds, then runs the real one."""
+        import shutil
+        real = os.path.realpath(shutil.which("java") or "java")
+        home = os.path.join(self.base_dir, f"java-after-{delay:g}s")
+        os.makedirs(os.path.join(home, "bin"), exist_ok=True)
+        path = os.path.join(home, "bin", "java")
+        with open(path, "w") as f:
+            f.write(f'#!/bin/sh\nsleep {delay:g}\nexec "{real}" "$@"\n')
+        os.chmod(path, 0o755)
+        return home
+
     def discovery_script(self, name: str) -> str:
         """A resource discovery script reporting ``worker_resources[name]``."""
         path = os.path.join(self.base_dir, f"discover-{name}.sh")
@@ -81,13 +99,17 @@ class StandaloneCluster:
             os.chmod(path, 0o755)
         return path
 
-    def _spawn(self, name: str, args: List[str], host: str = "127.0.0.1") -> str:
+    def _spawn(self, name: str, args: List[str], host: str = "127.0.0.1",
+               java_delay: float = 0.0) -> str:
         log_path = os.path.join(self.base_dir, f"{name}.log")
+        env = self.env(host)
+        if java_delay:
+            env["JAVA_HOME"] = self._delayed_java_home(java_delay)
         with open(log_path, "wb") as log:
             # spark-class execs the JVM, which keeps the die-with-parent setting
             self._processes.append(spawn(
                 [os.path.join(spark_home(), "bin", "spark-class"), *args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env(host),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=self.base_dir, start_new_session=True))
         return log_path
 
@@ -106,7 +128,7 @@ class StandaloneCluster:
                     "org.apache.spark.deploy.worker.Worker", "--host", host,
                     "--port", "0", "--webui-port", "0", "--cores", str(self.cores_per_worker),
                     "--memory", self.memory_per_worker, "--work-dir", work_dir, self.master_url],
-                    host)
+                    host, java_delay=self.executor_start_delays[i])
             self._await(lambda: self.alive_workers() >= self.num_workers,
                         f"{self.num_workers} workers to register with {self.master_url}")
         except BaseException:

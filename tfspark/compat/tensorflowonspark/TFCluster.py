@@ -68,7 +68,8 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         queues: Any = None, eval_node: bool = False, release_port: bool = True) -> TFCluster:
     """TFoS's ``TFCluster.run``: ``map_fun(tf_args, ctx)`` on ``num_executors`` TF nodes, with
     TFoS's ``ctx`` (:class:`~tfspark.compat.tensorflowonspark.TFNode.TFNodeContext`).
-    ``release_port`` needs no action (tfspark holds each node's port until TF binds it)."""
+    tfspark holds each node's port until TF binds it; with ``release_port=False`` ``map_fun``
+    also gets that hold as ``ctx.tmp_socket`` and calls ``ctx.release_port()`` to close it."""
     if driver_ps_nodes:
         raise NotKeptError("driver_ps_nodes", "every TF node, parameter servers too, runs as a "
                            "task of the cluster's barrier stage: give the application a task "
@@ -76,8 +77,9 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
     if queues is not None and tuple(queues) != _TFOS_QUEUES:
         raise NotKeptError("custom feed queues", "a node has one training feed and one "
                            "inference feed (DataFeed(ctx.mgr))")
-    cluster = _Cluster.run(sc, functools.partial(run_tfos_function, map_fun), tf_args,
-                           num_executors, num_ps=num_ps, tensorboard=tensorboard,
+    node_fun = functools.partial(run_tfos_function, map_fun, release_port=bool(release_port))
+    cluster = _Cluster.run(sc, node_fun, tf_args, num_executors, num_ps=num_ps,
+                           tensorboard=tensorboard,
                            input_mode=InputMode(input_mode), log_dir=log_dir,
                            master_node=master_node, eval_node=eval_node,
                            reservation_timeout=reservation_timeout)

@@ -7,6 +7,7 @@ reads Spark-fed rows with ``TFNode.DataFeed(ctx.mgr, ...)``: tfspark's
 """
 from __future__ import annotations
 
+import socket
 from typing import Any, Dict, List, Optional, Union
 
 from ._errors import NotKeptError
@@ -125,7 +126,11 @@ def terminate(mgr: Any, qname: str = "input") -> None:
 
 
 def release_port(ctx: Any) -> None:
-    """Nothing to do: tfspark holds each node's port until TF's server binds it."""
+    """Close ``ctx.tmp_socket``, the hold on this node's port that ``TFCluster.run(...,
+    release_port=False)`` leaves to ``map_fun`` (TFoS's contract); nothing to do otherwise."""
+    if getattr(ctx, "tmp_socket", None) is not None:
+        ctx.tmp_socket.close()
+        ctx.tmp_socket = None
 
 
 def start_cluster_server(ctx: Any, num_gpus: int = 1, rdma: bool = False) -> Any:
@@ -147,7 +152,7 @@ class TFNodeContext:
     ``cluster_spec``, ``num_workers``, ``defaultFS``, ``working_dir``, ``mgr`` and its methods;
     anything else is tfspark's :class:`~tfspark.context.NodeContext` (``ctx.is_chief``, ...)."""
 
-    def __init__(self, node_context: Any):
+    def __init__(self, node_context: Any, release_port: bool = True):
         self._node = node_context
         self.executor_id = self.worker_num = node_context.worker_num
         self.job_name = node_context.job_name
@@ -158,7 +163,7 @@ class TFNodeContext:
         self.working_dir = node_context.working_dir
         self.user = node_context.user
         self.mgr = _Manager()
-        self.tmp_socket = None
+        self.tmp_socket = None if release_port else _hold_own_port(node_context)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_node"], name)
@@ -182,6 +187,33 @@ class TFNodeContext:
         export_saved_model(sess, export_dir, tag_set, signatures)
 
 
-def run_tfos_function(map_fun: Any, args: Any, ctx: Any) -> Any:
-    """On a node: call a TFoS ``map_fun(args, ctx)`` with TFoS's ``ctx``."""
-    return map_fun(args, TFNodeContext(ctx))
+def _hold_own_port(node_context: Any) -> Optional[socket.socket]:
+    """A socket bound to this node's TF server port (its ``cluster_spec`` address), as TFoS
+    hands ``map_fun`` with ``release_port=False``: until ``ctx.release_port()`` no other
+    socket can bind the port. tfspark's task holds the port too (bound with SO_REUSEADDR,
+    never listening), so this one binds with SO_REUSEADDR beside it; TF's server binds the
+    same way once both are closed or not."""
+    addresses = node_context.cluster_spec.get(node_context.job_name, [])
+    if node_context.task_index >= len(addresses):
+        return None
+    host, _, port = addresses[node_context.task_index].rpartition(":")
+    host = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run_tfos_function(map_fun: Any, args: Any, ctx: Any, release_port: bool = True) -> Any:
+    """On a node: call a TFoS ``map_fun(args, ctx)`` with TFoS's ``ctx``; with
+    ``release_port=False``, ``ctx.tmp_socket`` holds the node's port until ``map_fun``
+    calls ``ctx.release_port()`` (closed when ``map_fun`` returns, if it did not)."""
+    context = TFNodeContext(ctx, release_port)
+    try:
+        return map_fun(args, context)
+    finally:
+        context.release_port()
