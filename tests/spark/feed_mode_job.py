@@ -13,7 +13,7 @@ from tfspark import InputMode, TFCluster
 
 
 def count_rows(args, ctx):
-    return sum(1 for _ in ctx.get_data_feed().dataset(8))
+    return sum(len(batch["x"]) for batch in ctx.get_data_feed().dataset(8))
 
 
 def main(master: str, ui_port: str, nodes: int) -> None:
