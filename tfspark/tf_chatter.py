@@ -16,11 +16,14 @@ import tempfile
 from typing import Iterator
 
 #: TF's C++ log lines (glog/absl format: level letter, date, time, thread, file:line]) of level
-#: INFO or WARNING, and the errors every CPU-only machine logs when TF probes for CUDA.
+#: INFO or WARNING, the errors every CPU-only machine logs when TF probes for CUDA, and the
+#: second line of the INFO message about CPU instructions this TF build does not use.
 _TF_CHATTER = re.compile(
     r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"
     r"|E\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ cuda_\w+\.cc:\d+\]"
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$)")
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+    r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler "
+    r"flags\.$)")
 
 
 def is_tf_chatter(line: str) -> bool:

@@ -10,7 +10,8 @@ The driver finds the highest numbered version under ``--export_dir``
 (:func:`tfspark.export.latest_version`), copies it to local disk if it is on HDFS, and ships it
 to the executors zipped in a broadcast variable, so executors need no HDFS access for the model.
 Each ``mapInPandas`` task loads the model once (tf-keras: ``TF_USE_LEGACY_KERAS=1`` is set
-before TensorFlow is imported) and predicts its partition.  Prints ``test accuracy: 0.xxxx``
+before TensorFlow is imported; TensorFlow's C++ start-up lines are kept out of the output with
+:func:`tfspark.tf_chatter.quiet_start`) and predicts its partition.  Prints ``test accuracy: 0.xxxx``
 and writes ``label, prediction`` rows to ``--output`` (parquet or csv, local or HDFS).
 """
 import argparse
@@ -54,16 +55,17 @@ def make_predictor(model_zip):
 
     def predict(batches):
         os.environ["TF_USE_LEGACY_KERAS"] = "1"  # tf-keras, before TensorFlow is imported
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ start-up chatter
         import zipfile
 
         import numpy as np
         import pandas as pd
-        import tensorflow as tf
+        from tfspark.tf_chatter import quiet_start
 
         with tempfile.TemporaryDirectory(prefix="mnist-model-") as local:
             zipfile.ZipFile(io.BytesIO(model_zip.value)).extractall(local)
-            model = tf.keras.models.load_model(local)   # once per partition
+            with quiet_start():  # TensorFlow's C++ start-up lines stay out of the output
+                import tensorflow as tf
+                model = tf.keras.models.load_model(local, compile=False)  # once per partition
             for pdf in batches:
                 if pdf.empty:
                     continue

@@ -75,3 +75,10 @@ def test_quiet_start_keeps_tf_chatter_out_of_fd_2_and_passes_the_rest(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stderr.splitlines() == ["before", "a real problem", "after"]
+
+
+def test_the_cpu_instructions_notice_is_chatter_on_both_its_lines():
+    assert is_tf_chatter("I0000 00:00:1796623831.179058    4227 cpu_feature_guard.cc:227] This "
+                         "TensorFlow binary is optimized to use available CPU instructions")
+    assert is_tf_chatter("To enable the following instructions: AVX2 AVX512F FMA, in other "
+                         "operations, rebuild TensorFlow with the appropriate compiler flags.")
