@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import fs, tf_chatter, worker_errors
 from .errors import TFSparkError
+from .spark_backend import backend_for
 
 #: Dimension sizes a signature leaves open are None.
 Shape = Tuple[Optional[int], ...]
@@ -62,6 +63,7 @@ class _Plan:
     outputs: Tuple[Tuple[TensorSpec, str], ...]  # (output, its column name)
     batch_size: int
     hadoop_conf_dir: Optional[str]
+    canceller: Optional[worker_errors.StageCanceller] = None  # ends the job at a data error
 
 
 def predict(df: Any, model: str, *, signature: str = "serving_default",
@@ -87,9 +89,9 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
     PredictError : before any task runs, for a missing model, signature or column, a column type
         the input cannot take, or an output column name the DataFrame already has; from the
         action that reads the rows, for a null or an array whose shape does not fit its input
-        (naming the column) -- raised as ``PredictError`` there too (it is also the
-        ``PythonException`` PySpark makes of a failed task: see :mod:`tfspark.worker_errors`),
-        once Spark has given up on the task (``spark.task.maxFailures`` attempts).
+        (naming the column) -- raised as ``PredictError`` there too (also a
+        ``PySparkException``), on the task's first failure under classic Spark (see
+        :mod:`tfspark.worker_errors`).
     """
     from pyspark.sql import functions as F
     from pyspark.sql.functions import ArrowUDFType, arrow_udf
@@ -102,8 +104,10 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
     sig = read_signature(path, signature)
     columns = _input_columns(df, sig, dict(inputs or {}))
     named = _output_columns(df, sig, outputs)
+    backend = backend_for(df.sparkSession)
     plan = _Plan(path, signature, sig.inputs, tuple(columns[s.name] for s in sig.inputs), named,
-                 batch_size, os.environ.get("HADOOP_CONF_DIR"))
+                 batch_size, os.environ.get("HADOOP_CONF_DIR"),
+                 worker_errors.stage_canceller(backend, backend.conf()))
     struct = _struct_type(named)
     with warnings.catch_warnings():  # "prefer type hints": a callable object has none to give
         warnings.simplefilter("ignore", UserWarning)
@@ -315,8 +319,12 @@ class _Scorer:
         rows = len(arrays[0]) if arrays else 0
         if rows == 0:
             return pa.array([], type=self._arrow_struct())
-        tensors = {spec.name: _to_numpy(array, spec, column)
-                   for spec, array, column in zip(plan.inputs, arrays, plan.columns)}
+        try:
+            tensors = {spec.name: _to_numpy(array, spec, column)
+                       for spec, array, column in zip(plan.inputs, arrays, plan.columns)}
+        except PredictError as e:  # the data's fault: a retry would fail the same way
+            worker_errors.cancel_stage(plan.canceller, e)
+            raise
         call = loaded_signature(plan.model, plan.signature, plan.hadoop_conf_dir)
         results: Dict[str, List[Any]] = {spec.name: [] for spec, _ in plan.outputs}
         for start in range(0, rows, plan.batch_size):

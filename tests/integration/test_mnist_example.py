@@ -179,18 +179,22 @@ def test_crashes_resume_from_the_backup_in_the_job_and_on_rerun(standalone_maste
     crashed = _submit("train, killed after epoch 2 (standalone)", conf, "mnist_spark.py",
                       args + ["--crash_after_epoch", "2", "--max_restarts", "0"], env, tmp_path,
                       expect_failure=True)
+    # the driver's progress line ends each epoch; the crash comes at epoch 2's end, before it
     assert "killed by signal 9" in crashed, crashed[-3000:]
-    assert "Epoch 2/5" in crashed and "Epoch 3/5" not in crashed, crashed[-3000:]
+    assert "tfspark: epoch 1/5: " in crashed and "--crash_after_epoch 2" in crashed
+    assert "tfspark: epoch 2/5: " not in crashed and "epoch 3/5" not in crashed, crashed[-3000:]
     assert fs.exists(f"{model_dir}/backup") and not export.versions(export_dir)
 
     # rerun: resumes after epoch 2, not from epoch 1; crashes after epoch 4, and the restarted
     # TF cluster resumes after epoch 4 within the same job
     out = _submit("train again, killed after epoch 4 (standalone)", conf, "mnist_spark.py",
                   args + ["--crash_after_epoch", "4"], env, tmp_path)
-    epochs = re.findall(r"\] Epoch (\d)/5", out)
-    assert epochs == ["3", "4", "5"], epochs
+    epochs = re.findall(r"tfspark: epoch (\d)/5: ", out)
+    assert epochs == ["3", "5"], epochs  # 4 ended in the crash (its line would come next)
+    assert "epoch 1/5" not in out and "epoch 2/5" not in out, out[-3000:]
     restart = out.index("restarting the TF cluster (1 of 2): worker:0")
-    assert out.index("] Epoch 4/5") < restart < out.index("] Epoch 5/5"), out[-3000:]
+    assert out.index("--crash_after_epoch 4") < restart < out.index("tfspark: epoch 5/5"), \
+        out[-3000:]
     assert "killed by signal 9" in out[restart:].splitlines()[0]
     assert f"exported SavedModel: {export_dir}/1" in out, out[-3000:]
     assert export.versions(export_dir) == [1]

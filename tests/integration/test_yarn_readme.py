@@ -134,7 +134,7 @@ def test_readme_yarn_walkthrough_runs_as_written(yarn_cluster, tmp_path):
 
     started, lines, client = _step(steps, "mnist_spark.py", "input_mode spark")
     assert re.search(r"exported SavedModel: hdfs://\S+/user/\S+/mnist/export/1", client), client
-    first_step = next(t for t, line in lines if re.search(r"\] Epoch 1/", line))
+    first_step = next(t for t, line in lines if re.search(r"tfspark: epoch 1/\d+ step ", line))
     print(f"[timing] README YARN client training: {first_step - started:.1f}s from "
           "spark-submit to the first training step", flush=True)
 

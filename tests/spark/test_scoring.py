@@ -111,11 +111,12 @@ def test_bad_input_is_named_before_or_while_scoring(spark, export_dir):
 
 
 @pytest.mark.parametrize("problem", ["short", "null"])
-def test_a_row_that_cannot_be_scored_raises_predict_error_from_the_action(spark, export_dir,
-                                                                          problem):
+def test_a_row_that_cannot_be_scored_raises_predict_error_from_the_action_at_once(
+        spark, export_dir, problem):
     """Found only when the row is read, inside a task: the action raises tfspark's own error
-    (also the PythonException PySpark makes of it), tfspark's message first."""
-    from pyspark.errors import PythonException
+    (also a PySparkException), tfspark's message first, on the task's first failure (Spark
+    would retry it spark.task.maxFailures = 4 times)."""
+    from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
     from tfspark import TFSparkError
     df = _features_df(spark, partitions=2)
@@ -126,8 +127,18 @@ def test_a_row_that_cannot_be_scored_raises_predict_error_from_the_action(spark,
         df, expected = (df.withColumn("bad", F.when(F.col("id") == 7, None).otherwise(
             F.array("a", "b", "c", "d"))), "column 'bad' has null values")
     scored = predict(df, export_dir, inputs={"x": "bad"})
-    with pytest.raises(PredictError) as caught:
-        scored.collect()
+    sc, group = spark.sparkContext, f"bad-rows-{problem}"
+    sc.setJobGroup(group, "scoring rows that cannot be scored")
+    try:
+        with pytest.raises(PredictError) as caught:
+            scored.collect()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
     assert str(caught.value).startswith(expected)
-    assert isinstance(caught.value, TFSparkError) and isinstance(caught.value, PythonException)
-    assert isinstance(caught.value.spark_error, PythonException)
+    assert isinstance(caught.value, TFSparkError) and isinstance(caught.value, PySparkException)
+    assert isinstance(caught.value.spark_error, PySparkException)
+    tracker = sc.statusTracker()
+    stages = [stage for job in tracker.getJobIdsForGroup(group)
+              for stage in tracker.getJobInfo(job).stageIds]
+    failed = sum(tracker.getStageInfo(stage).numFailedTasks for stage in stages)
+    assert 1 <= failed <= 2  # one attempt of each of the 2 tasks at most: no retry
