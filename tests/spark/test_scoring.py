@@ -141,4 +141,6 @@ def test_a_row_that_cannot_be_scored_raises_predict_error_from_the_action_at_onc
     stages = [stage for job in tracker.getJobIdsForGroup(group)
               for stage in tracker.getJobInfo(job).stageIds]
     failed = sum(tracker.getStageInfo(stage).numFailedTasks for stage in stages)
-    assert 1 <= failed <= 2  # one attempt of each of the 2 tasks at most: no retry
+    # the stage was cancelled before the task's failure reached the scheduler (the failed
+    # task is then counted as killed), or just after; a retried task would fail 4 times
+    assert failed <= 2
