@@ -3,8 +3,7 @@
     .venv/bin/python benchmarks/mwms_finite_vs_repeated.py [--steps 300] [--epochs 3] [--rounds 2]
 
 Two TF workers on 127.0.0.1 (no Spark), the MNIST example's CNN, per-worker batches of 32 given
-to ``model.fit`` through ``distribute_datasets_from_function`` (as tfspark hands a node's own
-share). ``finite``: one epoch's batches, ``fit(epochs=n)``, as ``feed.dataset`` is used; TF then
+to ``model.fit`` as a node's own share (``tfspark.shares.node_share``, as tfspark's datasets). ``finite``: one epoch's batches, ``fit(epochs=n)``, as ``feed.dataset`` is used; TF then
 has every worker agree, each step, whether all still have data (``get_next_as_optional``).
 ``repeated``: the same batches ``repeat()``-ed with ``steps_per_epoch``: no such agreement.
 Prints the chief's mean step time over epochs 2..n for each, alternating ``--rounds`` times, and
@@ -34,17 +33,16 @@ def _worker(index: int, ports: list, mode: str, steps: int, epochs: int) -> None
     import tensorflow as tf
     sys.path.insert(0, EXAMPLE)
     from mnist_spark import build_model
+    from tfspark.shares import node_share
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     rng = np.random.default_rng(index)
     x = rng.random((steps * 32, 784), dtype=np.float32)
     y = rng.integers(0, 10, steps * 32)
 
-    def dataset_fn(_):
-        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-        return batches.repeat() if mode == "repeated" else batches
-
-    data = strategy.distribute_datasets_from_function(dataset_fn)
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    # marked as this node's own share, as tfspark's datasets are: whole batches per worker
+    data = node_share(batches.repeat() if mode == "repeated" else batches)
     with strategy.scope():
         model = build_model(tf)
     epoch_secs = []
