@@ -121,6 +121,10 @@ class SparkBackend:
         """Cancel every job of ``group``."""
         raise NotImplementedError
 
+    def cancel_stage(self, stage_id: int, reason: str) -> None:
+        """Cancel stage ``stage_id`` and the jobs that use it; their error gives ``reason``."""
+        raise NotImplementedError
+
     def callback_hosts(self, conf: Dict[str, str]) -> Tuple[str, str]:
         """``(bind, advertised)``: the address the driver's control server listens on, and the
         one the TF nodes dial to reach it."""
@@ -203,6 +207,9 @@ class ClassicBackend(SparkBackend):
 
     def cancel(self, group: str) -> None:
         self.sc.cancelJobGroup(group)
+
+    def cancel_stage(self, stage_id: int, reason: str) -> None:
+        self.sc._jsc.sc().cancelStage(stage_id, reason)
 
     def callback_hosts(self, conf: Dict[str, str]) -> Tuple[str, str]:
         host = conf.get("spark.driver.host") or "127.0.0.1"  # executors reach the driver there

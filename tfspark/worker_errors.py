@@ -122,8 +122,8 @@ class StageCanceller:
 class _Canceller:
     """Driver side: cancels the stage a task names, with the error it sends as the reason."""
 
-    def __init__(self, sc: Any, bind: str, host: str):
-        self.sc = sc
+    def __init__(self, backend: Any, bind: str, host: str):
+        self.backend, self.sc = backend, backend.sc
         self.secret = new_secret()
         self.server = ControlServer(self.secret, self._on_message, host=bind).start()
         self.target = StageCanceller((host, self.server.address[1]), self.secret)
@@ -131,7 +131,7 @@ class _Canceller:
     def _on_message(self, connection: Any, message: Dict[str, Any]) -> None:
         stage, error = int(message["stage"]), str(message["error"])[:8000]
         try:
-            self.sc._jsc.sc().cancelStage(stage, "\n" + error)
+            self.backend.cancel_stage(stage, "\n" + error)
         except Exception as e:  # noqa: BLE001 - Spark's retries then end the job instead
             logger.warning("tfspark: could not cancel stage %d after a data error: %s", stage, e)
         connection.send({"cancelled": stage})
@@ -151,7 +151,7 @@ def stage_canceller(backend: Any, conf: Dict[str, str]) -> Optional[StageCancell
             if _canceller is not None:
                 _canceller.server.stop()
             bind, host = backend.callback_hosts(conf)
-            _canceller = _Canceller(backend.sc, bind, host)
+            _canceller = _Canceller(backend, bind, host)
         return _canceller.target
 
 
