@@ -40,11 +40,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 from xml.sax.saxutils import escape
 
 from tfspark.processes import alive
 from tfspark.testing._process import spawn
+
+if TYPE_CHECKING:
+    from tfspark.testing.kdc import KDC
 
 HADOOP_VERSION = "3.5.0"
 # the Maven project listing the jars; in a source checkout it is conf/hadoop/pom.xml
@@ -152,7 +155,8 @@ def java_home() -> str:
 
 
 def daemon_command(name: str, conf_dir: Path, lib: Path, log_dir: Path, heap: str = "512m",
-                   args=(), classpath_first=(), classpath_last=()) -> List[str]:
+                   args=(), classpath_first=(), classpath_last=(),
+                   jvm_options=()) -> List[str]:
     """The ``java`` command line of the Hadoop daemon ``name`` (a key of MAIN_CLASSES, or
     ``namenode-format``) run from the jars in ``lib`` with the configuration (and web app
     folders) in ``conf_dir``; ``-Dproc_<name>`` marks the process, as Hadoop's scripts do."""
@@ -161,7 +165,7 @@ def daemon_command(name: str, conf_dir: Path, lib: Path, log_dir: Path, heap: st
     return [str(Path(java_home()) / "bin" / "java"), f"-Xmx{heap}",
             "-Djava.net.preferIPv4Stack=true", f"-Dhadoop.log.dir={log_dir}",
             f"-Dhadoop.home.dir={Path(lib).parent}", f"-Dproc_{name}", *JAVA_17_OPENS,
-            "-cp", ":".join(classpath), main_class, *args]
+            *jvm_options, "-cp", ":".join(classpath), main_class, *args]
 
 
 #: Java source of the NodeManager's local file system (see :func:`nio_chmod_classes`)
@@ -241,11 +245,14 @@ def _get_json(url: str, timeout: float = 5.0) -> dict:
         return json.loads(resp.read().decode())
 
 
-def hdfs_takes_writes(namenode_http_url: str) -> bool:
+def hdfs_takes_writes(namenode_http_url: str, get_json=None) -> bool:
     """Whether the NameNode at ``namenode_http_url`` counts a live DataNode with free space and
-    has left safe mode (its JMX beans; raises OSError/ValueError while it is not answering)."""
+    has left safe mode (its JMX beans, read with ``get_json``; raises OSError/ValueError while
+    it is not answering)."""
+    get_json = get_json or _get_json
+
     def bean(name: str) -> dict:
-        beans = _get_json(f"{namenode_http_url}/jmx?qry=Hadoop:service=NameNode,name={name}")
+        beans = get_json(f"{namenode_http_url}/jmx?qry=Hadoop:service=NameNode,name={name}")
         return beans["beans"][0] if beans["beans"] else {}
 
     state = bean("FSNamesystemState")
@@ -302,8 +309,18 @@ class HadoopCluster:
 
     def __init__(self, base_dir, yarn: bool = True, start_timeout: float = 300.0,
                  nm_memory_mb: int = 8192, nm_vcores: int = 4, daemon_heap: str = "512m",
-                 die_with_parent: bool = True):
+                 die_with_parent: bool = True, kdc: Optional["KDC"] = None,
+                 token_renew_interval_s: Optional[float] = None,
+                 token_max_lifetime_s: Optional[float] = None):
         self.base_dir = Path(base_dir).resolve()
+        # Kerberos: with a started KDC every daemon logs in from a keytab, RPC and WebHDFS
+        # demand Kerberos or a delegation token, block access tokens are on; the delegation
+        # tokens' renew interval and max lifetime can be made short to test renewal
+        self.kdc = kdc
+        self.token_renew_interval_s = token_renew_interval_s
+        self.token_max_lifetime_s = token_max_lifetime_s
+        self.keytabs: Dict[str, Path] = {}
+        self._fixture_env: Dict[str, str] = {}
         # daemons get SIGTERM if this process dies (a killed test run leaves no daemons);
         # the command line turns it off so the daemons outlive `start`
         self.die_with_parent = die_with_parent
@@ -357,12 +374,37 @@ class HadoopCluster:
         ``yarn application``)."""
         return self.base_dir / "bin"
 
+    @property
+    def secure(self) -> bool:
+        return self.kdc is not None
+
+    @property
+    def user_principal(self) -> str:
+        """The Kerberos principal of :attr:`user` (secure clusters), a member of the HDFS
+        superuser group as the OS user is."""
+        return self.kdc.principal(self.user)
+
+    @property
+    def user_keytab(self) -> Path:
+        return self.keytabs[self.user]
+
     def env(self) -> Dict[str, str]:
         """Environment variables a Hadoop/Spark/tfspark client needs to use this cluster
-        (``PATH`` starts with :attr:`bin_dir`)."""
-        return {"HADOOP_CONF_DIR": str(self.conf_dir), "YARN_CONF_DIR": str(self.conf_dir),
-                "JAVA_HOME": java_home(),
-                "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        (``PATH`` starts with :attr:`bin_dir`). On a secure cluster every JVM is pointed at
+        the KDC's krb5.conf (``JAVA_TOOL_OPTIONS``), as /etc/krb5.conf would on a real host;
+        a ticket is the caller's business (``KRB5CCNAME``, :meth:`kinit`)."""
+        env = {"HADOOP_CONF_DIR": str(self.conf_dir), "YARN_CONF_DIR": str(self.conf_dir),
+               "JAVA_HOME": java_home(),
+               "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        if self.secure:
+            env.update(self.kdc.env(), JAVA_TOOL_OPTIONS=" ".join(self.kdc.java_options()))
+        return env
+
+    def kinit(self, ccache) -> Dict[str, str]:
+        """Log :attr:`user_principal` in from its keytab into the ticket cache ``ccache`` and
+        return the environment that uses it (``KRB5CCNAME``), as a user's ``kinit``."""
+        self.kdc.kinit(self.user, self.user_keytab, Path(ccache))
+        return {"KRB5CCNAME": f"FILE:{ccache}"}
 
     def spark_yarn_conf(self, python: str = sys.executable) -> Dict[str, str]:
         """Spark settings to run on this YARN with ``python`` on the driver, AM and executors.
@@ -377,6 +419,14 @@ class HadoopCluster:
                 "spark.pyspark.python": python,
                 "spark.yarn.appMasterEnv.PYSPARK_PYTHON": python,
                 "spark.executorEnv.PYSPARK_PYTHON": python}
+
+    def container_logs(self, application_id: str) -> Dict[str, str]:
+        """``{"<container>/<file>": text}`` of every log the NodeManager kept for
+        ``application_id`` in its local log folder (how a secure test cluster, which
+        aggregates no logs, shows them)."""
+        app_dir = self.base_dir / "nm-logs" / application_id
+        return {str(f.relative_to(app_dir)): f.read_text(errors="replace")
+                for f in sorted(app_dir.glob("*/*")) if f.is_file()}
 
     def log_file(self, daemon: str) -> Path:
         return self.log_dir / f"{daemon}.log"
@@ -425,6 +475,8 @@ class HadoopCluster:
             names += ["rm", "rm_scheduler", "rm_tracker", "rm_admin", "rm_web", "rm_web_https",
                       "nm", "nm_localizer", "nm_web"]
         self.ports = {name: _free_port() for name in names}
+        if self.secure:
+            self._make_principals()
         self._write_config()
         self._write_commands()
 
@@ -447,7 +499,8 @@ class HadoopCluster:
         self._write_state()
 
         self._wait("namenode", deadline, self._namenode_up)
-        self._wait("datanode", deadline, lambda: self._datanode_live() and self._prepare_hdfs())
+        self._wait("datanode", deadline, self._datanode_live)
+        self._wait("namenode", deadline, self._prepare_hdfs)
         if self.yarn:
             self._wait("resourcemanager", deadline, self._rm_up)
             self._wait("nodemanager", deadline, self._nodemanager_running)
@@ -473,7 +526,7 @@ class HadoopCluster:
 
     def _write_state(self) -> None:
         state = {"yarn": self.yarn, "ports": self.ports, "pids": self.pids,
-                 "user": self.user}
+                 "user": self.user, "secure": self.secure}
         (self.base_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
 
     @classmethod
@@ -495,8 +548,22 @@ class HadoopCluster:
         core_site = {
             "fs.defaultFS": self.default_fs,
             "hadoop.tmp.dir": base / "tmp",
-            "hadoop.security.authentication": "simple",
+            "hadoop.security.authentication": "kerberos" if self.secure else "simple",
         }
+        if self.secure:
+            core_site.update({
+                "hadoop.security.authorization": "true",
+                "hadoop.rpc.protection": "authentication",
+                # principal -> user: the realm is krb5.conf's default, so DEFAULT maps
+                # hdfs/localhost@REALM to hdfs and alice@REALM to alice
+                "hadoop.security.auth_to_local": "DEFAULT",
+                # every web endpoint (WebHDFS, JMX, the YARN REST APIs) wants SPNEGO or a
+                # delegation token: no ?user.name=, no anonymous requests
+                "hadoop.http.authentication.type": "kerberos",
+                "hadoop.http.authentication.simple.anonymous.allowed": "false",
+                "hadoop.http.authentication.kerberos.principal": "*",
+                "hadoop.http.authentication.kerberos.keytab": self.keytabs["http"],
+            })
         _write_site(conf / "core-site.xml", core_site)
         if self._nio_chmod:  # the NodeManager's own core-site.xml, first on its classpath
             _write_site(self.nodemanager_conf_dir / "core-site.xml",
@@ -522,6 +589,7 @@ class HadoopCluster:
             "dfs.namenode.safemode.extension": 0,
             "dfs.heartbeat.interval": 1,
             "dfs.datanode.du.reserved": 0,
+            **(self._secure_hdfs_settings() if self.secure else {}),
         })
         if self.yarn:
             self._write_yarn_config()
@@ -565,6 +633,7 @@ class HadoopCluster:
             "yarn.resourcemanager.nodemanagers.heartbeat-interval-ms": 500,
             # a stopping NodeManager waits this long (+ ~1 s) for containers: keep stop() quick
             "yarn.nodemanager.process-kill-wait.ms": 1000,
+            **(self._secure_yarn_settings() if self.secure else {}),
         })
         _write_site(conf / "capacity-scheduler.xml", {
             "yarn.scheduler.capacity.root.queues": "default",
@@ -576,6 +645,84 @@ class HadoopCluster:
             "yarn.scheduler.capacity.root.default.acl_submit_applications": "*",
             "yarn.scheduler.capacity.root.default.acl_administer_queue": "*",
         })
+
+    # -- Kerberos ------------------------------------------------------------------------------
+
+    #: service principals: one per service, as Hadoop's own secure mini clusters do; named
+    #: with ``localhost`` (no ``_HOST``), so clients need no reverse DNS of 127.0.0.1
+    SERVICE_PRINCIPALS = {"hdfs": "hdfs/localhost", "http": "HTTP/localhost",
+                          "yarn": "yarn/localhost"}
+
+    def _make_principals(self) -> None:
+        for key, name in self.SERVICE_PRINCIPALS.items():
+            self.keytabs[key] = self.kdc.add_principal(name)
+        # SPNEGO clients ask for HTTP/<the host in the URL>: the web servers take either
+        self.kdc.add_principal("HTTP/127.0.0.1", self.keytabs["http"])
+        self.keytabs[self.user] = self.kdc.add_principal(self.user)
+        # the fixture's own ticket, for its readiness checks over SPNEGO and its set-up
+        self._fixture_env = dict(self.kinit(self.base_dir / "tmp" / "krb5cc_fixture"),
+                                 **self.kdc.env())
+
+    def _http_json(self, url: str) -> dict:
+        """GET ``url`` as JSON; on a secure cluster with SPNEGO (curl --negotiate, the
+        fixture's ticket), as every web endpoint there demands Kerberos."""
+        if not self.secure:
+            return _get_json(url)
+        done = subprocess.run(["curl", "-sS", "--fail", "--max-time", "5", "--negotiate",
+                               "-u", ":", "-H", "Accept: application/json", url],
+                              env=dict(os.environ, **self._fixture_env), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=30)
+        if done.returncode != 0:
+            raise OSError(f"curl --negotiate {url}: {done.stderr.strip()}")
+        return json.loads(done.stdout)
+
+    def _secure_hdfs_settings(self) -> Dict[str, object]:
+        hdfs, http = (self.kdc.principal(self.SERVICE_PRINCIPALS[k]) for k in ("hdfs", "http"))
+        settings: Dict[str, object] = {
+            "dfs.block.access.token.enable": "true",
+            "dfs.namenode.kerberos.principal": hdfs,
+            "dfs.namenode.keytab.file": self.keytabs["hdfs"],
+            "dfs.datanode.kerberos.principal": hdfs,
+            "dfs.datanode.keytab.file": self.keytabs["hdfs"],
+            "dfs.web.authentication.kerberos.principal": http,
+            "dfs.web.authentication.kerberos.keytab": self.keytabs["http"],
+            "dfs.namenode.kerberos.internal.spnego.principal": http,
+            # a DataNode on unprivileged ports without SASL, as Hadoop's own tests run it
+            "ignore.secure.ports.for.testing": "true",
+        }
+        if self.token_renew_interval_s:
+            settings["dfs.namenode.delegation.token.renew-interval"] = \
+                int(self.token_renew_interval_s * 1000)
+        if self.token_max_lifetime_s:
+            settings["dfs.namenode.delegation.token.max-lifetime"] = \
+                int(self.token_max_lifetime_s * 1000)
+        return settings
+
+    def _secure_yarn_settings(self) -> Dict[str, object]:
+        yarn = self.kdc.principal(self.SERVICE_PRINCIPALS["yarn"])
+        http = self.kdc.principal(self.SERVICE_PRINCIPALS["http"])
+        return {
+            "yarn.resourcemanager.webapp.spnego-principal": http,
+            "yarn.resourcemanager.webapp.spnego-keytab-file": self.keytabs["http"],
+            "yarn.nodemanager.webapp.spnego-principal": http,
+            "yarn.nodemanager.webapp.spnego-keytab-file": self.keytabs["http"],
+            "yarn.resourcemanager.principal": yarn,
+            "yarn.resourcemanager.keytab": self.keytabs["yarn"],
+            "yarn.nodemanager.principal": yarn,
+            "yarn.nodemanager.keytab": self.keytabs["yarn"],
+            # containers run as the NodeManager's OS user (no setuid container-executor)
+            "yarn.nodemanager.container-executor.class":
+                "org.apache.hadoop.yarn.server.nodemanager.DefaultContainerExecutor",
+            # every container's JVM finds the realm, as /etc/krb5.conf would on a real host
+            "yarn.nodemanager.admin-env": f"MALLOC_ARENA_MAX=$MALLOC_ARENA_MAX,"
+                                          f"JAVA_HOME={java_home()},JAVA_TOOL_OPTIONS="
+                                          f"{' '.join(self.kdc.java_options())}",
+            # aggregating logs reads them through SecureIOUtils, which under Kerberos needs
+            # libhadoop.so (not on Maven Central) and kills the NodeManager without it; the
+            # containers' logs stay in nm-logs/ (:meth:`container_logs`)
+            "yarn.log-aggregation-enable": "false",
+            "yarn.nodemanager.delete.debug-delay-sec": 600,
+        }
 
     def _write_commands(self) -> None:
         """``bin/hdfs`` and ``bin/yarn``: the Hadoop client commands that the README's
@@ -648,13 +795,19 @@ class HadoopCluster:
             return json.loads(resp.read().decode() or "{}")
 
     def _namenode_up(self) -> bool:
+        if self.secure:
+            return bool(self._http_json(f"{self.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,"
+                                        "name=NameNodeInfo")["beans"])
         return "FileStatus" in self._webhdfs("/", "GETFILESTATUS")
 
     def _datanode_live(self) -> bool:
-        return hdfs_takes_writes(self.webhdfs_url)
+        return hdfs_takes_writes(self.webhdfs_url, self._http_json)
 
     def _prepare_hdfs(self) -> bool:
         """World-writable /tmp, a home for the current user, and a probe write."""
+        if self.secure:
+            self._prepare_secure_hdfs()
+            return True
         self._webhdfs("/tmp", "MKDIRS", "PUT", permission="1777")
         self._webhdfs("/tmp", "SETPERMISSION", "PUT", permission="1777")
         self._webhdfs(f"/user/{self.user}", "MKDIRS", "PUT")
@@ -669,12 +822,29 @@ class HadoopCluster:
         self._webhdfs("/tmp/.probe", "DELETE", "DELETE")
         return True
 
+    def _prepare_secure_hdfs(self) -> None:
+        """:meth:`_prepare_hdfs` as the user principal, through Hadoop's own shell (RPC with
+        a Kerberos ticket), so no Python Kerberos client is needed."""
+        env = {**os.environ, **self.env(), **self._fixture_env}
+        probe = self.base_dir / "tmp" / "probe"
+        probe.write_bytes(b"ok")
+        home = f"/user/{self.user}"
+        for args in (["-mkdir", "-p", "/tmp", home], ["-chmod", "1777", "/tmp"],
+                     ["-put", "-f", str(probe), "/tmp/.probe"], ["-rm", "-skipTrash",
+                                                                  "/tmp/.probe"]):
+            done = subprocess.run([str(self.bin_dir / "hdfs"), "dfs", *args], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  timeout=120)
+            if done.returncode != 0:
+                raise HadoopClusterError(f"hdfs dfs {' '.join(args)} failed on the secure "
+                                         f"cluster:\n{_tail(done.stdout)}")
+
     def _rm_up(self) -> bool:
-        return _get_json(f"{self.rm_web_url}/ws/v1/cluster/info")["clusterInfo"]["state"] \
+        return self._http_json(f"{self.rm_web_url}/ws/v1/cluster/info")["clusterInfo"]["state"] \
             == "STARTED"
 
     def _nodemanager_running(self) -> bool:
-        nodes = (_get_json(f"{self.rm_web_url}/ws/v1/cluster/nodes").get("nodes") or {})
+        nodes = (self._http_json(f"{self.rm_web_url}/ws/v1/cluster/nodes").get("nodes") or {})
         return any(n.get("state") == "RUNNING" for n in nodes.get("node", []))
 
 
