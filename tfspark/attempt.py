@@ -84,6 +84,7 @@ class Attempt:
         self._job_done = threading.Event()
         self._feed_groups: set = set()  # job groups/tags of feeding jobs still running
         self.outputs: Any = None  # inference in the stage: the RDD of the nodes' answers
+        self._tokens: List[str] = []  # HDFS delegation tokens for the nodes (Kerberos)
 
     # ----------------------------------------------------------------------------- starting
     def start(self, plan: NodePlan, hosts: Tuple[str, str], data: Any = None) -> None:
@@ -198,6 +199,8 @@ class Attempt:
         with self.changed:
             if kind == "hello":
                 node.host, node.connection = message["host"], connection
+                if self._tokens and connection is not None:  # before the peers, on purpose
+                    connection.send({"type": "credentials", "tokens": self._tokens})
                 if self.failure is not None and connection is not None:
                     connection.send({"type": "stop", "reason": "the TF cluster has failed"})
             elif kind == "address":
@@ -218,6 +221,20 @@ class Attempt:
                 node.restartable = bool(message.get("restartable"))
                 self._on_finished(node)
             self.changed.notify_all()
+
+    def hand_tokens(self, tokens: List[str]) -> None:
+        """The HDFS delegation tokens (URL strings) every node gets: at its hello, and again
+        whenever they change (a re-issue) while it runs."""
+        with self.changed:
+            changed, self._tokens = tokens != self._tokens, list(tokens)
+            connections = [n.connection for n in self.nodes.values()
+                           if n.connection is not None and n.status is None]
+        if changed:
+            for connection in connections:
+                try:
+                    connection.send({"type": "credentials", "tokens": self._tokens})
+                except OSError:
+                    pass  # its disconnection fails the attempt
 
     def _introduce_when_all_known(self) -> None:
         """Once every node has said where it listens, tell each node all of them: the nodes

@@ -34,6 +34,7 @@ from .context import resolve_path
 from .errors import NodeError, StageError, TFSparkError, attempts_text
 from .feed_protocol import INFERENCE, TRAIN
 from .node import NodePlan
+from .node_tokens import NodeTokens, hdfs_paths
 from .progress import TrainingProgress
 from .roles import EVALUATOR, TRAINING_ROLES, Role, data_nodes
 
@@ -77,8 +78,10 @@ class TFCluster:
                  conf: Dict[str, str], reservation_timeout: float, max_restarts: int,
                  input_mode: "InputMode", hosts: Tuple[str, str] = ("127.0.0.1", "127.0.0.1"),
                  detached: bool = False, feeds_in_stage: bool = False,
-                 requests: Optional[Dict[str, float]] = None, profile: Any = None):
+                 requests: Optional[Dict[str, float]] = None, profile: Any = None,
+                 tokens: Optional[NodeTokens] = None):
         self._backend = backend
+        self._tokens = tokens  # HDFS delegation tokens for the nodes (Kerberos), kept current
         self._hosts = hosts
         self._detached = detached
         self._roles = roles
@@ -204,12 +207,16 @@ class TFCluster:
             hadoop_conf_dir=os.environ.get("HADOOP_CONF_DIR"),
             echo_output=not re.fullmatch(r"local(\[.*\])?", backend.master),
             max_restarts=max_restarts, progress=bool(progress), verbose=bool(verbose))
+        # a token for each Kerberized NameNode the job names, or the error, before any node
+        tokens = NodeTokens(hdfs_paths(default_fs, conf, [plan.log_dir,
+                                                          *plan.stage_files.values()]))
         hosts = backend.callback_hosts(conf)
         detached = _executors_cannot_reach(backend, hosts, InputMode(input_mode), feed_mode)
         in_stage = input_mode == InputMode.SPARK and (feed_mode == "stage" or (
             feed_mode == "auto" and _auto_feeds_in_stage(backend, conf, len(roles), detached)))
         cluster = cls(backend, roles, plan, conf, reservation_timeout, max_restarts,
-                      InputMode(input_mode), hosts, detached, in_stage, requests, profile)
+                      InputMode(input_mode), hosts, detached, in_stage, requests, profile,
+                      tokens)
         if in_stage:
             logger.info("tfspark: the TF cluster starts at train(), with the data as its "
                         "stage's input (feed_mode='stage')")
@@ -248,6 +255,8 @@ class TFCluster:
         attempt.fail(TFSparkError(f"the TF cluster was stopped: {reason}"))
         attempt.abort()
         self._progress.close()
+        if self._tokens is not None:
+            self._tokens.stop()
 
     @property
     def attempts(self) -> List[AttemptSummary]:
@@ -292,6 +301,9 @@ class TFCluster:
                           self._reservation_timeout, self._progress, self._on_tensorboard,
                           detached=self._detached, profile=self._profile)
         self._attempts.append(attempt)
+        if self._tokens is not None and self._tokens.current:
+            attempt.hand_tokens(self._tokens.current)
+            self._tokens.keep_current(lambda tokens: self._attempts[-1].hand_tokens(tokens))
         try:
             attempt.start(self._plan, self._hosts, self._stage_data)
             if self._feeds_in_stage:
@@ -575,6 +587,8 @@ class TFCluster:
         finally:
             attempt.abort()
             self._progress.close()
+            if self._tokens is not None:
+                self._tokens.stop()
         return attempt.results()
 
     def _tell_feeds_done(self, attempt: Attempt) -> None:

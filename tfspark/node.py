@@ -30,6 +30,7 @@ from . import constants
 from . import fit_progress
 from .context import NodeContext
 from .control import ControlClient, Message
+from .fs.credentials import NODE_TOKEN_FILE_ENV
 from .node_spawn import (CONTEXT_FILE, ERROR, PAYLOAD_FILE, NodeProcess, exit_error,
                          forward_lines, read_outcome, spawn, terminate)
 from .private_dir import SCRATCH_ENV, PrivateDir
@@ -190,6 +191,7 @@ class _Node:
         self.answers_path: Optional[str] = None  # inference in the stage: see answers()
         self._private = PrivateDir()  # every file of this task; removed in close()
         self.private_dir = self._private.path
+        self.token_file = os.path.join(self.private_dir, "hdfs-delegation.tokens")
         self.detached = plan.driver_address is None
         self.report = DetachedReport()
         self.client = None if self.detached else ControlClient(
@@ -218,13 +220,22 @@ class _Node:
         return None if self.peers is None else list(self.peers)
 
     def _on_driver_message(self, message: Message) -> None:
-        if message["type"] == "peers":
+        if message["type"] == "credentials":
+            self._keep_tokens(message["tokens"])
+        elif message["type"] == "peers":
             self.peers = message["nodes"]
             self._peers_known.set()
         elif message["type"] == "stop":
             self._request_stop(message.get("reason", "stopped by the driver"))
         elif message["type"] == "disconnected":
             self._request_stop("lost the connection to the driver")
+
+    def _keep_tokens(self, url_strings: list) -> None:
+        """Write the driver's HDFS delegation tokens where the node's process reads them
+        (``$TFSPARK_TOKEN_FILE``, 0600 in this task's private folder, replaced whole): the
+        first ones before the nodes meet, renewed or re-issued ones while it runs."""
+        from .fs.tokens import Token, write_token_file
+        write_token_file(self.token_file, [Token.from_url_string(s) for s in url_strings])
 
     def _request_stop(self, reason: str) -> None:
         if not self.stop_requested.is_set():
@@ -375,6 +386,7 @@ class _Node:
         serves = serves_only(self.role, job_names)
         env = node_environment(self.plan, self.role, gpus)
         env.setdefault(SCRATCH_ENV, os.path.join(workdir, "tmp"))
+        env[NODE_TOKEN_FILE_ENV] = self.token_file  # exists once the driver sent tokens
         return spawn(workdir, env, self._send, label=self.role.label, verbose=self.plan.verbose,
                      echo=self.plan.echo_output, serves=serves,
                      reports_progress=(self.plan.progress and not serves

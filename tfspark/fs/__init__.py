@@ -25,6 +25,7 @@ import threading
 from typing import Dict, List, Optional
 
 from tfspark.errors import FileSystemError
+from tfspark.fs import credentials
 from tfspark.fs.base import CHUNK, Data, FileStatus, FileSystem
 from tfspark.fs.config import (DEFAULT_NAMENODE_HTTP_PORT, DEFAULT_NAMENODE_RPC_PORT,
                                default_fs, hadoop_conf, namenode_http_urls, use_hadoop_conf)
@@ -39,7 +40,7 @@ __all__ = ["FileSystemError", "FileStatus", "FileSystem", "LocalFileSystem", "Hd
            "current_user", "default_fs", "hadoop_conf", "namenode_http_urls",
            "use_hadoop_conf", "get_filesystem", "exists", "status", "isdir", "listdir", "glob",
            "mkdirs", "delete", "chmod", "rename", "open", "write", "read_bytes", "upload",
-           "download", "atomic_output"]
+           "download", "atomic_output", "delegation_tokens"]
 
 _cache: Dict[tuple, HdfsFileSystem] = {}
 _cache_lock = threading.Lock()
@@ -68,9 +69,25 @@ def get_filesystem(path: str, user: Optional[str] = None) -> FileSystem:
         if key not in _cache:
             urls = ([f"http://{authority}"] if scheme == "webhdfs"
                     else namenode_http_urls(authority, conf))
-            kerberos = conf.get("hadoop.security.authentication", "simple") == "kerberos"
+            kerberos = credentials.kerberized(conf)
+            if kerberos and credentials.running_on_driver():
+                from tfspark.fs import jvm_tokens
+                jvm_tokens.install()  # the JVM's Kerberos login, for tokens
             _cache[key] = HdfsFileSystem(scheme, authority, urls, user, kerberos=kerberos)
         return _cache[key]
+
+
+def delegation_tokens(paths: List[str]) -> List["credentials.Token"]:
+    """The HDFS delegation tokens a process without Kerberos needs for ``paths``: one per
+    Kerberized NameNode among them (none where HDFS is not Kerberized). The driver hands
+    them to its TF nodes; raises :class:`FileSystemError` when it has none to give."""
+    authorities = []
+    for path in paths:
+        fs = get_filesystem(path) if check_scheme(path) in ("hdfs", "webhdfs") else None
+        if isinstance(fs, HdfsFileSystem) and fs.kerberos:
+            authorities.append(fs.authority)
+    urls = {a: namenode_http_urls(a) for a in authorities}
+    return credentials.tokens_for(authorities, lambda a: urls[a])
 
 
 # ---------------------------------------------------------------------------------------------

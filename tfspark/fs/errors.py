@@ -3,6 +3,7 @@ path and the problem, its ``reason`` one of ``not_found``, ``permission``, ``exi
 ``unreachable``, ``unsupported``, ``io``."""
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
@@ -10,6 +11,14 @@ from tfspark.errors import FileSystemError
 
 if TYPE_CHECKING:
     from tfspark.fs.base import FileSystem
+
+
+_TOKEN_IN_URL = re.compile(r"(delegation=)[^&\s'\"]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with any ``delegation=<token>`` of a URL in it replaced by ``delegation=***``."""
+    return _TOKEN_IN_URL.sub(r"\1***", text)
 
 
 def error(reason: str, message: str) -> FileSystemError:
@@ -30,16 +39,24 @@ def classify(exc: BaseException) -> Tuple[str, str]:
     if isinstance(exc, (IsADirectoryError, NotADirectoryError)):
         return "io", "is a directory" if isinstance(exc, IsADirectoryError) else "not a directory"
     remote = getattr(exc, "exception", None) or ""  # HdfsCLI: Java exception class name
-    text = str(exc)
+    text = redact(str(exc))
+    if remote == "InvalidToken" or "token" in text.lower() and (
+            "expired" in text or "can't be found in cache" in text):
+        return "permission", (f"{remote or 'the NameNode'} refused the HDFS delegation token "
+                              f"({_first_line(text)})")
     if remote == "FileNotFoundException" or "does not exist" in text:
         return "not_found", "no such file or directory"
     if remote in ("AccessControlException", "SecurityException") or "Permission denied" in text:
-        return "permission", f"permission denied ({text.splitlines()[0] if text else remote})"
+        return "permission", f"permission denied ({_first_line(text) or remote})"
     if remote == "FileAlreadyExistsException" or "already exists" in text:
         return "exists", "already exists"
     if "Authentication failure" in text:
         return "permission", "authentication failed (Kerberos ticket or user name rejected)"
     return "io", f"{type(exc).__name__}: {text}"
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
 
 
 @contextmanager
@@ -52,6 +69,12 @@ def translated(action: str, url: str, fs: Optional["FileSystem"] = None) -> Iter
     except Exception as e:
         unreachable = fs.unreachable(e) if fs is not None else None
         if unreachable:
-            raise error("unreachable", f"could not {action} {url}: {unreachable}") from e
+            failure = error("unreachable", f"could not {action} {url}: {unreachable}")
+            if "delegation=" in str(e):
+                raise failure from None
+            raise failure from e
         reason, problem = classify(e)
-        raise error(reason, f"could not {action} {url}: {problem}") from e
+        failure = error(reason, f"could not {action} {url}: {problem}")
+        if "delegation=" in str(e):  # a request URL with a token in it: not in any traceback
+            raise failure from None
+        raise failure from e

@@ -9,6 +9,7 @@ import threading
 from typing import IO, Iterator, List, Optional
 
 from tfspark.fs.base import CHUNK, FileStatus, FileSystem
+from tfspark.fs.credentials import DelegationAuth, hdfs_token, owner_short_name
 from tfspark.fs.errors import error
 from tfspark.fs.paths import split_url
 
@@ -82,17 +83,27 @@ class HdfsFileSystem(FileSystem):
                  read_timeout: float = 120.0):
         self.scheme, self.authority, self.http_urls, self.user = (scheme, authority,
                                                                   http_urls, user)
-        from hdfs import InsecureClient
+        from hdfs import Client, InsecureClient
         options = dict(timeout=(connect_timeout, read_timeout))
-        if kerberos:
-            try:
-                from hdfs.ext.kerberos import KerberosClient
-            except ImportError as e:
-                raise error("unsupported", f"{scheme}://{authority} uses Kerberos, which "
-                            "needs requests-kerberos (pip install 'tfspark[kerberos]')") from e
-            self.client = KerberosClient(";".join(http_urls), **options)
+        self.kerberos = kerberos
+        if kerberos:  # a delegation token on every request (see tfspark.fs.credentials)
+            import requests
+            session = requests.Session()
+            session.auth = DelegationAuth(authority, http_urls)
+            self.client = Client(";".join(http_urls), session=session, **options)
         else:
             self.client = InsecureClient(";".join(http_urls), user=user, **options)
+
+    @property
+    def home(self) -> str:
+        """Where relative paths are: ``/user/<the HDFS user>``; under Kerberos that is the
+        token's owner (a principal's short name), not the OS user."""
+        if self.kerberos:
+            token = hdfs_token(self.authority)
+            owner = owner_short_name(token) if token is not None else None
+            if owner:
+                return f"/user/{owner}"
+        return f"/user/{self.user}"
 
     remote = True
 
@@ -115,7 +126,7 @@ class HdfsFileSystem(FileSystem):
         if scheme and (scheme != self.scheme or authority not in ("", self.authority)):
             raise error("unsupported", f"{path!r} is not on {self.scheme}://{self.authority}")
         if not native.startswith("/"):
-            native = posixpath.join(f"/user/{self.user}", native)
+            native = posixpath.join(self.home, native)
         return posixpath.normpath(native)
 
     def url(self, native: str) -> str:

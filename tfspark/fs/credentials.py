@@ -1,0 +1,217 @@
+"""Who tfspark's WebHDFS client is on a Kerberized HDFS: the HDFS delegation token it sends.
+
+Python here has no Kerberos (``gssapi`` builds from source against libkrb5, and YARN containers
+hold no ticket anyway); what every process can have is a delegation token, which WebHDFS takes
+as ``?delegation=``. Where it comes from, first found wins:
+
+1. ``$TFSPARK_TOKEN_FILE``: a TF node's own token file, which its Spark task keeps current with
+   the tokens the driver hands it over the control channel (Spark standalone has no others;
+   on YARN these follow the driver's renewals and re-issues, the container's file does not);
+2. a provider registered in this process: on the driver, the JVM that Spark logged in
+   (:mod:`tfspark.fs.jvm_tokens`: its tokens, or one it obtains with its ticket or keytab);
+3. ``$HADOOP_TOKEN_FILE_LOCATION``: the tokens YARN wrote for the container (either format);
+4. SPNEGO with the process's own ticket, only if the optional ``requests-kerberos`` is there.
+
+Token files are re-read when they change, so a refreshed token is used on the next request.
+No token, identifier or password ever reaches a log, an error or a repr.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+from typing import Callable, List, Optional, Tuple
+
+from tfspark.fs.errors import error, redact
+from tfspark.fs.tokens import (HDFS_DELEGATION_KIND, TOKEN_FILE_ENV, Token, decode_identifier,
+                               read_token_file)
+
+#: The token file of a TF node, kept by its task (see :mod:`tfspark.node`).
+NODE_TOKEN_FILE_ENV = "TFSPARK_TOKEN_FILE"
+_WEBHDFS_KINDS = (HDFS_DELEGATION_KIND, "WEBHDFS delegation")
+
+#: ``provider(authority) -> Token or None``: a process-wide source (the driver's JVM)
+Provider = Callable[[str], Optional[Token]]
+_provider: Optional[Provider] = None
+_files: dict = {}  # path -> ((inode, mtime_ns, size), tokens)
+_files_lock = threading.Lock()
+
+
+def set_provider(provider: Optional[Provider]) -> None:
+    """Make ``provider`` this process's source of HDFS tokens (after the node's token file)."""
+    global _provider
+    _provider = provider
+
+
+def hdfs_token(authority: str) -> Optional[Token]:
+    """The HDFS delegation token for the NameNode (or HA nameservice) ``authority``, from the
+    sources in the module's order; None if none has one."""
+    for path in _token_files(NODE_TOKEN_FILE_ENV):
+        token = pick(_tokens_in(path), authority)
+        if token is not None:
+            return token
+    if _provider is not None:
+        token = _provider(authority)
+        if token is not None:
+            return token
+    for path in _token_files(TOKEN_FILE_ENV):
+        token = pick(_tokens_in(path), authority)
+        if token is not None:
+            return token
+    return None
+
+
+def pick(tokens: List[Token], authority: str) -> Optional[Token]:
+    """The HDFS delegation token among ``tokens`` whose service is ``authority``'s NameNode:
+    ``ha-hdfs:<nameservice>``, or its RPC address by name or by IP (Hadoop's default
+    ``hadoop.security.token.service.use_ip``); the only HDFS token if there is just one."""
+    hdfs = [t for t in tokens if t.kind in _WEBHDFS_KINDS]
+    wanted = _service_names(authority)
+    for token in hdfs:
+        if token.service in wanted:
+            return token
+    return hdfs[0] if len(hdfs) == 1 else None
+
+
+def running_on_driver() -> bool:
+    """Whether this process may use a JVM login of its own: not a TF node's process (its
+    tokens come from its task) and not inside a Spark task (its executor has its own)."""
+    if os.environ.get(NODE_TOKEN_FILE_ENV):
+        return False
+    task_context = getattr(sys.modules.get("pyspark"), "TaskContext", None)
+    return task_context is None or task_context.get() is None
+
+
+def kerberized(conf: dict) -> bool:
+    return conf.get("hadoop.security.authentication", "simple").lower() == "kerberos"
+
+
+def tokens_for(authorities: List[str], urls_of: Callable[[str], List[str]]) -> List[Token]:
+    """The HDFS delegation token of each NameNode in ``authorities`` (a driver handing its
+    nodes theirs); raises the missing-credentials error naming the first it has none for."""
+    tokens = []
+    for authority in dict.fromkeys(authorities):
+        token = hdfs_token(authority)
+        if token is None:
+            raise missing_credentials(authority, urls_of(authority))
+        tokens.append(token)
+    return tokens
+
+
+def _service_names(authority: str) -> set:
+    from tfspark.fs.config import DEFAULT_NAMENODE_RPC_PORT
+    names = {authority, f"ha-hdfs:{authority}"}
+    host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
+    port = port or str(DEFAULT_NAMENODE_RPC_PORT)
+    names.add(f"{host}:{port}")
+    try:
+        names.add(f"{socket.gethostbyname(host)}:{port}")
+    except OSError:
+        pass
+    return names
+
+
+def _token_files(env_name: str) -> List[str]:
+    path = os.environ.get(env_name)
+    return [path] if path and os.path.exists(path) else []
+
+
+def _tokens_in(path: str) -> List[Token]:
+    """The tokens of ``path``, read again only when the file has changed."""
+    st = os.stat(path)
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    with _files_lock:
+        cached = _files.get(path)
+        if cached is None or cached[0] != key:
+            cached = _files[path] = (key, read_token_file(path))
+        return cached[1]
+
+
+def owner_short_name(token: Token) -> Optional[str]:
+    """The HDFS user a delegation token acts as: its owner principal without ``/host`` and
+    ``@REALM`` (what Hadoop's default auth_to_local rule makes of it)."""
+    info = decode_identifier(token)
+    if info is None or not info.owner:
+        return None
+    return info.owner.split("@", 1)[0].split("/", 1)[0]
+
+
+def describe(token: Optional[Token]) -> str:
+    """``"the HDFS delegation token for <service> (owner ..., issued ..., renewable until
+    ...)"``: what an error may say of a token, nothing a server would accept."""
+    if token is None:
+        return "no HDFS delegation token"
+    info = decode_identifier(token)
+    text = f"the HDFS delegation token for {token.service or 'its NameNode'}"
+    if info is not None:
+        issued = info.issue_datetime.isoformat(timespec="seconds") if info.issue_datetime else "?"
+        until = info.max_datetime.isoformat(timespec="seconds") if info.max_datetime else "?"
+        text += f" (owner {info.owner}, issued {issued}, renewable until {until})"
+    return text
+
+
+def missing_credentials(authority: str, urls: List[str]) -> Exception:
+    """The error of a process with nothing to show a Kerberized NameNode."""
+    return error("permission", (
+        f"HDFS at {authority} ({' or '.join(urls)}) uses Kerberos "
+        "(hadoop.security.authentication=kerberos) and this process has no HDFS delegation "
+        "token and no way to get one. On the driver, log in before starting: `kinit` (a ticket "
+        "cache), or spark-submit --principal <user@REALM> --keytab <file>; tfspark then takes "
+        "a token from Spark's JVM. In Spark tasks, tokens come from YARN "
+        f"(${TOKEN_FILE_ENV}) or, for TF nodes, from the driver."))
+
+
+class _RedactTokens(logging.Filter):
+    """urllib3 logs each request's URL at DEBUG: never with a token in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "delegation=" in record.getMessage():
+            record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+_redacting = _RedactTokens()
+
+
+def _redact_request_logs() -> None:
+    for name in ("urllib3.connectionpool", "hdfs.client"):
+        logger = logging.getLogger(name)
+        if _redacting not in logger.filters:
+            logger.addFilter(_redacting)
+
+
+class DelegationAuth:
+    """A requests auth that puts the current delegation token on each WebHDFS request to the
+    NameNode (``delegation=``; DataNode URLs carry the NameNode's own), or hands over to
+    SPNEGO when there is no token and requests-kerberos is installed."""
+
+    def __init__(self, authority: str, urls: List[str]):
+        self.authority, self.urls = authority, urls
+        self._spnego = None
+        _redact_request_logs()
+
+    def __repr__(self) -> str:
+        return f"DelegationAuth({self.authority!r})"
+
+    def current(self) -> Tuple[Optional[Token], object]:
+        token = hdfs_token(self.authority)
+        if token is not None:
+            return token, None
+        if self._spnego is None:
+            try:
+                from requests_kerberos import OPTIONAL, HTTPKerberosAuth
+            except ImportError:
+                raise missing_credentials(self.authority, self.urls) from None
+            self._spnego = HTTPKerberosAuth(mutual_authentication=OPTIONAL)
+        return None, self._spnego
+
+    def __call__(self, request):
+        if "delegation=" in (request.url or ""):
+            return request
+        token, spnego = self.current()
+        if spnego is not None:
+            return spnego(request)
+        request.prepare_url(request.url, {"delegation": token.url_string()})
+        return request
