@@ -16,6 +16,7 @@ should (``TF_NUM_INTRAOP_THREADS`` in the executors' environment overrides it).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -64,6 +65,7 @@ class _Plan:
     batch_size: int
     hadoop_conf_dir: Optional[str]
     canceller: Optional[worker_errors.StageCanceller] = None  # ends the job at a data error
+    tokens: Optional[fs.credentials.HandedTokens] = None  # Kerberized HDFS: to load the model
 
 
 def predict(df: Any, model: str, *, signature: str = "serving_default",
@@ -107,7 +109,7 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
     backend = backend_for(df.sparkSession)
     plan = _Plan(path, signature, sig.inputs, tuple(columns[s.name] for s in sig.inputs), named,
                  batch_size, os.environ.get("HADOOP_CONF_DIR"),
-                 worker_errors.stage_canceller(backend, backend.conf()))
+                 worker_errors.stage_canceller(backend, backend.conf()), fs.handed_tokens([path]))
     struct = _struct_type(named)
     with warnings.catch_warnings():  # "prefer type hints": a callable object has none to give
         warnings.simplefilter("ignore", UserWarning)
@@ -269,10 +271,11 @@ _models: Dict[Tuple[str, str], Any] = {}
 _models_lock = threading.Lock()
 
 
-def loaded_signature(model: str, signature: str, hadoop_conf_dir: Optional[str] = None) -> Any:
+def loaded_signature(model: str, signature: str, hadoop_conf_dir: Optional[str] = None,
+                     tokens: Optional[fs.credentials.HandedTokens] = None) -> Any:
     """The callable signature of ``model``, loaded once per process."""
     key = (model, signature)
-    with _models_lock:
+    with _models_lock, (tokens.used() if tokens else contextlib.nullcontext()):
         if key not in _models:
             fs.use_hadoop_conf(hadoop_conf_dir)
             from . import export
@@ -325,7 +328,7 @@ class _Scorer:
         except PredictError as e:  # the data's fault: a retry would fail the same way
             worker_errors.cancel_stage(plan.canceller, e)
             raise
-        call = loaded_signature(plan.model, plan.signature, plan.hadoop_conf_dir)
+        call = loaded_signature(plan.model, plan.signature, plan.hadoop_conf_dir, plan.tokens)
         results: Dict[str, List[Any]] = {spec.name: [] for spec, _ in plan.outputs}
         for start in range(0, rows, plan.batch_size):
             out = call(**{k: v[start:start + plan.batch_size] for k, v in tensors.items()})

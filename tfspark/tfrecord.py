@@ -68,7 +68,7 @@ import io
 import os
 import posixpath
 import uuid
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
@@ -120,8 +120,19 @@ class _PartWriter:
 
 def _write_task(batches: Iterator[pa.RecordBatch], target: str, job_id: str,
                 specs: List[ColumnSpec], record_type: str, compression: Optional[str],
-                partition_by: List[str], conf_dir: Optional[str]) -> Iterator[pa.RecordBatch]:
+                partition_by: List[str], conf_dir: Optional[str],
+                tokens: Optional["fs.credentials.HandedTokens"] = None
+                ) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: encode this partition and publish its part file(s)."""
+    with (tokens.used() if tokens else nullcontext()):
+        yield from _write_partition(batches, target, job_id, specs, record_type, compression,
+                                    partition_by, conf_dir)
+
+
+def _write_partition(batches: Iterator[pa.RecordBatch], target: str, job_id: str,
+                     specs: List[ColumnSpec], record_type: str, compression: Optional[str],
+                     partition_by: List[str], conf_dir: Optional[str]
+                     ) -> Iterator[pa.RecordBatch]:
     from pyspark import TaskContext
     fs.use_hadoop_conf(conf_dir)
     task = TaskContext.get()
@@ -256,7 +267,8 @@ def write(df, path: str, mode: str = "error", compression: Optional[str] = None,
 
     task = functools.partial(_write_task, target=target, job_id=job_id, specs=specs,
                              record_type=record_type, compression=compression,
-                             partition_by=keys, conf_dir=os.environ.get("HADOOP_CONF_DIR"))
+                             partition_by=keys, conf_dir=os.environ.get("HADOOP_CONF_DIR"),
+                             tokens=fs.handed_tokens([url]))
     try:
         rows = df.mapInArrow(task, "path string, records long").collect()
         filesystem.write(fs.join(target, SUCCESS), b"", overwrite=True)

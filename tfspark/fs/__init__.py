@@ -40,7 +40,7 @@ __all__ = ["FileSystemError", "FileStatus", "FileSystem", "LocalFileSystem", "Hd
            "current_user", "default_fs", "hadoop_conf", "namenode_http_urls",
            "use_hadoop_conf", "get_filesystem", "exists", "status", "isdir", "listdir", "glob",
            "mkdirs", "delete", "chmod", "rename", "open", "write", "read_bytes", "upload",
-           "download", "atomic_output", "delegation_tokens"]
+           "download", "atomic_output", "delegation_tokens", "handed_tokens"]
 
 _cache: Dict[tuple, HdfsFileSystem] = {}
 _cache_lock = threading.Lock()
@@ -88,6 +88,11 @@ def delegation_tokens(paths: List[str]) -> List["credentials.Token"]:
             authorities.append(fs.authority)
     urls = {a: namenode_http_urls(a) for a in authorities}
     return credentials.tokens_for(authorities, lambda a: urls[a])
+
+
+def handed_tokens(paths: List[str]) -> "credentials.HandedTokens":
+    """:func:`delegation_tokens` for ``paths``, packed for a Spark task's closure."""
+    return credentials.HandedTokens([t.url_string() for t in delegation_tokens(paths)])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,6 +58,10 @@ class FileSystem:
         """What could not be reached, if ``exc`` is a failure to connect; else None."""
         return None
 
+    def refused_credentials(self, exc: BaseException) -> Optional[str]:
+        """Which credentials the server refused and why, if ``exc`` says so; else None."""
+        return None
+
     # -- primitives ----------------------------------------------------------------------------
 
     def _stat(self, native: str) -> Optional[FileStatus]:

@@ -7,22 +7,25 @@ as ``?delegation=``. Where it comes from, first found wins:
 1. ``$TFSPARK_TOKEN_FILE``: a TF node's own token file, which its Spark task keeps current with
    the tokens the driver hands it over the control channel (Spark standalone has no others;
    on YARN these follow the driver's renewals and re-issues, the container's file does not);
-2. a provider registered in this process: on the driver, the JVM that Spark logged in
+2. tokens its driver handed a Spark task (:class:`HandedTokens`: ``tfrecord.write``,
+   ``tfspark.predict`` on executors that have none);
+3. a provider registered in this process: on the driver, the JVM that Spark logged in
    (:mod:`tfspark.fs.jvm_tokens`: its tokens, or one it obtains with its ticket or keytab);
-3. ``$HADOOP_TOKEN_FILE_LOCATION``: the tokens YARN wrote for the container (either format);
-4. SPNEGO with the process's own ticket, only if the optional ``requests-kerberos`` is there.
+4. ``$HADOOP_TOKEN_FILE_LOCATION``: the tokens YARN wrote for the container (either format);
+5. SPNEGO with the process's own ticket, only if the optional ``requests-kerberos`` is there.
 
 Token files are re-read when they change, so a refreshed token is used on the next request.
 No token, identifier or password ever reaches a log, an error or a repr.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import sys
 import threading
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from tfspark.fs.errors import error, redact
 from tfspark.fs.tokens import (HDFS_DELEGATION_KIND, TOKEN_FILE_ENV, Token, decode_identifier,
@@ -45,6 +48,34 @@ def set_provider(provider: Optional[Provider]) -> None:
     _provider = provider
 
 
+class HandedTokens:
+    """Tokens a driver hands its Spark tasks in their closure (``tfrecord.write``,
+    ``tfspark.predict``): the executors of Spark standalone have none of their own. The URL
+    strings never show in a repr; :meth:`used` makes them the task's."""
+
+    def __init__(self, url_strings: List[str]):
+        self._url_strings = tuple(url_strings)
+
+    def __repr__(self) -> str:
+        return f"HandedTokens({len(self._url_strings)})"
+
+    def __bool__(self) -> bool:
+        return bool(self._url_strings)
+
+    @contextlib.contextmanager
+    def used(self) -> Iterator[None]:
+        """While inside, this process's requests use these tokens (after a node's own)."""
+        global _handed
+        previous, _handed = _handed, [Token.from_url_string(s) for s in self._url_strings]
+        try:
+            yield
+        finally:
+            _handed = previous
+
+
+_handed: List[Token] = []
+
+
 def hdfs_token(authority: str) -> Optional[Token]:
     """The HDFS delegation token for the NameNode (or HA nameservice) ``authority``, from the
     sources in the module's order; None if none has one."""
@@ -52,6 +83,9 @@ def hdfs_token(authority: str) -> Optional[Token]:
         token = pick(_tokens_in(path), authority)
         if token is not None:
             return token
+    token = pick(_handed, authority)
+    if token is not None:
+        return token
     if _provider is not None:
         token = _provider(authority)
         if token is not None:

@@ -68,8 +68,10 @@ def translated(action: str, url: str, fs: Optional["FileSystem"] = None) -> Iter
         raise
     except Exception as e:
         unreachable = fs.unreachable(e) if fs is not None else None
-        if unreachable:
-            failure = error("unreachable", f"could not {action} {url}: {unreachable}")
+        refused = fs.refused_credentials(e) if fs is not None else None
+        if unreachable or refused:
+            failure = error("unreachable" if unreachable else "permission",
+                            f"could not {action} {url}: {unreachable or refused}")
             if "delegation=" in str(e):
                 raise failure from None
             raise failure from e

@@ -9,8 +9,8 @@ import threading
 from typing import IO, Iterator, List, Optional
 
 from tfspark.fs.base import CHUNK, FileStatus, FileSystem
-from tfspark.fs.credentials import DelegationAuth, hdfs_token, owner_short_name
-from tfspark.fs.errors import error
+from tfspark.fs.credentials import DelegationAuth, describe, hdfs_token, owner_short_name
+from tfspark.fs.errors import error, redact
 from tfspark.fs.paths import split_url
 
 
@@ -120,6 +120,25 @@ class HdfsFileSystem(FileSystem):
                     f"({type(exc).__name__})")
         return (f"cannot reach the NameNode WebHDFS at {' or '.join(self.http_urls)} "
                 f"({type(exc).__name__})")
+
+    def refused_credentials(self, exc: BaseException) -> Optional[str]:
+        """On a Kerberized HDFS, a 401/403 about the token: which token (service, owner,
+        dates; never the token) and why, in place of the NameNode's raw answer."""
+        if not self.kerberos:
+            return None
+        text = redact(str(exc))
+        remote = getattr(exc, "exception", None) or ""
+        if not (remote == "InvalidToken" or "Authentication failure" in text
+                or "token" in text.lower() and ("expired" in text or "can't be found" in text)):
+            return None
+        token = hdfs_token(self.authority)
+        why = ("has expired (it was not renewed within its renew interval, or passed its max "
+               "lifetime)" if "expired" in text else
+               "is unknown to the NameNode (cancelled, or issued by another NameNode)"
+               if "can't be found" in text else "was not accepted")
+        return (f"{describe(token)} {why}; NameNode {self.authority} refused it. While a TF "
+                "cluster runs the driver renews and re-issues its nodes' tokens; elsewhere, get "
+                "a fresh one (kinit, or spark-submit --principal/--keytab)")
 
     def native(self, path: str) -> str:
         scheme, authority, native = split_url(path)
