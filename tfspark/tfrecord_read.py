@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import re
+from contextlib import nullcontext
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -183,9 +184,19 @@ def _with_mask(arr: pa.Array, present: np.ndarray, dtype: pa.DataType) -> pa.Arr
 def _read_task(batches: Iterator[pa.RecordBatch], files: List[Tuple[str, str]],
                groups: List[List[int]], plan: List[Tuple[str, str, int]],
                arrow_schema_bytes: bytes, record_type: str, partition_cols: List[str],
-               conf_dir: Optional[str]) -> Iterator[pa.RecordBatch]:
+               conf_dir: Optional[str], tokens: Optional["fs.credentials.HandedTokens"] = None
+               ) -> Iterator[pa.RecordBatch]:
     """mapInArrow body over ``spark.range(len(groups))``: decode the files of group ``id``
     (indices into ``files``: (url, partition values as JSON)), one after the other."""
+    with (tokens.used() if tokens else nullcontext()):
+        yield from _read_groups(batches, files, groups, plan, arrow_schema_bytes, record_type,
+                                partition_cols, conf_dir)
+
+
+def _read_groups(batches: Iterator[pa.RecordBatch], files: List[Tuple[str, str]],
+                 groups: List[List[int]], plan: List[Tuple[str, str, int]], arrow_schema_bytes: bytes,
+                 record_type: str, partition_cols: List[str], conf_dir: Optional[str]
+                 ) -> Iterator[pa.RecordBatch]:
     fs.use_hadoop_conf(conf_dir)
     schema = pa.ipc.read_schema(pa.py_buffer(arrow_schema_bytes))
     for batch in batches:
@@ -351,7 +362,8 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
     task = functools.partial(_read_task, files=rows, groups=groups, plan=plan,
                              arrow_schema_bytes=arrow_schema.serialize().to_pybytes(),
                              record_type=record_type, partition_cols=partition_cols,
-                             conf_dir=os.environ.get("HADOOP_CONF_DIR"))
+                             conf_dir=os.environ.get("HADOOP_CONF_DIR"),
+                             tokens=fs.handed_tokens(sorted({url for url, _ in rows})))
     # one partition per group of files, also under Spark Connect (which has no parallelize)
     return spark.range(0, len(groups), 1, len(groups)).mapInArrow(task, schema)
 

@@ -475,7 +475,7 @@ class HadoopCluster:
             names += ["rm", "rm_scheduler", "rm_tracker", "rm_admin", "rm_web", "rm_web_https",
                       "nm", "nm_localizer", "nm_web"]
         self.ports = {name: _free_port() for name in names}
-        if self.secure:
+        if self.secure and not self.keytabs:  # once: a retried start keeps them
             self._make_principals()
         self._write_config()
         self._write_commands()

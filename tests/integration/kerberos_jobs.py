@@ -1,0 +1,131 @@
+"""Driver programs for the Kerberos tests: each runs in its own process, with the secure
+cluster's HADOOP_CONF_DIR and whatever ticket cache (or none) the test gives it, and prints one
+``RESULT {json}`` line.
+
+    python kerberos_jobs.py driver_io hdfs:///user/me/kt
+    python kerberos_jobs.py cluster spark://127.0.0.1:7077 hdfs:///user/me/kt
+    python kerberos_jobs.py no_ticket_cluster hdfs:///user/me/kt
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+ROWS = 64
+
+
+def driver_io(base: str) -> dict:
+    """tfspark.fs on the driver before any SparkSession: a JVM of tfspark's own logs in."""
+    import tfspark.fs as fs
+    started = time.monotonic()
+    fs.mkdirs(f"{base}/io")
+    fs.write(f"{base}/io/a.txt", b"written by the driver", overwrite=True)
+    local = os.path.join(os.environ["TFSPARK_TEST_TMP"], "upload")
+    os.makedirs(os.path.join(local, "sub"), exist_ok=True)
+    for name, data in (("one.bin", os.urandom(3 << 20)), ("sub/two.txt", b"two")):
+        with open(os.path.join(local, name), "wb") as out:
+            out.write(data)
+    fs.upload(local, f"{base}/io/up", overwrite=True)
+    download = os.path.join(os.environ["TFSPARK_TEST_TMP"], "download")
+    fs.download(f"{base}/io/up", download, overwrite=True)
+    same = all(open(os.path.join(local, n), "rb").read() == open(os.path.join(download, n),
+                                                                  "rb").read()
+               for n in ("one.bin", "sub/two.txt"))
+    fs.rename(f"{base}/io/a.txt", f"{base}/io/b.txt")
+    listing = sorted(os.path.basename(p) for p in fs.listdir(f"{base}/io"))
+    owner = fs.status(f"{base}/io/b.txt").owner
+    relative = fs.get_filesystem(base).native("relative/x")
+    return {"read": fs.read_bytes(f"{base}/io/b.txt").decode(), "listing": listing,
+            "same": same, "owner": owner, "relative": relative,
+            "secs": time.monotonic() - started}
+
+
+def _session(master: str):
+    from pyspark.sql import SparkSession
+    return (SparkSession.builder.master(master).appName("tfspark-kerberos")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+            .config("spark.executor.memory", "1g")
+            .getOrCreate())
+
+
+def main_fun(args, ctx):
+    """TF-read training with a backup and an export, all on the Kerberized HDFS."""
+    import os
+    import tensorflow as tf
+    import tfspark.fs as fs
+    from tfspark.backup import backup_and_restore
+    from tfspark.data import tfrecord_dataset
+    from tfspark.export import export_saved_model
+    token_file = os.environ.get("TFSPARK_TOKEN_FILE")
+    mode = oct(os.stat(token_file).st_mode & 0o777) if token_file and os.path.exists(
+        token_file) else None
+    features = {"x": tf.io.FixedLenFeature([4], tf.float32),
+                "y": tf.io.FixedLenFeature([], tf.float32)}
+    dataset = tfrecord_dataset(args["records"], features, batch_size=8, ctx=ctx)
+    rows = sum(int(tf.shape(b["y"])[0]) for b in dataset)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
+        model.compile("sgd", "mse")
+    train = dataset.map(lambda b: (b["x"], b["y"])).repeat()
+    model.fit(train, epochs=2, steps_per_epoch=3, verbose=0,
+              callbacks=[backup_and_restore(args["backup"], ctx, delete_checkpoint=False)])
+    published = export_saved_model(model, args["export"], ctx)
+    fs.write(f"{args['base']}/nodes/{ctx.worker_num}", b"ok", overwrite=True)
+    return {"rows": rows, "token_file_mode": mode, "published": published,
+            "ticket": os.environ.get("KRB5CCNAME"),
+            "token_file_in_task_dir": bool(token_file and "tfspark-task-" in token_file),
+            "token_file": token_file}
+
+
+def cluster(master: str, base: str) -> dict:
+    """tfrecord.write on executors, TF nodes reading/backing up/exporting, predict on executors:
+    every HDFS operation tfspark does, from processes with no Kerberos ticket of their own."""
+    import tfspark.fs as fs
+    from tfspark import TFCluster, export, predict, tfrecord
+    spark = _session(master)
+    rows = [(float(i), [float(i), 1.0, 0.5, -1.0]) for i in range(ROWS)]
+    df = spark.createDataFrame(rows, "y float, x array<float>").repartition(2)
+    tfrecord.write(df, f"{base}/records", mode="overwrite")
+    read_back = tfrecord.read(spark, f"{base}/records").count()
+    args = {"records": f"{base}/records", "backup": f"{base}/backup", "export": f"{base}/export",
+            "base": base}
+    results = TFCluster.run(spark.sparkContext, main_fun, args, 2,
+                            master_node="chief").shutdown(timeout=300)
+    latest = export.latest_version(f"{base}/export")
+    scored_df = predict(df.limit(16), latest, inputs={"dense_input": "x"})
+    added = [c for c in scored_df.columns if c not in df.columns]
+    scored = scored_df.collect()
+    return {"read_back": read_back, "nodes": results, "latest": latest,
+            "scored": sum(1 for r in scored if r[added[0]] is not None), "added": added,
+            "backup": fs.exists(f"{base}/backup"),
+            "node_files": sorted(os.path.basename(p) for p in fs.listdir(f"{base}/nodes")),
+            "token_files_left": [r["token_file"] for r in results
+                                 if r["token_file"] and os.path.exists(r["token_file"])]}
+
+
+def no_ticket_cluster(base: str) -> dict:
+    """TFCluster.run without a ticket: the error, and no Spark job started."""
+    from tfspark import TFCluster, TFSparkError
+    spark = _session("local[2]")
+    try:
+        TFCluster.run(spark.sparkContext, main_fun, {"base": base}, 1)
+    except TFSparkError as e:
+        return {"error": type(e).__name__, "message": str(e),
+                "jobs": len(spark.sparkContext.statusTracker().getJobIdsForGroup(None))}
+    return {"error": None}
+
+
+if __name__ == "__main__":
+    job, *job_args = sys.argv[1:]
+    try:
+        result = globals()[job](*job_args)
+    except Exception as e:  # the test reads the error
+        import traceback
+        traceback.print_exc()
+        result = {"raised": type(e).__name__, "message": str(e)}
+    print("RESULT " + json.dumps(result, default=str), flush=True)
