@@ -43,13 +43,27 @@ def driver_io(base: str) -> dict:
 
 
 def _session(master: str):
+    """The job's session; ``$TFSPARK_TEST_SPARK_CONF`` (JSON) adds settings (YARN's)."""
     from pyspark.sql import SparkSession
-    return (SparkSession.builder.master(master).appName("tfspark-kerberos")
-            .config("spark.driver.host", "127.0.0.1")
-            .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.ui.enabled", "false")
-            .config("spark.executor.memory", "1g")
-            .getOrCreate())
+    builder = (SparkSession.builder.master(master).appName("tfspark-kerberos")
+               .config("spark.driver.host", "127.0.0.1")
+               .config("spark.driver.bindAddress", "127.0.0.1")
+               .config("spark.ui.enabled", "false")
+               .config("spark.executor.memory", "1g"))
+    for key, value in json.loads(os.environ.get("TFSPARK_TEST_SPARK_CONF", "{}")).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def container_tokens(spark, base: str) -> list:
+    """A plain Spark task on YARN (no tokens handed to it): tfspark.fs with the container's.
+    (Only where the ResourceManager renews them: with a keytab in cluster mode, executors'
+    files hold the tokens Spark's AM obtained, which Spark renews in the executors' JVMs only.)"""
+    def probe(_):
+        import os
+        import tfspark.fs as fs
+        return [bool(os.environ.get("HADOOP_TOKEN_FILE_LOCATION")), fs.exists(base)]
+    return spark.sparkContext.parallelize([0], 1).map(probe).collect()[0]
 
 
 def main_fun(args, ctx):
@@ -82,7 +96,7 @@ def main_fun(args, ctx):
             "token_file": token_file}
 
 
-def cluster(master: str, base: str) -> dict:
+def cluster(master: str, base: str, probe_container: str = "yes") -> dict:
     """tfrecord.write on executors, TF nodes reading/backing up/exporting, predict on executors:
     every HDFS operation tfspark does, from processes with no Kerberos ticket of their own."""
     import tfspark.fs as fs
@@ -97,11 +111,14 @@ def cluster(master: str, base: str) -> dict:
     results = TFCluster.run(spark.sparkContext, main_fun, args, 2,
                             master_node="chief").shutdown(timeout=300)
     latest = export.latest_version(f"{base}/export")
+    on_yarn = container_tokens(spark, base) if master == "yarn" and probe_container == "yes" \
+        else None
     scored_df = predict(df.limit(16), latest, inputs={"dense_input": "x"})
     added = [c for c in scored_df.columns if c not in df.columns]
     scored = scored_df.collect()
     return {"read_back": read_back, "nodes": results, "latest": latest,
             "scored": sum(1 for r in scored if r[added[0]] is not None), "added": added,
+            "container_tokens": on_yarn,
             "backup": fs.exists(f"{base}/backup"),
             "node_files": sorted(os.path.basename(p) for p in fs.listdir(f"{base}/nodes")),
             "token_files_left": [r["token_file"] for r in results

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -98,16 +99,67 @@ def test_standalone_executors_without_tickets_train_export_and_score(
     base = f"hdfs:///user/{secure_hadoop.user}/kt-standalone"
     result, done = run_job(_env(secure_hadoop, tmp_path, ticket=True), "cluster",
                            single_core_cluster.master_url, base)
+    assert_trained_exported_and_scored(result, done)
+    for node in result["nodes"]:
+        assert node["ticket"] is None  # no Kerberos in the executors: only the token
+
+
+def assert_trained_exported_and_scored(result, done):
     if result.get("raised"):
         pytest.fail(f"{result['raised']}: {result['message']}\n{done.stderr[-6000:]}")
     assert result["read_back"] == 64
     nodes = result["nodes"]
     assert [n["rows"] for n in nodes] and sum(n["rows"] for n in nodes) == 64
     for node in nodes:
-        assert node["ticket"] is None  # no Kerberos in the executors: only the token
         assert node["token_file_mode"] == "0o600" and node["token_file_in_task_dir"]
     assert result["latest"].endswith("/export/1") and result["backup"]
     assert result["node_files"] == ["0", "1"]
     assert result["scored"] == 16 and result["added"]
     assert result["token_files_left"] == []
     assert "delegation=" not in done.stdout + done.stderr
+
+
+def _yarn_env(cluster, tmp_path) -> dict:
+    """A driver on the secure YARN that logs in from the user's keytab (Spark then re-obtains
+    the application's tokens before they expire: each lives at most 100 s here)."""
+    env = _env(cluster, tmp_path, ticket=True)
+    conf = dict(cluster.spark_yarn_conf(), **{
+        "spark.kerberos.principal": cluster.user_principal,
+        "spark.kerberos.keytab": str(cluster.user_keytab),
+        "spark.executor.instances": "2", "spark.executor.cores": "1",
+        "spark.executor.memory": "768m", "spark.yarn.am.memory": "512m"})
+    env["TFSPARK_TEST_SPARK_CONF"] = json.dumps(conf)
+    return env
+
+
+def test_yarn_client_mode_nodes_and_tasks_use_the_applications_tokens(secure_hadoop, tmp_path):
+    base = f"hdfs:///user/{secure_hadoop.user}/kt-yarn-client"
+    result, done = run_job(_yarn_env(secure_hadoop, tmp_path), "cluster", "yarn", base)
+    assert_trained_exported_and_scored(result, done)
+    assert result["container_tokens"] == [True, True]  # a plain task, YARN's token file
+
+
+def test_yarn_cluster_mode_driver_in_a_container_uses_its_tokens(secure_hadoop, tmp_path):
+    """spark-submit --deploy-mode cluster --principal --keytab: the driver runs in YARN's
+    container, without a ticket cache, on the application's tokens."""
+    env = _yarn_env(secure_hadoop, tmp_path)
+    conf = json.loads(env.pop("TFSPARK_TEST_SPARK_CONF"))
+    principal, keytab = conf.pop("spark.kerberos.principal"), conf.pop("spark.kerberos.keytab")
+    env.pop("KRB5CCNAME")  # the keytab is all spark-submit needs
+    base = f"hdfs:///user/{secure_hadoop.user}/kt-yarn-cluster"
+    submit = [os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", "yarn",
+              "--deploy-mode", "cluster", "--principal", principal, "--keytab", keytab,
+              *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
+              JOBS, "cluster", "yarn", base, "no"]
+    done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600,
+                          cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-6000:]
+    app_id = re.search(r"application_\d+_\d+", done.stderr).group(0)
+    logs = secure_hadoop.container_logs(app_id)
+    lines = [line for name, text in logs.items() if name.endswith("stdout")
+             for line in text.splitlines() if line.startswith("RESULT ")]
+    assert lines, "\n".join(f"--- {n}\n{t[-3000:]}" for n, t in logs.items())
+    result = json.loads(lines[0][len("RESULT "):])
+    stderr = "\n".join(t for n, t in logs.items() if n.endswith("stderr"))
+    assert_trained_exported_and_scored(result, subprocess.CompletedProcess([], 0, "", stderr))
+    assert "delegation=" not in stderr  # no request URL with a token in any log
