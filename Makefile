@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfspark-installed
 
 DEMO_DIR ?= $(CURDIR)/.demo
 
-.PHONY: demo quickstart test unit venv clean docker-tools docker-test
+.PHONY: demo quickstart test unit venv clean docker-tools kdc-tools docker-test
 
 venv: $(STAMP)
 
@@ -29,7 +29,7 @@ demo: $(STAMP)
 quickstart: $(STAMP)
 	$(PY) examples/mwms_regression.py
 
-test: $(STAMP) docker-tools
+test: $(STAMP) docker-tools kdc-tools
 	$(PY) -m pytest -q -rs --durations=15 tests
 
 # Compose, which the tests use to validate docker/compose.yaml: Debian's docker-compose when
@@ -40,6 +40,15 @@ docker-tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=600 install -y \
 	      --no-install-recommends docker-compose >/dev/null; } || \
 	  echo "docker-compose is missing: tests/unit/test_docker_files.py will fail" >&2
+
+# MIT Kerberos (KDC, kadmin.local, kinit) for the Kerberized test cluster (tfspark.testing.kdc):
+# Debian's packages when krb5kdc is missing (needs root and apt-get).
+kdc-tools:
+	@command -v krb5kdc >/dev/null || [ -x /usr/sbin/krb5kdc ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get -qq -o DPkg::Lock::Timeout=600 update && \
+	    DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=600 install -y \
+	      --no-install-recommends krb5-kdc krb5-admin-server krb5-user >/dev/null; } || \
+	  echo "MIT Kerberos is missing: the Kerberos tests (tests/integration/test_kerberos.py) will fail" >&2
 
 # The image built and the MNIST example run on docker/compose.yaml's cluster, end to end
 # (installs and starts a Docker engine when there is none; see docker/test.sh).

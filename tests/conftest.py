@@ -153,7 +153,7 @@ def yarn_cluster(hadoop_cluster):
 @pytest.fixture(scope="session")
 def secure_hadoop(tmp_path_factory):
     """A Kerberized HDFS + YARN against a real MIT KDC, shared by the session's Kerberos tests.
-    HDFS delegation tokens live 30 s between renewals and 100 s at most, so that renewal and
+    HDFS delegation tokens live 20 s between renewals and 60 s at most, so that renewal and
     re-issue happen within a test."""
     if not shutil.which("java"):
         pytest.fail("the Hadoop fixtures need `java` (Java 17) on PATH")
@@ -161,8 +161,8 @@ def secure_hadoop(tmp_path_factory):
     from tfspark.testing.kdc import KDC
     base = tmp_path_factory.mktemp("secure-hadoop")
     with KDC(base / "kdc") as kdc:
-        cluster = HadoopCluster(base / "hadoop", yarn=True, kdc=kdc, token_renew_interval_s=30,
-                                token_max_lifetime_s=100)
+        cluster = HadoopCluster(base / "hadoop", yarn=True, kdc=kdc, token_renew_interval_s=20,
+                                token_max_lifetime_s=60)
         try:
             cluster.start()
             yield cluster

@@ -125,6 +125,63 @@ def cluster(master: str, base: str, probe_container: str = "yes") -> dict:
                                  if r["token_file"] and os.path.exists(r["token_file"])]}
 
 
+def long_fun(args, ctx):
+    """HDFS reads and writes every few seconds for ``args["secs"]``, noting which token (its
+    sequence number) the node's token file held each time."""
+    import os
+    import time
+    import tfspark.fs as fs
+    from tfspark.fs.tokens import decode_identifier, read_token_file
+    ops, sequence_numbers, errors = 0, [], []
+    deadline = time.monotonic() + args["secs"]
+    while time.monotonic() < deadline:
+        try:
+            path = f"{args['base']}/long/{ops % 3}"
+            fs.write(path, str(ops).encode(), overwrite=True)
+            assert fs.read_bytes(path) == str(ops).encode()
+            ops += 1
+        except Exception as e:  # noqa: BLE001 - reported
+            errors.append(str(e)[:500])
+        token = read_token_file(os.environ["TFSPARK_TOKEN_FILE"])[0]
+        sequence_numbers.append(decode_identifier(token).sequence_number)
+        time.sleep(2)
+    return {"ops": ops, "sequence_numbers": sorted(set(sequence_numbers)), "errors": errors}
+
+
+def long_job(master: str, base: str, secs: str) -> dict:
+    """A TF node that uses HDFS for longer than its tokens' renew interval and max lifetime."""
+    from tfspark import TFCluster
+    spark = _session(master)
+    started = time.monotonic()
+    results = TFCluster.run(spark.sparkContext, long_fun, {"base": base, "secs": float(secs)},
+                            1).shutdown(timeout=600)
+    return dict(results[0], secs=time.monotonic() - started)
+
+
+def refused_token(base: str) -> dict:
+    """A node whose token the NameNode no longer knows (cancelled): the error it gets."""
+    import subprocess
+    import tfspark.fs as fs
+    from tfspark.fs import jvm_tokens
+    from tfspark.fs.tokens import write_token_file
+    token = fs.delegation_tokens([base])[0]
+    jvm, conf = jvm_tokens._jvm_and_conf()
+    jtoken = jvm.org.apache.hadoop.security.token.Token()
+    jtoken.decodeFromUrlString(token.url_string())
+    jtoken.cancel(conf)
+    path = os.path.join(os.environ["TFSPARK_TEST_TMP"], "cancelled.tokens")
+    write_token_file(path, [token])
+    env = dict(os.environ, TFSPARK_TOKEN_FILE=path)
+    env.pop("KRB5CCNAME")
+    probe = ("import tfspark.fs as fs, sys\n"
+             "try:\n    fs.exists(sys.argv[1])\nexcept fs.FileSystemError as e:\n"
+             "    print('ERROR', e)\n")
+    done = subprocess.run([sys.executable, "-c", probe, base], env=env, capture_output=True,
+                          text=True, timeout=120)
+    return {"output": done.stdout + done.stderr, "service": token.service,
+            "url_string_shown": token.url_string() in done.stdout + done.stderr}
+
+
 def no_ticket_cluster(base: str) -> dict:
     """TFCluster.run without a ticket: the error, and no Spark job started."""
     from tfspark import TFCluster, TFSparkError

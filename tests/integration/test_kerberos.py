@@ -91,6 +91,33 @@ def test_no_ticket_is_a_clear_error_before_any_node_starts(secure_hadoop, tmp_pa
     assert result["jobs"] == 0
 
 
+def test_a_node_whose_token_was_cancelled_gets_an_error_naming_it(secure_hadoop, tmp_path):
+    base = f"hdfs:///user/{secure_hadoop.user}/kt-refused"
+    result, _ = run_job(_env(secure_hadoop, tmp_path, ticket=True), "refused_token", base)
+    output = result["output"]
+    assert output.startswith("ERROR could not check"), output
+    for part in (f"the HDFS delegation token for {result['service']}",
+                 f"owner {secure_hadoop.user_principal}", "renewable until",
+                 "unknown to the NameNode (cancelled"):
+        assert part in output, output
+    assert not result["url_string_shown"] and "delegation=" not in output
+
+
+def test_a_job_outlives_its_tokens_renew_interval_and_max_lifetime(
+        secure_hadoop, single_core_cluster, tmp_path):
+    """Tokens renewed every 20 s at the latest and dead after 60 s: the driver renews its own
+    token and, before its max lifetime, obtains a new one and hands it to the node, which
+    keeps reading and writing HDFS for 75 s."""
+    base = f"hdfs:///user/{secure_hadoop.user}/kt-long"
+    result, done = run_job(_env(secure_hadoop, tmp_path, ticket=True), "long_job",
+                           single_core_cluster.master_url, base, 75)
+    if result.get("raised"):
+        pytest.fail(f"{result['raised']}: {result['message']}\n{done.stderr[-6000:]}")
+    assert result["errors"] == [] and result["ops"] >= 20, result
+    assert len(result["sequence_numbers"]) >= 2, result  # re-issued while it ran
+    assert result["secs"] > 75
+
+
 def test_standalone_executors_without_tickets_train_export_and_score(
         secure_hadoop, single_core_cluster, tmp_path):
     """Spark standalone's executors hold no Kerberos credentials: tfrecord.write's tasks,
@@ -121,7 +148,7 @@ def assert_trained_exported_and_scored(result, done):
 
 def _yarn_env(cluster, tmp_path) -> dict:
     """A driver on the secure YARN that logs in from the user's keytab (Spark then re-obtains
-    the application's tokens before they expire: each lives at most 100 s here)."""
+    the application's tokens before they expire: each lives at most 60 s here)."""
     env = _env(cluster, tmp_path, ticket=True)
     conf = dict(cluster.spark_yarn_conf(), **{
         "spark.kerberos.principal": cluster.user_principal,
