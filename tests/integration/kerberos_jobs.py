@@ -57,8 +57,9 @@ def _session(master: str):
 
 def container_tokens(spark, base: str) -> list:
     """A plain Spark task on YARN (no tokens handed to it): tfspark.fs with the container's.
-    (Only where the ResourceManager renews them: with a keytab in cluster mode, executors'
-    files hold the tokens Spark's AM obtained, which Spark renews in the executors' JVMs only.)"""
+    (In client mode the ResourceManager renews them; in cluster mode with a keytab, executors'
+    files hold the tokens Spark's AM obtained, which Spark renews in the executors' JVMs only,
+    so a plain task there has them for one renew interval: 24 h by default, 20 s here.)"""
     def probe(_):
         import os
         import tfspark.fs as fs
@@ -96,7 +97,7 @@ def main_fun(args, ctx):
             "token_file": token_file}
 
 
-def cluster(master: str, base: str, probe_container: str = "yes") -> dict:
+def cluster(master: str, base: str) -> dict:
     """tfrecord.write on executors, TF nodes reading/backing up/exporting, predict on executors:
     every HDFS operation tfspark does, from processes with no Kerberos ticket of their own."""
     import tfspark.fs as fs
@@ -111,8 +112,7 @@ def cluster(master: str, base: str, probe_container: str = "yes") -> dict:
     results = TFCluster.run(spark.sparkContext, main_fun, args, 2,
                             master_node="chief").shutdown(timeout=300)
     latest = export.latest_version(f"{base}/export")
-    on_yarn = container_tokens(spark, base) if master == "yarn" and probe_container == "yes" \
-        else None
+    on_yarn = container_tokens(spark, base) if master == "yarn" else None
     scored_df = predict(df.limit(16), latest, inputs={"dense_input": "x"})
     added = [c for c in scored_df.columns if c not in df.columns]
     scored = scored_df.collect()

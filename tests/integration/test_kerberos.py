@@ -3,12 +3,13 @@
 Drivers run as their own processes (``kerberos_jobs.py``) with the secure cluster's settings
 and a ticket cache from ``kinit``, or none; Spark's executors run without any ticket, so every
 HDFS operation they and the TF nodes do proves the delegation tokens tfspark hands them.
+The README's YARN walkthrough runs on this cluster too (``test_yarn_readme.py``: client and
+cluster deploy mode, the driver in YARN's container there).
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import urllib.error
@@ -164,29 +165,3 @@ def test_yarn_client_mode_nodes_and_tasks_use_the_applications_tokens(secure_had
     result, done = run_job(_yarn_env(secure_hadoop, tmp_path), "cluster", "yarn", base)
     assert_trained_exported_and_scored(result, done)
     assert result["container_tokens"] == [True, True]  # a plain task, YARN's token file
-
-
-def test_yarn_cluster_mode_driver_in_a_container_uses_its_tokens(secure_hadoop, tmp_path):
-    """spark-submit --deploy-mode cluster --principal --keytab: the driver runs in YARN's
-    container, without a ticket cache, on the application's tokens."""
-    env = _yarn_env(secure_hadoop, tmp_path)
-    conf = json.loads(env.pop("TFSPARK_TEST_SPARK_CONF"))
-    principal, keytab = conf.pop("spark.kerberos.principal"), conf.pop("spark.kerberos.keytab")
-    env.pop("KRB5CCNAME")  # the keytab is all spark-submit needs
-    base = f"hdfs:///user/{secure_hadoop.user}/kt-yarn-cluster"
-    submit = [os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", "yarn",
-              "--deploy-mode", "cluster", "--principal", principal, "--keytab", keytab,
-              *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
-              JOBS, "cluster", "yarn", base, "no"]
-    done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600,
-                          cwd=str(tmp_path))
-    assert done.returncode == 0, done.stderr[-6000:]
-    app_id = re.search(r"application_\d+_\d+", done.stderr).group(0)
-    logs = secure_hadoop.container_logs(app_id)
-    lines = [line for name, text in logs.items() if name.endswith("stdout")
-             for line in text.splitlines() if line.startswith("RESULT ")]
-    assert lines, "\n".join(f"--- {n}\n{t[-3000:]}" for n, t in logs.items())
-    result = json.loads(lines[0][len("RESULT "):])
-    stderr = "\n".join(t for n, t in logs.items() if n.endswith("stderr"))
-    assert_trained_exported_and_scored(result, subprocess.CompletedProcess([], 0, "", stderr))
-    assert "delegation=" not in stderr  # no request URL with a token in any log

@@ -6,6 +6,7 @@ first on PATH: pack + upload, data setup, training in client and cluster mode, `
 inference. The one exception is waiting: YARN aggregates an application's logs a moment after
 it ends, so the ``yarn logs`` command is retried (for up to 60 s) until it finds the line, as a
 user would run it again. README and test cannot drift apart: change one, the other follows.
+The same walkthrough runs again on the Kerberized cluster after the README's Kerberos block.
 Like every other test here, the drivers run without Spark's web UI (``SPARK_SUBMIT_OPTS``):
 its Jetty start-up now and then races (ConcurrentModificationException in
 ServletHandler.initialize, inside SparkContext's constructor), which is Spark's, not the
@@ -32,10 +33,11 @@ STAMP = "@@tfspark-step"
 pytestmark = pytest.mark.slow
 
 
-def readme_yarn_commands() -> list:
-    """The logical commands (continuation lines joined) of the README's YARN block."""
+def readme_yarn_commands(heading: str = "### YARN (client and cluster deploy mode)") -> list:
+    """The logical commands (continuation lines joined) of the first bash block under the
+    README's ``heading``."""
     text = open(README).read()
-    section = text[text.index("### YARN (client and cluster deploy mode)"):]
+    section = text[text.index(heading):]
     start = section.index("```bash\n") + len("```bash\n")
     block = section[start:section.index("\n```", start)]
     commands, current = [], []
@@ -49,14 +51,17 @@ def readme_yarn_commands() -> list:
     return commands
 
 
-def _script(commands: list) -> str:
-    """One bash script: each command announced with a timestamp, its output lines stamped."""
+def _script(commands: list, logs_instead: str = "") -> str:
+    """One bash script: each command announced with a timestamp, its output lines stamped;
+    ``logs_instead`` (a command) replaces ``yarn logs`` where YARN aggregates no logs."""
     stamp = (f"{shlex.quote(sys.executable)} -u -c 'import sys, time\n"
              "for line in sys.stdin: print(f\"{time.time():.1f} {line}\", end=\"\")'")
     lines = ["set -euo pipefail"]
     for i, command in enumerate(commands):
         lines.append(f'echo "{STAMP} {i} $(date +%s.%N)"')
-        if command.startswith("yarn logs"):
+        if command.startswith("yarn logs") and logs_instead:
+            lines.append(f"{{ {logs_instead}\n}} 2>&1 | {stamp}")
+        elif command.startswith("yarn logs"):
             lines.append(f"for attempt in $(seq 30); do\n  if {command} 2>&1 | {stamp}; then "
                          "break; fi\n  [ $attempt -lt 30 ] && sleep 2\ndone")
         elif re.match(r"(export\s+)?\w+=", command):  # assignments stay in this shell
@@ -90,20 +95,44 @@ def _step(steps: list, *needles: str):
 
 
 def test_readme_yarn_walkthrough_runs_as_written(yarn_cluster, tmp_path):
-    commands = readme_yarn_commands()
+    _run_walkthrough(yarn_cluster, tmp_path, readme_yarn_commands(), {})
+
+
+def test_readme_yarn_walkthrough_runs_on_a_kerberized_cluster(secure_hadoop, tmp_path):
+    """The README's Kerberos block, then the same YARN walkthrough, on the Kerberized HDFS +
+    YARN (``secure_hadoop``: tokens live 60 s at most, so the applications' keytab logins
+    matter). Its NodeManager aggregates no logs (no libhadoop.so: see the README), so the
+    ``yarn logs`` step reads the cluster-mode application's stdout in its log folder."""
+    kerberos = readme_yarn_commands("### Kerberos (secure HDFS and YARN)")
+    assert any(c.startswith("kinit") for c in kerberos)
+    nm_logs = shlex.quote(str(secure_hadoop.base_dir / "nm-logs"))
+    logs_instead = (f"cat {nm_logs}/$(ls -t {nm_logs} | head -1)/*/stdout | grep exported")
+    env = {"PRINCIPAL": secure_hadoop.user_principal, "KEYTAB": str(secure_hadoop.user_keytab),
+           "KRB5CCNAME": f"FILE:{tmp_path / 'krb5cc'}"}
+    steps = _run_walkthrough(secure_hadoop, tmp_path, kerberos + readme_yarn_commands(), env,
+                             logs_instead)
+    _, _, login = _step(steps, "kinit")
+    assert "kinit" not in login  # no complaint
+    assert os.path.exists(tmp_path / "krb5cc")
+
+
+def _run_walkthrough(cluster, tmp_path, commands: list, extra_env: dict,
+                     logs_instead: str = "") -> list:
+    """Run ``commands`` (the README's) from a fresh folder against ``cluster``; check each
+    step's output; return the steps."""
     assert any("tfspark.pack" in c for c in commands) and len(commands) >= 8
     work = tmp_path / "work"
     work.mkdir()
     os.symlink(os.path.join(ROOT, "examples"), work / "examples")
-    env = dict(os.environ, **yarn_cluster.env(), USER=getpass.getuser(),
+    env = dict(os.environ, **cluster.env(), USER=getpass.getuser(),
                SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2",
-               SPARK_SUBMIT_OPTS="-Dspark.ui.enabled=false")
+               SPARK_SUBMIT_OPTS="-Dspark.ui.enabled=false", **extra_env)
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env["PATH"]])
     for name in ("HADOOP_USER_NAME", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON",
-                 "PYTHONPATH"):
+                 "PYTHONPATH", "KERBEROS"):
         env.pop(name, None)
     script = tmp_path / "readme-yarn.sh"
-    script.write_text(_script(commands))
+    script.write_text(_script(commands, logs_instead))
     pack_dirs = os.path.join(tempfile.gettempdir(), "tfspark-pack-*")
     packed_before = set(glob.glob(pack_dirs))
     proc = subprocess.run(["bash", str(script)], cwd=str(work), env=env, text=True,
@@ -146,7 +175,8 @@ def test_readme_yarn_walkthrough_runs_as_written(yarn_cluster, tmp_path):
     accuracy = float(re.search(r"test accuracy: ([0-9.]+)", inference).group(1))
     assert accuracy >= 0.90, inference
 
-    _check_packed_environment(yarn_cluster, tmp_path)
+    _check_packed_environment(cluster, tmp_path)
+    return steps
 
 
 def _check_packed_environment(yarn_cluster, tmp_path) -> None:

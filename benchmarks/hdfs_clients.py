@@ -1,0 +1,163 @@
+"""Which HDFS client for Python on a Kerberized cluster: WebHDFS (HdfsCLI, tfspark's) vs
+hdfs-native (a native HDFS RPC client, Rust, on PyPI).
+
+    .venv/bin/pip install hdfs-native            # only for this measurement
+    .venv/bin/python benchmarks/hdfs_clients.py [--files 8] [--mb-per-file 40] [--rounds 3]
+
+Starts its own MIT KDC and Kerberized single-node HDFS (``tfspark.testing``), writes
+``--files`` TFRecord files of MNIST rows (784 float32 + a label, ~3.2 KB a record) with
+tfspark, then in one run, alternating the clients each round:
+
+* WebHDFS with a delegation token (tfspark.fs: the NameNode redirects each read to the
+  DataNode's HTTP server), the token from the driver's JVM;
+* hdfs-native with the ticket cache (GSSAPI from the system's libgssapi, loaded at run time),
+  reading blocks from the DataNode directly (its data transfer protocol);
+* hdfs-native with only a token file (``HADOOP_TOKEN_FILE_LOCATION``, as in a YARN
+  container), in a child process without a ticket: can it, and how fast.
+
+Prints MB/s per client and round, and the ratios to WebHDFS (median of the rounds). What each
+can authenticate with is printed too (a failure is a result, not a crash).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def _records(count: int) -> bytes:
+    """``count`` TFRecords of MNIST-sized tf.train.Examples, framed (CRCs not checked here)."""
+    import numpy as np
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    out = bytearray()
+    for i in range(count):
+        example = tf.train.Example(features=tf.train.Features(feature={
+            "image": tf.train.Feature(float_list=tf.train.FloatList(
+                value=rng.random(784, dtype=np.float32))),
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 10]))}))
+        data = example.SerializeToString()
+        out += struct.pack("<Q", len(data)) + b"\0" * 4 + data + b"\0" * 4
+    return bytes(out)
+
+
+def _read_webhdfs(paths) -> int:
+    import tfspark.fs as fs
+    total = 0
+    for path in paths:
+        with fs.open(path, "rb") as f:
+            while True:
+                chunk = f.read(8 << 20)
+                if not chunk:
+                    break
+                total += len(chunk)
+    return total
+
+
+CHILD = """
+import json, sys, time
+from hdfs_native import Client
+url, paths = sys.argv[1], json.loads(sys.argv[2])
+try:
+    client = Client(url)
+    started = time.perf_counter(); total = 0
+    for path in paths:
+        with client.read(path) as f:
+            while True:
+                chunk = f.read(8 << 20)
+                if not chunk:
+                    break
+                total += len(chunk)
+    print(json.dumps({"bytes": total, "secs": time.perf_counter() - started}))
+except Exception as e:
+    print(json.dumps({"error": f"{type(e).__name__}: {e}"[:300]}))
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--mb-per-file", type=float, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    from tfspark.testing.hadoop import HadoopCluster
+    from tfspark.testing.kdc import KDC
+
+    base = tempfile.mkdtemp(prefix="tfspark-hdfs-clients-")
+    with KDC(os.path.join(base, "kdc")) as kdc, \
+            HadoopCluster(os.path.join(base, "hadoop"), yarn=False, kdc=kdc) as cluster:
+        os.environ.update(cluster.env())
+        os.environ.update(cluster.kinit(os.path.join(base, "krb5cc")))
+        import tfspark.fs as fs
+        from tfspark.fs.tokens import write_token_file
+        per_file = max(1, int(args.mb_per_file * 1e6 / 3200))
+        data = _records(per_file)
+        paths = [f"{cluster.default_fs}/user/{cluster.user}/bench/part-{i:03d}.tfrecord"
+                 for i in range(args.files)]
+        for path in paths:
+            fs.write(path, data, overwrite=True)
+        total_mb = len(data) * len(paths) / 1e6
+        print(f"{len(paths)} files, {total_mb:.0f} MB of TFRecords on a Kerberized HDFS")
+
+        from hdfs_native import Client
+        ticket = os.environ["KRB5CCNAME"].split(":", 1)[1]
+        native = Client(cluster.default_fs, kerberos_cache=ticket)
+        natives = [p.split(cluster.default_fs, 1)[1] for p in paths]
+        token_file = os.path.join(base, "tokens")
+        write_token_file(token_file, fs.delegation_tokens([cluster.default_fs]))
+        child_env = {k: v for k, v in os.environ.items() if k != "KRB5CCNAME"}
+        child_env.update(HADOOP_TOKEN_FILE_LOCATION=token_file,
+                         KRB5CCNAME=f"FILE:{os.path.join(base, 'no-ticket')}")
+
+        rates = {"webhdfs+token": [], "native+ticket": [], "native+token-file": []}
+        notes = {}
+        for round_ in range(args.rounds):
+            started = time.perf_counter()
+            assert _read_webhdfs(paths) == len(data) * len(paths)
+            rates["webhdfs+token"].append(total_mb / (time.perf_counter() - started))
+
+            started = time.perf_counter()
+            total = 0
+            for path in natives:
+                with native.read(path) as f:
+                    while True:
+                        chunk = f.read(8 << 20)
+                        if not chunk:
+                            break
+                        total += len(chunk)
+            assert total == len(data) * len(paths)
+            rates["native+ticket"].append(total_mb / (time.perf_counter() - started))
+
+            done = subprocess.run([sys.executable, "-c", CHILD, cluster.default_fs,
+                                   json.dumps(natives)], env=child_env, capture_output=True,
+                                  text=True, timeout=600)
+            result = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() \
+                else {"error": done.stderr[-300:]}
+            if "error" in result:
+                notes["native+token-file"] = result["error"]
+            else:
+                rates["native+token-file"].append(total_mb / result["secs"])
+            print(f"round {round_ + 1}: " + ", ".join(
+                f"{name} {values[-1]:.0f} MB/s" for name, values in rates.items() if values))
+        base_rate = statistics.median(rates["webhdfs+token"])
+        print("\nmedian MB/s and ratio to WebHDFS (tfspark today):")
+        for name, values in rates.items():
+            if values:
+                median = statistics.median(values)
+                print(f"  {name:18s} {median:8.0f} MB/s   x{median / base_rate:.2f}")
+            else:
+                print(f"  {name:18s}   failed: {notes.get(name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
