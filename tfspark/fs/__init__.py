@@ -83,7 +83,7 @@ def delegation_tokens(paths: List[str]) -> List["credentials.Token"]:
     them to its TF nodes; raises :class:`FileSystemError` when it has none to give."""
     authorities = []
     for path in paths:
-        fs = get_filesystem(path) if check_scheme(path) in ("hdfs", "webhdfs") else None
+        fs = get_filesystem(path) if split_url(path)[0] in ("hdfs", "webhdfs") else None
         if isinstance(fs, HdfsFileSystem) and fs.kerberos:
             authorities.append(fs.authority)
     urls = {a: namenode_http_urls(a) for a in authorities}
