@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tfspark.errors import TFSparkError
+from tfspark.protowire import fields
 
 try:  # C implementation (SSE4.2 / ARM CRC instructions); several GB/s
     import google_crc32c as _google_crc32c
@@ -437,47 +438,6 @@ def open_records(raw: IO[bytes], name: str) -> Iterator[bytes]:
 # decoding messages
 
 
-def _read_varint(buf, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(buf, start: int = 0, end: Optional[int] = None) -> Iterator[Tuple[int, int, object]]:
-    """(field number, wire type, value) of a message; LEN values as (start, end) positions."""
-    pos = start
-    end = len(buf) if end is None else end
-    while pos < end:
-        key, pos = _read_varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 2:
-            n, pos = _read_varint(buf, pos)
-            if pos + n > end:
-                raise ValueError("field runs past the end of its message")
-            yield field, wire, (pos, pos + n)
-            pos += n
-        elif wire == 0:
-            value, pos = _read_varint(buf, pos)
-            yield field, wire, value
-        elif wire == 5:
-            yield field, wire, buf[pos:pos + 4]
-            pos += 4
-        elif wire == 1:
-            yield field, wire, buf[pos:pos + 8]
-            pos += 8
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-    if pos != end:
-        raise ValueError("message runs past its end")
-
-
 def decode_feature(buf, start: int, end: int) -> Tuple[str, object]:
     """(kind, values) of a serialized ``Feature``.
 
@@ -485,21 +445,21 @@ def decode_feature(buf, start: int, end: int) -> Tuple[str, object]:
     set decodes as an empty bytes list (as TensorFlow does).
     """
     kind, lo, hi = BYTES, start, start
-    for field, wire, value in _fields(buf, start, end):
+    for field, wire, value in fields(buf, start, end):
         if wire == 2 and field in TAG_KINDS:
             kind = TAG_KINDS[field]
             lo, hi = value
     if kind == BYTES:
-        return kind, [bytes(buf[a:b]) for f, w, (a, b) in _fields(buf, lo, hi) if f == 1]
+        return kind, [bytes(buf[a:b]) for f, w, (a, b) in fields(buf, lo, hi) if f == 1]
     if kind == FLOAT:
         chunks = []
-        for f, w, value in _fields(buf, lo, hi):
+        for f, w, value in fields(buf, lo, hi):
             if f != 1:
                 continue
             chunks.append(bytes(buf[value[0]:value[1]]) if w == 2 else bytes(value))
         return kind, np.frombuffer(b"".join(chunks), dtype="<f4")
     parts: List[np.ndarray] = []
-    for f, w, value in _fields(buf, lo, hi):
+    for f, w, value in fields(buf, lo, hi):
         if f != 1:
             continue
         if w == 2:
@@ -511,10 +471,10 @@ def decode_feature(buf, start: int, end: int) -> Tuple[str, object]:
 
 def _decode_map(buf, start: int, end: int, value_decoder) -> Dict[str, object]:
     out = {}
-    for field, wire, (a, b) in ((f, w, v) for f, w, v in _fields(buf, start, end)
+    for field, wire, (a, b) in ((f, w, v) for f, w, v in fields(buf, start, end)
                                 if f == 1 and w == 2):
         key, value = "", None
-        for f, w, v in _fields(buf, a, b):
+        for f, w, v in fields(buf, a, b):
             if f == 1 and w == 2:
                 key = bytes(buf[v[0]:v[1]]).decode("utf-8")
             elif f == 2 and w == 2:
@@ -524,7 +484,7 @@ def _decode_map(buf, start: int, end: int, value_decoder) -> Dict[str, object]:
 
 
 def _decode_feature_list(buf, start: int, end: int) -> Tuple[str, list]:
-    feats = [decode_feature(buf, a, b) for f, w, (a, b) in _fields(buf, start, end)
+    feats = [decode_feature(buf, a, b) for f, w, (a, b) in fields(buf, start, end)
              if f == 1 and w == 2]
     kind = feats[0][0] if feats else None  # an empty FeatureList has no kind
     return kind, [values for _, values in feats]
@@ -534,7 +494,7 @@ def decode_example(record: bytes) -> Dict[str, Tuple[str, object]]:
     """``{name: (kind, values)}`` of a serialized ``tf.train.Example``."""
     buf = memoryview(record)
     out: Dict[str, Tuple[str, object]] = {}
-    for field, wire, value in _fields(buf):
+    for field, wire, value in fields(buf):
         if field == 1 and wire == 2:
             out.update(_decode_map(buf, *value, decode_feature))
     return out
@@ -545,25 +505,25 @@ def _packed_spans(record: bytes) -> Optional[Dict[str, Tuple[str, int, int]]]:
     whose every feature is a float or int64 list with one packed field; None otherwise."""
     buf = memoryview(record)
     spans: Dict[str, Tuple[str, int, int]] = {}
-    for field, wire, value in _fields(buf):
+    for field, wire, value in fields(buf):
         if not (field == 1 and wire == 2):
             return None
-        for f, w, (a, b) in ((f, w, v) for f, w, v in _fields(buf, *value)):
+        for f, w, (a, b) in ((f, w, v) for f, w, v in fields(buf, *value)):
             if not (f == 1 and w == 2):
                 return None
             key, feature = None, None
-            for ef, ew, ev in _fields(buf, a, b):
+            for ef, ew, ev in fields(buf, a, b):
                 if ef == 1 and ew == 2:
                     key = bytes(buf[ev[0]:ev[1]]).decode("utf-8")
                 elif ef == 2 and ew == 2:
                     feature = ev
             if key is None or feature is None:
                 return None
-            inner = list(_fields(buf, *feature))
+            inner = list(fields(buf, *feature))
             if len(inner) != 1 or inner[0][1] != 2 or TAG_KINDS.get(inner[0][0]) == BYTES:
                 return None
             kind = TAG_KINDS[inner[0][0]]
-            lists = list(_fields(buf, *inner[0][2]))
+            lists = list(fields(buf, *inner[0][2]))
             if len(lists) != 1 or lists[0][:2] != (1, 2):
                 return None
             spans[key] = (kind, *lists[0][2])
@@ -616,7 +576,7 @@ def decode_sequence_example(record: bytes) -> Tuple[Dict[str, Tuple[str, object]
     buf = memoryview(record)
     context: Dict[str, Tuple[str, object]] = {}
     lists: Dict[str, Tuple[str, list]] = {}
-    for field, wire, value in _fields(buf):
+    for field, wire, value in fields(buf):
         if field == 1 and wire == 2:
             context.update(_decode_map(buf, *value, decode_feature))
         elif field == 2 and wire == 2:

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import List, Optional, Tuple, Union
 
 from tfspark.fs.errors import error, translated
+from tfspark.protowire import WireError, fields, read_varint
 
 __all__ = ["Token", "IdentifierInfo", "read_token_file", "write_token_file", "decode_identifier",
            "TOKEN_FILE_ENV", "HDFS_DELEGATION_KIND", "encode_vlong", "decode_vlong",
@@ -327,47 +328,20 @@ def _parse_writable(data: Buffer, pos: int) -> List[Token]:
     return tokens
 
 
-# Protobuf wire format, just enough for CredentialsProto: (field number, wire type) tags;
-# wire type 0 = varint, 1 = 8 bytes, 2 = varint length + bytes, 5 = 4 bytes.
-
-def _pb_varint(data: Buffer, pos: int) -> Tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise _Malformed("truncated (a protobuf varint is cut off)")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift >= 70:
-            raise _Malformed("malformed (a protobuf varint is too long)")
-
-
 def _pb_fields(data: Buffer, pos: int, end: int):
-    """Yield ``(field number, value)`` of one message in ``data[pos:end]``: a view for
-    length-delimited fields (not copied, so skipped secrets never are), an int otherwise."""
+    """Yield ``(field number, value)`` of one message in ``data[pos:end]``
+    (:mod:`tfspark.protowire`): a view for length-delimited fields (not copied, so skipped
+    secrets never are), an int otherwise."""
     view = memoryview(data)
-    while pos < end:
-        tag, pos = _pb_varint(view[:end], pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _pb_varint(view[:end], pos)
-        elif wire == 2:
-            size, pos = _pb_varint(view[:end], pos)
-            if pos + size > end:
-                raise _Malformed("truncated (a protobuf field is cut off)")
-            value, pos = view[pos:pos + size], pos + size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            if pos + size > end:
-                raise _Malformed("truncated (a protobuf field is cut off)")
-            value, pos = int.from_bytes(view[pos:pos + size], "little"), pos + size
-        else:
-            raise _Malformed(f"malformed (protobuf wire type {wire} is not used by "
-                             "CredentialsProto)")
-        yield number, value
+    try:
+        for number, wire, value in fields(view, pos, end):
+            if wire == 2:
+                value = view[value[0]:value[1]]
+            elif wire in (1, 5):
+                value = int.from_bytes(value, "little")
+            yield number, value
+    except WireError as e:
+        raise _Malformed(f"truncated or malformed protobuf ({e})") from None
 
 
 def _pb_string(value: object, what: str) -> str:
@@ -378,7 +352,10 @@ def _pb_string(value: object, what: str) -> str:
 
 def _parse_protobuf(data: Buffer, pos: int) -> List[Token]:
     """``CredentialsProto.parseDelimitedFrom``: the ``tokens`` entries; ``secrets`` skipped."""
-    size, pos = _pb_varint(data, pos)
+    try:
+        size, pos = read_varint(data, pos)
+    except WireError:
+        raise _Malformed("truncated (the protobuf message's length is cut off)") from None
     if pos + size > len(data):
         raise _Malformed("truncated (the protobuf message is cut off)")
     tokens = []
