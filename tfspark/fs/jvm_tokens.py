@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Dict, Optional
@@ -47,11 +50,37 @@ def _jvm_and_conf():
         return sc._jvm, sc._jsc.hadoopConfiguration()
     with _gateway_lock:
         if _gateway is None:
+            from pyspark import SparkConf
             from pyspark.java_gateway import launch_gateway
-            _gateway = launch_gateway()
+            quiet = SparkConf(loadDefaults=False).set(
+                "spark.driver.extraJavaOptions",
+                f"-Dlog4j2.configurationFile=file:{_quiet_log4j()}")
+            _gateway = launch_gateway(quiet)
             logger.info("tfspark: started a JVM for HDFS Kerberos credentials")
         jvm = _gateway.jvm
         return jvm, jvm.org.apache.hadoop.conf.Configuration()
+
+
+_QUIET_LOG4J = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = stderr
+appender.stderr.type = Console
+appender.stderr.name = stderr
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
+"""
+
+
+def _quiet_log4j() -> str:
+    """A log4j2 configuration for the private JVM: its errors only (not Spark's start-up
+    lines, which would read as if a Spark application had started)."""
+    folder = tempfile.mkdtemp(prefix="tfspark-jvm-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "log4j2.properties")
+    with open(path, "w") as out:
+        out.write(_QUIET_LOG4J)
+    return path
 
 
 class OwnToken:
