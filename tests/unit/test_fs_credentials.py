@@ -22,9 +22,10 @@ def test_the_token_for_a_namenode_is_picked_by_its_service():
     other = token("rm:8032", kind="RM_DELEGATION_TOKEN")
     assert credentials.pick([other, a, b], "prod") is b
     assert credentials.pick([other, a, b], "10.0.0.1:8020") is a
-    assert credentials.pick([other, a, b], "elsewhere:8020") is None  # two: no guessing
-    assert credentials.pick([other, a], "elsewhere:8020") is a  # the only HDFS token
-    assert credentials.pick([other], "prod") is None
+    assert credentials.pick([other, a, b], "elsewhere:8020", only_one=True) is None
+    assert credentials.pick([other, a], "elsewhere:8020") is None  # never another NN's
+    assert credentials.pick([other, a], "elsewhere:8020", only_one=True) is a  # YARN's file
+    assert credentials.pick([other], "prod", only_one=True) is None
 
 
 def test_a_nodes_token_file_wins_and_is_read_again_when_it_changes(tmp_path, monkeypatch):
@@ -53,6 +54,19 @@ def test_tokens_handed_to_a_task_apply_inside_only(monkeypatch):
     with handed.used():
         assert credentials.hdfs_token("nn:8020") is not None
     assert credentials.hdfs_token("nn:8020") is None
+
+
+def test_a_yarn_containers_own_token_wins_over_a_handed_snapshot(tmp_path, monkeypatch):
+    """The container's token is the application's, renewed by YARN; a handed one is not."""
+    monkeypatch.setattr(credentials, "_provider", None)
+    monkeypatch.delenv(credentials.NODE_TOKEN_FILE_ENV, raising=False)
+    mine, other_nn = token("nn:8020"), token("other:8020")
+    write_token_file(tmp_path / "container", [mine])
+    monkeypatch.setenv("HADOOP_TOKEN_FILE_LOCATION", str(tmp_path / "container"))
+    handed = credentials.HandedTokens([token("nn:8020").url_string(), other_nn.url_string()])
+    with handed.used():
+        assert credentials.hdfs_token("nn:8020").url_string() == mine.url_string()
+        assert credentials.hdfs_token("other:8020").url_string() == other_nn.url_string()
 
 
 def test_the_auth_adds_the_token_to_namenode_requests_only_and_logs_never_show_it(

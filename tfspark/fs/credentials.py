@@ -64,9 +64,15 @@ class HandedTokens:
 
     @contextlib.contextmanager
     def used(self) -> Iterator[None]:
-        """While inside, this process's requests use these tokens (after a node's own)."""
+        """While inside, this process's requests use these tokens (after a node's own) for
+        the NameNodes the container's own token file has none for: on YARN that file's
+        tokens are the application's, which the ResourceManager renews until their max
+        lifetime, while these are a snapshot the task cannot renew."""
         global _handed
-        previous, _handed = _handed, [Token.from_url_string(s) for s in self._url_strings]
+        container = [t for path in _token_files(TOKEN_FILE_ENV) for t in _tokens_in(path)]
+        handed = [Token.from_url_string(s) for s in self._url_strings]
+        held = {t.service for t in container if t.kind in _WEBHDFS_KINDS}
+        previous, _handed = _handed, [t for t in handed if t.service not in held]
         try:
             yield
         finally:
@@ -91,22 +97,23 @@ def hdfs_token(authority: str) -> Optional[Token]:
         if token is not None:
             return token
     for path in _token_files(TOKEN_FILE_ENV):
-        token = pick(_tokens_in(path), authority)
+        token = pick(_tokens_in(path), authority, only_one=True)
         if token is not None:
             return token
     return None
 
 
-def pick(tokens: List[Token], authority: str) -> Optional[Token]:
+def pick(tokens: List[Token], authority: str, only_one: bool = False) -> Optional[Token]:
     """The HDFS delegation token among ``tokens`` whose service is ``authority``'s NameNode:
     ``ha-hdfs:<nameservice>``, or its RPC address by name or by IP (Hadoop's default
-    ``hadoop.security.token.service.use_ip``); the only HDFS token if there is just one."""
+    ``hadoop.security.token.service.use_ip``); with ``only_one`` (YARN's file, whose services
+    other tools named), the only HDFS token if there is just one."""
     hdfs = [t for t in tokens if t.kind in _WEBHDFS_KINDS]
     wanted = _service_names(authority)
     for token in hdfs:
         if token.service in wanted:
             return token
-    return hdfs[0] if len(hdfs) == 1 else None
+    return hdfs[0] if only_one and len(hdfs) == 1 else None
 
 
 def running_on_driver() -> bool:

@@ -37,6 +37,9 @@ RENEW_AT = 0.5
 #: obtain a new own token when less than this fraction of its max lifetime is left
 REISSUE_AT = 0.2
 
+#: how often the renewer thread looks whether an own token is due
+RENEW_CHECK_SECS = 5.0
+
 _gateway: Any = None
 _gateway_lock = threading.Lock()
 
@@ -115,6 +118,7 @@ class JvmTokens:
     def __init__(self):
         self._own: Dict[str, OwnToken] = {}
         self._lock = threading.Lock()
+        self._renewer: Optional[threading.Thread] = None
 
     def __call__(self, authority: str) -> Optional[Token]:
         jvm, conf = _jvm_and_conf()
@@ -133,6 +137,7 @@ class JvmTokens:
                 return own.token
             own = self._obtain(jvm, fs, conf, authority)
             self._own[authority] = own
+            self._keep_renewing()
             return own.token
 
     @staticmethod
@@ -165,10 +170,27 @@ class JvmTokens:
             own.expires_ms, own.renewed_ms = int(own.jtoken.renew(conf)), now_ms
 
     def refresh(self) -> None:
-        """Renew (or re-obtain) every own token that is due: called periodically while a TF
-        cluster runs, so tokens the nodes hold stay valid between their requests."""
+        """Renew (or re-obtain) every own token that is due."""
         for authority in list(self._own):
             self(authority)
+
+    def _keep_renewing(self) -> None:
+        """A daemon thread that renews this process's own tokens when due, for as long as it
+        lives: tasks and nodes were handed them and cannot renew them themselves."""
+        if self._renewer is not None:
+            return
+
+        def renew() -> None:
+            while True:
+                time.sleep(RENEW_CHECK_SECS)
+                try:
+                    self.refresh()
+                except Exception as e:  # noqa: BLE001 - tried again at the next check
+                    logger.warning("tfspark: could not renew an HDFS delegation token: %s", e)
+
+        self._renewer = threading.Thread(target=renew, name="tfspark-token-renewer",
+                                         daemon=True)
+        self._renewer.start()
 
 
 def _cancel_at_exit(jtoken: Any, conf: Any) -> None:
