@@ -109,7 +109,9 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
     backend = backend_for(df.sparkSession)
     plan = _Plan(path, signature, sig.inputs, tuple(columns[s.name] for s in sig.inputs), named,
                  batch_size, os.environ.get("HADOOP_CONF_DIR"),
-                 worker_errors.stage_canceller(backend, backend.conf()), fs.handed_tokens([path]))
+                 worker_errors.stage_canceller(backend, backend.conf()),
+                 fs.handed_tokens([path], None if getattr(backend, "connect", False)
+                                  else backend.callback_hosts(backend.conf())))
     struct = _struct_type(named)
     with warnings.catch_warnings():  # "prefer type hints": a callable object has none to give
         warnings.simplefilter("ignore", UserWarning)

@@ -37,6 +37,14 @@ def backend_for(spark: Any) -> "SparkBackend":
     return ClassicBackend(sc)
 
 
+def task_callback_hosts(spark: Any) -> Optional[Tuple[str, str]]:
+    """(bind, advertised): where this driver listens for its Spark tasks' calls (a token
+    desk, a stage canceller); None under Spark Connect, whose executors may not reach the
+    client."""
+    backend = backend_for(spark)
+    return None if getattr(backend, "connect", False) else backend.callback_hosts(backend.conf())
+
+
 def session_of(spark: Any) -> Any:
     """A SparkSession (classic or Connect) for what a user passes: a session, or a
     SparkContext (as TensorFlowOnSpark's API took)."""

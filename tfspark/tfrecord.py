@@ -188,6 +188,11 @@ def _split(batch: pa.RecordBatch, keys: List[str]) -> Iterator[Tuple[tuple, pa.R
 # driver side: writing
 
 
+def _callback_hosts(df) -> Optional[tuple]:
+    from tfspark.spark_backend import task_callback_hosts
+    return task_callback_hosts(df.sparkSession)
+
+
 def write(df, path: str, mode: str = "error", compression: Optional[str] = None,
           partition_by: Union[None, str, Sequence[str]] = None,
           record_type: str = "Example") -> List[str]:
@@ -268,7 +273,7 @@ def write(df, path: str, mode: str = "error", compression: Optional[str] = None,
     task = functools.partial(_write_task, target=target, job_id=job_id, specs=specs,
                              record_type=record_type, compression=compression,
                              partition_by=keys, conf_dir=os.environ.get("HADOOP_CONF_DIR"),
-                             tokens=fs.handed_tokens([url]))
+                             tokens=fs.handed_tokens([url], _callback_hosts(df)))
     try:
         rows = df.mapInArrow(task, "path string, records long").collect()
         filesystem.write(fs.join(target, SUCCESS), b"", overwrite=True)

@@ -194,9 +194,9 @@ def _read_task(batches: Iterator[pa.RecordBatch], files: List[Tuple[str, str]],
 
 
 def _read_groups(batches: Iterator[pa.RecordBatch], files: List[Tuple[str, str]],
-                 groups: List[List[int]], plan: List[Tuple[str, str, int]], arrow_schema_bytes: bytes,
-                 record_type: str, partition_cols: List[str], conf_dir: Optional[str]
-                 ) -> Iterator[pa.RecordBatch]:
+                 groups: List[List[int]], plan: List[Tuple[str, str, int]],
+                 arrow_schema_bytes: bytes, record_type: str, partition_cols: List[str],
+                 conf_dir: Optional[str]) -> Iterator[pa.RecordBatch]:
     fs.use_hadoop_conf(conf_dir)
     schema = pa.ipc.read_schema(pa.py_buffer(arrow_schema_bytes))
     for batch in batches:
@@ -325,7 +325,7 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
     from pyspark.sql import types as T
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    from .spark_backend import session_of
+    from .spark_backend import session_of, task_callback_hosts
     spark = session_of(spark)
     if record_type not in RECORD_TYPES:
         raise TFRecordError(f"record_type must be one of {RECORD_TYPES}, not {record_type!r}")
@@ -363,7 +363,8 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
                              arrow_schema_bytes=arrow_schema.serialize().to_pybytes(),
                              record_type=record_type, partition_cols=partition_cols,
                              conf_dir=os.environ.get("HADOOP_CONF_DIR"),
-                             tokens=fs.handed_tokens(sorted({url for url, _ in rows})))
+                             tokens=fs.handed_tokens(sorted({url for url, _ in rows}),
+                                                     task_callback_hosts(spark)))
     # one partition per group of files, also under Spark Connect (which has no parallelize)
     return spark.range(0, len(groups), 1, len(groups)).mapInArrow(task, schema)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import pytest
 
@@ -119,3 +120,26 @@ def test_errors_and_tracebacks_never_carry_a_request_url_with_a_token():
             raise OSError(f"Max retries exceeded with url: {url}")
     assert "AbC-_123" not in str(caught.value) and caught.value.__cause__ is None
     assert caught.value.__suppress_context__
+
+
+def test_a_task_takes_the_drivers_renewed_tokens_from_its_desk(monkeypatch):
+    """A long task's handed snapshot is replaced by what the driver holds now."""
+    monkeypatch.setattr(credentials, "_provider", None)
+    monkeypatch.delenv(credentials.NODE_TOKEN_FILE_ENV, raising=False)
+    monkeypatch.delenv("HADOOP_TOKEN_FILE_LOCATION", raising=False)
+    monkeypatch.setattr(credentials, "REFRESH_SECS", 0.05)
+    old, renewed = token("nn:8020"), token("nn:8020")
+    monkeypatch.setattr(credentials, "_provider", lambda authority: renewed)
+    desk = credentials.TokenDesk("127.0.0.1", "127.0.0.1")
+    try:
+        handed = credentials.HandedTokens([old.url_string()], ["nn:8020"],
+                                          (desk.address, desk.secret))
+        assert "secret" not in repr(handed) and old.url_string() not in repr(handed)
+        with handed.used():
+            deadline = time.monotonic() + 10
+            while [t.url_string() for t in credentials._handed] != [renewed.url_string()]:
+                assert time.monotonic() < deadline, "the task never got the renewed token"
+                time.sleep(0.02)
+        assert credentials._handed == []
+    finally:
+        desk.server.stop()

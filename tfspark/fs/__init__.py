@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from tfspark.errors import FileSystemError
 from tfspark.fs import credentials
@@ -90,9 +90,19 @@ def delegation_tokens(paths: List[str]) -> List["credentials.Token"]:
     return credentials.tokens_for(authorities, lambda a: urls[a])
 
 
-def handed_tokens(paths: List[str]) -> "credentials.HandedTokens":
-    """:func:`delegation_tokens` for ``paths``, packed for a Spark task's closure."""
-    return credentials.HandedTokens([t.url_string() for t in delegation_tokens(paths)])
+def handed_tokens(paths: List[str], hosts: Optional[Tuple[str, str]] = None
+                  ) -> "credentials.HandedTokens":
+    """:func:`delegation_tokens` for ``paths``, packed for a Spark task's closure; with
+    ``hosts`` (the driver's (bind, advertised) addresses for executors to dial) the tasks
+    also ask this driver's :class:`~tfspark.fs.credentials.TokenDesk` for renewed ones."""
+    tokens = delegation_tokens(paths)
+    if not tokens or hosts is None:
+        return credentials.HandedTokens([t.url_string() for t in tokens])
+    authorities = sorted({get_filesystem(p).authority for p in paths
+                          if split_url(p)[0] in ("hdfs", "webhdfs")})
+    desk = credentials.token_desk(hosts)
+    return credentials.HandedTokens([t.url_string() for t in tokens], authorities,
+                                    (desk.address, desk.secret))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ No token, identifier or password ever reaches a log, an error or a repr.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -50,11 +51,17 @@ def set_provider(provider: Optional[Provider]) -> None:
 
 class HandedTokens:
     """Tokens a driver hands its Spark tasks in their closure (``tfrecord.write``,
-    ``tfspark.predict``): the executors of Spark standalone have none of their own. The URL
-    strings never show in a repr; :meth:`used` makes them the task's."""
+    ``tfspark.predict``): the executors of Spark standalone have none of their own, and those
+    of YARN hold a snapshot the task cannot renew. With a ``desk`` (the driver's
+    :class:`TokenDesk`) the task asks the driver for the current ones every
+    :data:`REFRESH_SECS` while it runs, so re-issued tokens reach long tasks too. The URL
+    strings and the desk's key never show in a repr; :meth:`used` makes them the task's."""
 
-    def __init__(self, url_strings: List[str]):
+    def __init__(self, url_strings: List[str], authorities: List[str] = (),
+                 desk: Optional[Tuple[Tuple[str, int], bytes]] = None):
         self._url_strings = tuple(url_strings)
+        self._authorities = tuple(authorities)
+        self._desk = desk
 
     def __repr__(self) -> str:
         return f"HandedTokens({len(self._url_strings)})"
@@ -64,19 +71,84 @@ class HandedTokens:
 
     @contextlib.contextmanager
     def used(self) -> Iterator[None]:
-        """While inside, this process's requests use these tokens (after a node's own) for
-        the NameNodes the container's own token file has none for: on YARN that file's
-        tokens are the application's, which the ResourceManager renews until their max
-        lifetime, while these are a snapshot the task cannot renew."""
+        """While inside, this process's requests use these tokens (after a node's own). Without
+        a desk, not for NameNodes the container's own token file has one for: on YARN the
+        ResourceManager renews those of the application, while a snapshot nobody renews."""
         global _handed
-        container = [t for path in _token_files(TOKEN_FILE_ENV) for t in _tokens_in(path)]
         handed = [Token.from_url_string(s) for s in self._url_strings]
-        held = {t.service for t in container if t.kind in _WEBHDFS_KINDS}
-        previous, _handed = _handed, [t for t in handed if t.service not in held]
+        if self._desk is None:
+            container = [t for path in _token_files(TOKEN_FILE_ENV) for t in _tokens_in(path)]
+            held = {t.service for t in container if t.kind in _WEBHDFS_KINDS}
+            handed = [t for t in handed if t.service not in held]
+        previous, _handed = _handed, handed
+        stop = threading.Event()
+        refresher = None
+        if self._desk is not None:
+            refresher = threading.Thread(target=self._refresh, args=(stop,), daemon=True,
+                                         name="tfspark-token-refresh")
+            refresher.start()
         try:
             yield
         finally:
+            stop.set()
+            if refresher is not None:
+                refresher.join(timeout=1)
             _handed = previous
+
+    def _refresh(self, stop: threading.Event) -> None:
+        global _handed
+        from tfspark.control import ChannelError, connect_authenticated
+        address, secret = self._desk
+        while not stop.wait(REFRESH_SECS):
+            try:
+                connection = connect_authenticated(address, secret, timeout=10.0)
+                try:
+                    connection.settimeout(30.0)
+                    connection.send({"authorities": list(self._authorities)})
+                    tokens = [Token.from_url_string(s) for s in connection.recv()["tokens"]]
+                finally:
+                    connection.close()
+            except (ChannelError, OSError) as e:  # the snapshot stays; tried again later
+                logger.warning("tfspark: could not ask the driver for current HDFS tokens: %s",
+                               e)
+                continue
+            if tokens and not stop.is_set():
+                _handed = tokens
+
+
+#: how often a task holding handed tokens asks its driver for the current ones
+REFRESH_SECS = 5.0
+
+
+class TokenDesk:
+    """Driver side: answers tasks asking for the current tokens of some NameNodes, over an
+    authenticated channel (:mod:`tfspark.control`); one per driver process."""
+
+    def __init__(self, bind: str, host: str):
+        from tfspark.control import ControlServer, new_secret
+        self.secret = new_secret()
+        self.server = ControlServer(self.secret, self._on_message, host=bind).start()
+        self.address = (host, self.server.address[1])
+
+    def __repr__(self) -> str:
+        return f"TokenDesk({self.address})"
+
+    def _on_message(self, connection, message: dict) -> None:
+        tokens = [own_token(a) for a in message.get("authorities", [])]
+        connection.send({"tokens": [t.url_string() for t in tokens if t is not None]})
+
+
+_desk: Optional[TokenDesk] = None
+_desk_lock = threading.Lock()
+
+
+def token_desk(hosts: Tuple[str, str]) -> TokenDesk:
+    """This driver's desk, started on first use on ``hosts`` (bind, advertised)."""
+    global _desk
+    with _desk_lock:
+        if _desk is None:
+            _desk = TokenDesk(*hosts)
+        return _desk
 
 
 _handed: List[Token] = []
@@ -90,8 +162,12 @@ def hdfs_token(authority: str) -> Optional[Token]:
         if token is not None:
             return token
     token = pick(_handed, authority)
-    if token is not None:
-        return token
+    return token if token is not None else own_token(authority)
+
+
+def own_token(authority: str) -> Optional[Token]:
+    """The token this process has of its own (not a node's, not handed): its provider's (the
+    driver's JVM), else its YARN container's; what a driver's :class:`TokenDesk` gives out."""
     if _provider is not None:
         token = _provider(authority)
         if token is not None:
@@ -141,7 +217,13 @@ def tokens_for(authorities: List[str], urls_of: Callable[[str], List[str]]) -> L
     return tokens
 
 
-def _service_names(authority: str) -> set:
+@functools.lru_cache(maxsize=64)
+def _service_names(authority: str) -> frozenset:
+    """(cached: a name lookup per request would cost more than the request)"""
+    return frozenset(_names_of(authority))
+
+
+def _names_of(authority: str) -> set:
     from tfspark.fs.config import DEFAULT_NAMENODE_RPC_PORT
     names = {authority, f"ha-hdfs:{authority}"}
     host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
@@ -214,6 +296,7 @@ class _RedactTokens(logging.Filter):
 
 
 _redacting = _RedactTokens()
+logger = logging.getLogger(__name__)
 
 
 def _redact_request_logs() -> None:
