@@ -83,7 +83,8 @@ class HandedTokens:
         previous, _handed = _handed, handed
         stop = threading.Event()
         refresher = None
-        if self._desk is not None:
+        if self._desk is not None:  # current ones now (a queued task's snapshot may be old)
+            _handed = self._fetch() or handed
             refresher = threading.Thread(target=self._refresh, args=(stop,), daemon=True,
                                          name="tfspark-token-refresh")
             refresher.start()
@@ -97,23 +98,26 @@ class HandedTokens:
 
     def _refresh(self, stop: threading.Event) -> None:
         global _handed
-        from tfspark.control import ChannelError, connect_authenticated
-        address, secret = self._desk
         while not stop.wait(REFRESH_SECS):
-            try:
-                connection = connect_authenticated(address, secret, timeout=10.0)
-                try:
-                    connection.settimeout(30.0)
-                    connection.send({"authorities": list(self._authorities)})
-                    tokens = [Token.from_url_string(s) for s in connection.recv()["tokens"]]
-                finally:
-                    connection.close()
-            except (ChannelError, OSError) as e:  # the snapshot stays; tried again later
-                logger.warning("tfspark: could not ask the driver for current HDFS tokens: %s",
-                               e)
-                continue
+            tokens = self._fetch()
             if tokens and not stop.is_set():
                 _handed = tokens
+
+    def _fetch(self) -> List[Token]:
+        """The driver's current tokens for this task's NameNodes ([] if it cannot say)."""
+        from tfspark.control import ChannelError, connect_authenticated
+        address, secret = self._desk
+        try:
+            connection = connect_authenticated(address, secret, timeout=10.0)
+            try:
+                connection.settimeout(30.0)
+                connection.send({"authorities": list(self._authorities)})
+                return [Token.from_url_string(s) for s in connection.recv()["tokens"]]
+            finally:
+                connection.close()
+        except (ChannelError, OSError) as e:  # the snapshot stays; tried again later
+            logger.warning("tfspark: could not ask the driver for current HDFS tokens: %s", e)
+            return []
 
 
 #: how often a task holding handed tokens asks its driver for the current ones
