@@ -40,8 +40,7 @@ def classify(exc: BaseException) -> Tuple[str, str]:
         return "io", "is a directory" if isinstance(exc, IsADirectoryError) else "not a directory"
     remote = getattr(exc, "exception", None) or ""  # HdfsCLI: Java exception class name
     text = redact(str(exc))
-    if remote == "InvalidToken" or "token" in text.lower() and (
-            "expired" in text or "can't be found in cache" in text):
+    if token_refused(exc):
         return "permission", (f"{remote or 'the NameNode'} refused the HDFS delegation token "
                               f"({_first_line(text)})")
     if remote == "FileNotFoundException" or "does not exist" in text:
@@ -53,6 +52,14 @@ def classify(exc: BaseException) -> Tuple[str, str]:
     if "Authentication failure" in text:
         return "permission", "authentication failed (Kerberos ticket or user name rejected)"
     return "io", f"{type(exc).__name__}: {text}"
+
+
+def token_refused(exc: BaseException) -> bool:
+    """Whether a WebHDFS failure is the NameNode refusing the delegation token (expired,
+    cancelled, unknown), as HdfsCLI reports it."""
+    text = str(exc)
+    return (getattr(exc, "exception", None) == "InvalidToken" or "token" in text.lower() and (
+        "expired" in text or "can't be found" in text))
 
 
 def _first_line(text: str) -> str:
@@ -70,13 +77,10 @@ def translated(action: str, url: str, fs: Optional["FileSystem"] = None) -> Iter
         unreachable = fs.unreachable(e) if fs is not None else None
         refused = fs.refused_credentials(e) if fs is not None else None
         if unreachable or refused:
-            failure = error("unreachable" if unreachable else "permission",
-                            f"could not {action} {url}: {unreachable or refused}")
-            if "delegation=" in str(e):
-                raise failure from None
-            raise failure from e
-        reason, problem = classify(e)
-        failure = error(reason, f"could not {action} {url}: {problem}")
-        if "delegation=" in str(e):  # a request URL with a token in it: not in any traceback
-            raise failure from None
-        raise failure from e
+            reason, problem = ("unreachable" if unreachable else "permission",
+                               unreachable or refused)
+        else:
+            reason, problem = classify(e)
+        # a request URL with a token in it stays out of every traceback
+        raise error(reason, f"could not {action} {url}: {problem}") from (
+            None if "delegation=" in str(e) else e)

@@ -10,7 +10,7 @@ from typing import IO, Iterator, List, Optional
 
 from tfspark.fs.base import CHUNK, FileStatus, FileSystem
 from tfspark.fs.credentials import DelegationAuth, describe, hdfs_token, owner_short_name
-from tfspark.fs.errors import error, redact
+from tfspark.fs.errors import error, redact, token_refused
 from tfspark.fs.paths import split_url
 
 
@@ -127,9 +127,7 @@ class HdfsFileSystem(FileSystem):
         if not self.kerberos:
             return None
         text = redact(str(exc))
-        remote = getattr(exc, "exception", None) or ""
-        if not (remote == "InvalidToken" or "Authentication failure" in text
-                or "token" in text.lower() and ("expired" in text or "can't be found" in text)):
+        if not (token_refused(exc) or "Authentication failure" in text):
             return None
         token = hdfs_token(self.authority)
         why = ("has expired (it was not renewed within its renew interval, or passed its max "
