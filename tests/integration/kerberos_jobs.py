@@ -97,9 +97,10 @@ def main_fun(args, ctx):
             "token_file": token_file}
 
 
-def cluster(master: str, base: str) -> dict:
+def cluster(master: str, base: str, long_secs: str = "0") -> dict:
     """tfrecord.write on executors, TF nodes reading/backing up/exporting, predict on executors:
-    every HDFS operation tfspark does, from processes with no Kerberos ticket of their own."""
+    every HDFS operation tfspark does, from processes with no Kerberos ticket of their own;
+    then, for ``long_secs`` > 0, a node using HDFS for that long in the same application."""
     import tfspark.fs as fs
     from tfspark import TFCluster, export, predict, tfrecord
     spark = _session(master)
@@ -116,7 +117,8 @@ def cluster(master: str, base: str) -> dict:
     scored_df = predict(df.limit(16), latest, inputs={"dense_input": "x"})
     added = [c for c in scored_df.columns if c not in df.columns]
     scored = scored_df.collect()
-    return {"read_back": read_back, "nodes": results, "latest": latest,
+    long = _run_long(spark, base, float(long_secs)) if float(long_secs) > 0 else None
+    return {"long": long, "read_back": read_back, "nodes": results, "latest": latest,
             "scored": sum(1 for r in scored if r[added[0]] is not None), "added": added,
             "container_tokens": on_yarn,
             "backup": fs.exists(f"{base}/backup"),
@@ -150,12 +152,50 @@ def long_fun(args, ctx):
 
 def long_job(master: str, base: str, secs: str) -> dict:
     """A TF node that uses HDFS for longer than its tokens' renew interval and max lifetime."""
+    return _run_long(_session(master), base, float(secs))
+
+
+def _run_long(spark, base: str, secs: float) -> dict:
     from tfspark import TFCluster
-    spark = _session(master)
     started = time.monotonic()
-    results = TFCluster.run(spark.sparkContext, long_fun, {"base": base, "secs": float(secs)},
+    results = TFCluster.run(spark.sparkContext, long_fun, {"base": base, "secs": secs},
                             1).shutdown(timeout=600)
     return dict(results[0], secs=time.monotonic() - started)
+
+
+def _pss_on_staged(args, ctx):
+    """PSS: each worker stages its shard of the TFRecords from HDFS, then trains on it."""
+    import tensorflow as tf
+    strategy = ctx.parameter_server_strategy()
+    features = {"x": tf.io.FixedLenFeature([4], tf.float32),
+                "y": tf.io.FixedLenFeature([], tf.float32)}
+    pattern = ctx.staged_files("train")
+
+    def dataset_fn(input_context):
+        records = tf.data.TFRecordDataset(tf.data.Dataset.list_files(pattern, shuffle=False))
+        return records.repeat().batch(8).map(
+            lambda r: (lambda f: (f["x"], f["y"]))(tf.io.parse_example(r, features)))
+
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+    history = model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=2,
+                        steps_per_epoch=4, verbose=0)
+    return {"epochs": len(history.history["loss"])}
+
+
+def pss_staged(master: str, base: str) -> dict:
+    """ParameterServerStrategy with stage_files on the Kerberized HDFS: the worker copies its
+    shard with the token its driver handed it."""
+    from tfspark import TFCluster, tfrecord
+    spark = _session(master)
+    rows = [(float(i), [float(i), 1.0, 0.5, -1.0]) for i in range(ROWS)]
+    tfrecord.write(spark.createDataFrame(rows, "y float, x array<float>").repartition(2),
+                   f"{base}/records", mode="overwrite")
+    results = TFCluster.run(spark.sparkContext, _pss_on_staged, {}, 3, num_ps=1,
+                            master_node="chief", stage_files={"train": f"{base}/records"}
+                            ).shutdown(timeout=300)
+    return {"results": results}
 
 
 def refused_token(base: str) -> dict:

@@ -161,7 +161,25 @@ def _yarn_env(cluster, tmp_path) -> dict:
 
 
 def test_yarn_client_mode_nodes_and_tasks_use_the_applications_tokens(secure_hadoop, tmp_path):
+    """On YARN with --principal/--keytab: the job's every HDFS operation, then a node using
+    HDFS for 65 s, past its tokens' max lifetime (60 s): Spark re-obtains them from the keytab
+    and the driver hands the new ones to the node."""
     base = f"hdfs:///user/{secure_hadoop.user}/kt-yarn-client"
-    result, done = run_job(_yarn_env(secure_hadoop, tmp_path), "cluster", "yarn", base)
+    result, done = run_job(_yarn_env(secure_hadoop, tmp_path), "cluster", "yarn", base, "65")
     assert_trained_exported_and_scored(result, done)
     assert result["container_tokens"] == [True, True]  # a plain task, YARN's token file
+    long = result["long"]
+    assert long["errors"] == [] and long["ops"] >= 15 and long["secs"] > 65, long
+    assert len(long["sequence_numbers"]) >= 2, long  # re-issued while it ran
+
+
+def test_pss_workers_stage_their_shards_from_the_secure_hdfs(secure_hadoop, tmp_path):
+    """stage_files under ParameterServerStrategy: the worker's process copies its TFRecord
+    shard from the Kerberized HDFS with its handed token (local[3]: Python has no Kerberos of
+    its own, so a token is all any node can use)."""
+    base = f"hdfs:///user/{secure_hadoop.user}/kt-pss"
+    result, done = run_job(_env(secure_hadoop, tmp_path, ticket=True), "pss_staged", "local[3]",
+                           base)
+    if result.get("raised"):
+        pytest.fail(f"{result['raised']}: {result['message']}\n{done.stderr[-6000:]}")
+    assert result["results"][1] == {"epochs": 2}, result  # the chief's model.fit
