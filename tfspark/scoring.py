@@ -16,7 +16,6 @@ should (``TF_NUM_INTRAOP_THREADS`` in the executors' environment overrides it).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import tempfile
@@ -65,7 +64,7 @@ class _Plan:
     batch_size: int
     hadoop_conf_dir: Optional[str]
     canceller: Optional[worker_errors.StageCanceller] = None  # ends the job at a data error
-    tokens: Optional[fs.credentials.HandedTokens] = None  # Kerberized HDFS: to load the model
+    tokens: fs.credentials.HandedTokens = fs.credentials.NO_TOKENS  # to load the model (Kerberos)
 
 
 def predict(df: Any, model: str, *, signature: str = "serving_default",
@@ -109,9 +108,8 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
     backend = backend_for(df.sparkSession)
     plan = _Plan(path, signature, sig.inputs, tuple(columns[s.name] for s in sig.inputs), named,
                  batch_size, os.environ.get("HADOOP_CONF_DIR"),
-                 worker_errors.stage_canceller(backend, backend.conf()),
-                 fs.handed_tokens([path], None if getattr(backend, "connect", False)
-                                  else backend.callback_hosts(backend.conf())))
+                 worker_errors.stage_canceller(backend),
+                 fs.handed_tokens([path], backend.task_callback_hosts()))
     struct = _struct_type(named)
     with warnings.catch_warnings():  # "prefer type hints": a callable object has none to give
         warnings.simplefilter("ignore", UserWarning)
@@ -274,10 +272,10 @@ _models_lock = threading.Lock()
 
 
 def loaded_signature(model: str, signature: str, hadoop_conf_dir: Optional[str] = None,
-                     tokens: Optional[fs.credentials.HandedTokens] = None) -> Any:
+                     tokens: fs.credentials.HandedTokens = fs.credentials.NO_TOKENS) -> Any:
     """The callable signature of ``model``, loaded once per process."""
     key = (model, signature)
-    with _models_lock, (tokens.used() if tokens else contextlib.nullcontext()):
+    with _models_lock, tokens.used():
         if key not in _models:
             fs.use_hadoop_conf(hadoop_conf_dir)
             from . import export

@@ -38,11 +38,8 @@ def backend_for(spark: Any) -> "SparkBackend":
 
 
 def task_callback_hosts(spark: Any) -> Optional[Tuple[str, str]]:
-    """(bind, advertised): where this driver listens for its Spark tasks' calls (a token
-    desk, a stage canceller); None under Spark Connect, whose executors may not reach the
-    client."""
-    backend = backend_for(spark)
-    return None if getattr(backend, "connect", False) else backend.callback_hosts(backend.conf())
+    """:meth:`SparkBackend.task_callback_hosts` of what a user passes."""
+    return backend_for(spark).task_callback_hosts()
 
 
 def session_of(spark: Any) -> Any:
@@ -137,6 +134,11 @@ class SparkBackend:
         """``(bind, advertised)``: the address the driver's control server listens on, and the
         one the TF nodes dial to reach it."""
         raise NotImplementedError
+
+    def task_callback_hosts(self) -> Optional[Tuple[str, str]]:
+        """``(bind, advertised)`` where this driver listens for plain Spark tasks' calls (a
+        token desk, a stage canceller); None where tasks may not reach it (Spark Connect)."""
+        return self.callback_hosts(self.conf())
 
     def unreachable(self, bind: str, advertised: str) -> Optional[str]:
         """Why executors cannot open a connection to ``advertised`` (a listener on ``bind``),
@@ -292,6 +294,11 @@ class ConnectBackend(SparkBackend):
         server), unless ``TFSPARK_CLIENT_HOST`` names the one executors should dial."""
         bind = _local_address_towards(getattr(self.spark.client, "host", "localhost"))
         return bind, os.environ.get(constants.CLIENT_HOST) or bind
+
+    def task_callback_hosts(self) -> None:
+        """None: a Connect client is dialed by the TF nodes it starts (which wait for it), not
+        by every task of every stage."""
+        return None
 
     def unreachable(self, bind: str, advertised: str) -> Optional[str]:
         """Ask one Spark task to connect to a listener on this client."""

@@ -68,7 +68,7 @@ import io
 import os
 import posixpath
 import uuid
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
@@ -121,10 +121,10 @@ class _PartWriter:
 def _write_task(batches: Iterator[pa.RecordBatch], target: str, job_id: str,
                 specs: List[ColumnSpec], record_type: str, compression: Optional[str],
                 partition_by: List[str], conf_dir: Optional[str],
-                tokens: Optional["fs.credentials.HandedTokens"] = None
+                tokens: "fs.credentials.HandedTokens" = fs.credentials.NO_TOKENS
                 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: encode this partition and publish its part file(s)."""
-    with (tokens.used() if tokens else nullcontext()):
+    with tokens.used():
         yield from _write_partition(batches, target, job_id, specs, record_type, compression,
                                     partition_by, conf_dir)
 

@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import re
-from contextlib import nullcontext
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -184,11 +183,12 @@ def _with_mask(arr: pa.Array, present: np.ndarray, dtype: pa.DataType) -> pa.Arr
 def _read_task(batches: Iterator[pa.RecordBatch], files: List[Tuple[str, str]],
                groups: List[List[int]], plan: List[Tuple[str, str, int]],
                arrow_schema_bytes: bytes, record_type: str, partition_cols: List[str],
-               conf_dir: Optional[str], tokens: Optional["fs.credentials.HandedTokens"] = None
+               conf_dir: Optional[str],
+               tokens: "fs.credentials.HandedTokens" = fs.credentials.NO_TOKENS
                ) -> Iterator[pa.RecordBatch]:
     """mapInArrow body over ``spark.range(len(groups))``: decode the files of group ``id``
     (indices into ``files``: (url, partition values as JSON)), one after the other."""
-    with (tokens.used() if tokens else nullcontext()):
+    with tokens.used():
         yield from _read_groups(batches, files, groups, plan, arrow_schema_bytes, record_type,
                                 partition_cols, conf_dir)
 

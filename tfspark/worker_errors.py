@@ -140,18 +140,18 @@ class _Canceller:
 _canceller: Optional[_Canceller] = None
 
 
-def stage_canceller(backend: Any, conf: Dict[str, str]) -> Optional[StageCanceller]:
+def stage_canceller(backend: Any) -> Optional[StageCanceller]:
     """The driver's canceller for this application's tasks (started once per SparkContext), or
-    None under Spark Connect, where this process holds no SparkContext."""
+    None where tasks cannot call this process (Spark Connect)."""
     global _canceller
-    if getattr(backend, "connect", False):
+    hosts = backend.task_callback_hosts()
+    if hosts is None:
         return None
     with _install_lock:
         if _canceller is None or _canceller.sc is not backend.sc:
             if _canceller is not None:
                 _canceller.server.stop()
-            bind, host = backend.callback_hosts(conf)
-            _canceller = _Canceller(backend, bind, host)
+            _canceller = _Canceller(backend, *hosts)
         return _canceller.target
 
 

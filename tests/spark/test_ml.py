@@ -136,3 +136,32 @@ def test_estimator_settings_are_checked_before_any_node_starts(spark, tmp_path):
         assert time.monotonic() - started < 1.0
     # refused on the driver: no Spark job ran for any of them
     assert spark.sparkContext.statusTracker().getJobIdsForGroup(None) == jobs_before
+
+
+SAVED_BEFORE = os.path.join(os.path.dirname(__file__), "..", "data", "ml_saved_before_34")
+
+
+def test_pipelines_saved_by_an_earlier_release_still_load_and_score(spark, tmp_path):
+    """Spark ML persists class paths: a PipelineModel and a Pipeline saved before tfspark moved
+    its machinery into private subpackages (tests/data/make_saved_pipelines.py) load, the
+    model scores, and the estimator keeps its settings and train_fn."""
+    import shutil
+    from pyspark.ml import Pipeline, PipelineModel
+    saved = str(tmp_path / "saved")
+    shutil.copytree(SAVED_BEFORE, saved)
+    fitted = PipelineModel.load(os.path.join(saved, "pipeline_model"))
+    scorer = fitted.stages[-1]
+    assert isinstance(scorer, TFModel) and scorer.getBatchSize() == 7
+    scorer.setModelPath(os.path.join(saved, "model"))  # the SavedModel, where it is now
+    rows = [(float(i), 1.0, -0.5, 2.0) for i in range(20)]
+    scored = fitted.transform(spark.createDataFrame(rows, "a double, b double, c double, "
+                                                          "d double")).collect()
+    for row in scored:
+        expected = row.a * 1.0 + row.b * -2.0 + row.c * 3.0 + row.d * 0.5 + 1.0
+        assert row.prediction[0] == pytest.approx(expected, rel=1e-5)
+    estimator = Pipeline.load(os.path.join(saved, "pipeline")).getStages()[-1]
+    assert isinstance(estimator, TFEstimator)
+    assert (estimator.getOrDefault("clusterSize"), estimator.getOrDefault("epochs"),
+            estimator.getBatchSize(), estimator.getOrDefault("labelCol")) == (2, 3, 16, "y")
+    train_fn, args = estimator._train_fn()
+    assert callable(train_fn) and args == {"lr": 0.1}

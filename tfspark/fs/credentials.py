@@ -75,6 +75,9 @@ class HandedTokens:
         a desk, not for NameNodes the container's own token file has one for: on YARN the
         ResourceManager renews those of the application, while a snapshot nobody renews."""
         global _handed
+        if not self._url_strings:  # HDFS is not Kerberized (or not used)
+            yield
+            return
         handed = [Token.from_url_string(s) for s in self._url_strings]
         if self._desk is None:
             container = [t for path in _token_files(TOKEN_FILE_ENV) for t in _tokens_in(path)]
@@ -119,6 +122,9 @@ class HandedTokens:
             logger.warning("tfspark: could not ask the driver for current HDFS tokens: %s", e)
             return []
 
+
+#: What a task gets where HDFS is not Kerberized.
+NO_TOKENS = HandedTokens([])
 
 #: how often a task holding handed tokens asks its driver for the current ones
 REFRESH_SECS = 5.0

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from tfspark.fs.credentials import missing_credentials, set_provider
 from tfspark.fs.tokens import HDFS_DELEGATION_KIND, Token, decode_identifier
@@ -39,6 +39,10 @@ REISSUE_AT = 0.2
 
 #: how often the renewer thread looks whether an own token is due
 RENEW_CHECK_SECS = 5.0
+
+#: how long an answer is given again without asking the JVM: each answer is several Py4J
+#: calls, and WebHDFS asks before every request (a glob, a walk: hundreds a second)
+ANSWER_SECS = 1.0
 
 _gateway: Any = None
 _gateway_lock = threading.Lock()
@@ -117,10 +121,22 @@ class JvmTokens:
 
     def __init__(self):
         self._own: Dict[str, OwnToken] = {}
+        self._answers: Dict[str, Tuple[float, Optional[Token]]] = {}
         self._lock = threading.Lock()
         self._renewer: Optional[threading.Thread] = None
 
     def __call__(self, authority: str) -> Optional[Token]:
+        now = time.monotonic()
+        answered = self._answers.get(authority)
+        if answered is not None and now - answered[0] < ANSWER_SECS:
+            return answered[1]
+        token = self._current(authority)
+        self._answers[authority] = (now, token)
+        return token
+
+    def _current(self, authority: str) -> Optional[Token]:
+        """Spark's token for ``authority``, else this process's own (renewed or obtained
+        again when due)."""
         jvm, conf = _jvm_and_conf()
         hadoop = jvm.org.apache.hadoop
         if not hadoop.security.UserGroupInformation.isSecurityEnabled():
@@ -172,7 +188,7 @@ class JvmTokens:
     def refresh(self) -> None:
         """Renew (or re-obtain) every own token that is due."""
         for authority in list(self._own):
-            self(authority)
+            self._current(authority)
 
     def _keep_renewing(self) -> None:
         """A daemon thread that renews this process's own tokens when due, for as long as it
