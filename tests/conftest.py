@@ -46,6 +46,7 @@ def connect_server(tmp_path_factory):
     import subprocess
     import threading
     import time
+
     from tfspark.testing._process import spawn
     token = secrets.token_hex(16)
     url = "sc://localhost:15002"  # localhost: gRPC local credentials carry the token
@@ -193,7 +194,7 @@ def read_tree(root):
 
 
 def orphaned_task_dirs(timeout: float = 15.0) -> list:
-    """Node-task directories (tfspark.node.PrivateDir) under the executors' local dirs (/tmp
+    """Node-task directories (tfspark._node.task.PrivateDir) under the executors' local dirs (/tmp
     here) whose process is gone, once their janitors have had ``timeout`` to remove them."""
     import glob
     import time

@@ -19,9 +19,9 @@ import os
 import shutil
 from typing import Any, Optional, Tuple, Union
 
-from . import export, fs
-from .errors import TFSparkError
-from .private_dir import scratch_dir
+from tfspark import export, fs
+from tfspark._node.private_dir import scratch_dir
+from tfspark.errors import TFSparkError
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Runs inside a TF node's process (TensorFlow is imported there).  Files are liste
 through :mod:`tfspark.fs`; HDFS files are downloaded to local disk ahead of the reader by a
 background thread and deleted once read, so at most ``cycle_length + prefetch_files`` of them
 are on disk. Every dataset here is a node's own share (:func:`node_share`, re-exported from
-:mod:`tfspark.shares`).
+:mod:`tfspark._feed.shares`).
 """
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from typing import IO, Deque, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from tfspark import fs
-from tfspark.arrow_columns import chunks
-from tfspark.shares import node_share  # noqa: F401 - public as tfspark.data.node_share
-from tfspark.strategy import before_first_tf_op
-from tfspark.tfrecord_read import list_files
-from tfspark.tfrecord_codec import GZIP_MAGIC, TFRecordError, open_records
+from tfspark._feed.arrow_columns import chunks
+from tfspark._feed.shares import node_share  # noqa: F401 - public as tfspark.data.node_share
+from tfspark._strategies.setup import before_first_tf_op
+from tfspark._tfrecord.codec import GZIP_MAGIC, TFRecordError, open_records
+from tfspark._tfrecord.read import list_files
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
         ``{name: tf.io.FixedLenFeature | tf.io.VarLenFeature | ...}`` for ``tf.io.parse_example``.
     batch_size : int, optional
         Batch the records then parse whole batches (faster); None parses records one by one.
-        A **per-worker batch**, like every batch of a node's share (:mod:`tfspark.shares`).
+        A **per-worker batch**, like every batch of a node's share (:mod:`tfspark._feed.shares`).
     ctx : tfspark.NodeContext, optional
         Takes ``shard_index`` and ``num_shards`` from it (``ctx.shard_index``: the chief and
         workers under MultiWorkerMirroredStrategy; the workers under ParameterServerStrategy).

@@ -32,8 +32,8 @@ import shutil
 from typing import Any, Iterator, Optional
 
 from tfspark import fs
+from tfspark._node.private_dir import scratch_dir
 from tfspark.errors import FileSystemError, TFSparkError
-from tfspark.private_dir import scratch_dir
 
 __all__ = ["ExportError", "export_saved_model", "save_saved_model", "latest_version",
            "next_version", "versions", "local_copy", "publish_dir", "is_remote", "local_mirror", "PublishDirCallback"]
@@ -128,7 +128,7 @@ def export_saved_model(model: Any, export_dir: str, ctx: Any = None) -> Optional
     export_dir : local path, ``file://``, ``hdfs://nn:port/...``, ``hdfs:///...`` (NameNode of
         fs.defaultFS) or relative (the HDFS home, or the working directory for a local
         default filesystem); resolved by :func:`tfspark.fs.resolve`, with ``ctx`` if given.
-    ctx : the node's :class:`~tfspark.context.NodeContext`, or None outside a TF cluster.
+    ctx : the node's :class:`~tfspark._node.context.NodeContext`, or None outside a TF cluster.
 
     Returns
     -------

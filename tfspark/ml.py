@@ -39,7 +39,7 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from .errors import TFSparkError
+from tfspark.errors import TFSparkError
 
 
 class TFMLError(TFSparkError):
@@ -55,7 +55,8 @@ def fit_on_cluster(spark: Any, train: Any, validation: Any, train_fn: Callable[[
     takes ``train`` (and the ``validation`` rows) as its own input (``feed_mode="stage"``: no
     task slot beyond the nodes'); return the chief's ``model.fit`` epochs (``cluster.history``).
     What an estimator's ``fit`` runs (also TensorFlowOnSpark's, in :mod:`tfspark.compat`)."""
-    from .cluster import InputMode, TFCluster
+    from tfspark._driver.cluster import TFCluster
+    from tfspark.roles import InputMode
     cluster = TFCluster.run(spark, train_fn, args, cluster_size, num_ps=num_ps,
                             tensorboard=tensorboard, log_dir=log_dir, master_node=master_node,
                             input_mode=InputMode.SPARK, feed_mode="stage")
@@ -212,7 +213,7 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
             raise TFMLError("set validationCol or validationFraction, not both")
 
     def _fit(self, dataset: Any) -> "TFModel":
-        from . import export
+        from tfspark import export
 
         self._check_settings()
         features = self.getOrDefault(self.featuresCol)
@@ -269,7 +270,7 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
 
     def _input_mapping(self, path: str, features: List[str]) -> Optional[Dict[str, str]]:
         """The user's mapping; else one features column feeds the signature's only input."""
-        from .scoring import read_signature
+        from tfspark.scoring import read_signature
         mapping = self.getOrDefault(self.inputMapping)
         if mapping:
             return dict(mapping)
@@ -305,7 +306,7 @@ class TFModel(Model, _SharedParams, DefaultParamsReadable, DefaultParamsWritable
         return self._set(modelPath=value)
 
     def _transform(self, dataset: Any) -> Any:
-        from .scoring import predict
+        from tfspark.scoring import predict
         if not self.isDefined(self.modelPath):
             raise TFMLError("TFModel needs modelPath: a SavedModel version (or export dir)")
         _check_count(self, "batchSize", 1)

@@ -47,8 +47,8 @@ import time
 import zipfile
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import fs
-from .errors import TFSparkError
+from tfspark import fs
+from tfspark.errors import TFSparkError
 
 ENV_ARCHIVE, JARS_ARCHIVE, CONF_FILE = "env.tar.gz", "spark-jars.zip", "tfspark-yarn.conf"
 

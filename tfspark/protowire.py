@@ -1,5 +1,5 @@
 """Protocol buffers' wire format, read by hand: just what tfspark decodes itself (TFRecord
-``Example``s in :mod:`tfspark.tfrecord_codec`, Hadoop's ``CredentialsProto`` in
+``Example``s in :mod:`tfspark._tfrecord.codec`, Hadoop's ``CredentialsProto`` in
 :mod:`tfspark.fs.tokens`) without a protobuf runtime. Stdlib only.
 
 A message is a run of (tag varint, value); the tag is ``field << 3 | wire type``: 0 varint,

@@ -7,11 +7,20 @@ then the workers, then the evaluator (last, and outside the cluster spec as TF e
 """
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 PS, CHIEF, WORKER, EVALUATOR = "ps", "chief", "worker", "evaluator"
+
+
+class InputMode(enum.IntEnum):
+    """How training data reaches TF: read by TF itself, or fed from Spark RDDs/DataFrames."""
+
+    TENSORFLOW = 0
+    SPARK = 1
+
 
 #: Roles whose nodes run training steps (and so receive data, and finish on their own).
 TRAINING_ROLES = (CHIEF, WORKER)

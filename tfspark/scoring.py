@@ -24,9 +24,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from . import fs, tf_chatter, worker_errors
-from .errors import TFSparkError
-from .spark_backend import backend_for
+from tfspark import fs, tf_chatter
+from tfspark._driver import worker_errors
+from tfspark._driver.spark_backend import backend_for
+from tfspark.errors import TFSparkError
 
 #: Dimension sizes a signature leaves open are None.
 Shape = Tuple[Optional[int], ...]
@@ -92,7 +93,7 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
         action that reads the rows, for a null or an array whose shape does not fit its input
         (naming the column) -- raised as ``PredictError`` there too (also a
         ``PySparkException``), on the task's first failure under classic Spark (see
-        :mod:`tfspark.worker_errors`).
+        :mod:`tfspark._driver.worker_errors`).
     """
     from pyspark.sql import functions as F
     from pyspark.sql.functions import ArrowUDFType, arrow_udf
@@ -124,7 +125,7 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
 def resolve_model(model: str) -> str:
     """The SavedModel version ``model`` names: itself if it holds ``saved_model.pb``, else the
     latest numbered version under it."""
-    from . import export
+    from tfspark import export
     url = fs.absolute(str(model))
     if fs.exists(fs.join(url, "saved_model.pb")):
         return url
@@ -278,7 +279,8 @@ def loaded_signature(model: str, signature: str, hadoop_conf_dir: Optional[str] 
     with _models_lock, tokens.used():
         if key not in _models:
             fs.use_hadoop_conf(hadoop_conf_dir)
-            from . import export
+            from tfspark import export
+
             # TF starts here, in the Spark worker: its C++ start-up lines stay out of its log
             with tf_chatter.quiet_start():
                 import tensorflow as tf

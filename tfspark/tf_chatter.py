@@ -3,7 +3,7 @@
 TensorFlow's C++ side writes INFO/WARNING lines (oneDNN, CUDA probing) and, on every CPU-only
 machine, an error about ``cuInit`` straight to file descriptor 2 when it starts. They say nothing
 a user can act on. The TF nodes' output is filtered line by line as it is relayed
-(:mod:`tfspark.node_spawn`); where TensorFlow starts inside a Spark Python worker (scoring),
+(:mod:`tfspark._node.spawn`); where TensorFlow starts inside a Spark Python worker (scoring),
 :func:`quiet_start` filters that worker's fd 2 while TensorFlow loads. Other lines pass, in order.
 """
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """DataFrame <-> TFRecord files, on HDFS or local disk, without TensorFlow on the executors.
 
 The public face of TFRecord I/O. Owns writing: the per-task commit of part files and the
-job-level commit (``_SUCCESS``, modes). Reading is :mod:`tfspark.tfrecord_read`'s (``read``,
+job-level commit (``_SUCCESS``, modes). Reading is :mod:`tfspark._tfrecord.read`'s (``read``,
 ``list_files`` and ``infer_schema`` are re-exported here), the type mapping both ways
-:mod:`tfspark.tfrecord_schema`'s, the wire format :mod:`tfspark.tfrecord_codec`'s; every file
+:mod:`tfspark._tfrecord.schema`'s, the wire format :mod:`tfspark._tfrecord.codec`'s; every file
 operation goes through :mod:`tfspark.fs` (the only package that talks to HDFS).
 
 ::
@@ -34,7 +34,7 @@ Null *elements* inside an array cannot be represented and raise :class:`TFRecord
 Reading: Feature -> Spark type
 ==============================
 
-Without ``schema`` the first 1,000 records (:data:`tfspark.tfrecord_read.INFER_RECORDS`; from
+Without ``schema`` the first 1,000 records (:data:`tfspark._tfrecord.read.INFER_RECORDS`; from
 the first files, in path order) are decoded and each feature becomes
 
 * ``int64_list`` -> ``long``; ``float_list`` -> ``float``; ``bytes_list`` -> ``string`` when every
@@ -74,12 +74,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import pyarrow as pa
 
 from tfspark import fs
+from tfspark._tfrecord.codec import (BYTES, ColumnSpec, TFRecordCorruptError, TFRecordError,
+                                     encode_examples, frame_records)
+from tfspark._tfrecord.read import infer_schema, list_files, pack_files, read
+from tfspark._tfrecord.schema import (RECORD_TYPES, column_specs, is_vector, partition_dir,
+                                      spark_kind)
 from tfspark.errors import FileSystemError
-from tfspark.tfrecord_codec import (BYTES, ColumnSpec, TFRecordCorruptError, TFRecordError,
-                                    encode_examples, frame_records)
-from tfspark.tfrecord_read import infer_schema, list_files, pack_files, read
-from tfspark.tfrecord_schema import (RECORD_TYPES, column_specs, is_vector, partition_dir,
-                                     spark_kind)
 
 __all__ = ["write", "read", "list_files", "infer_schema", "column_specs", "pack_files",
            "TFRecordError", "TFRecordCorruptError"]
@@ -189,7 +189,7 @@ def _split(batch: pa.RecordBatch, keys: List[str]) -> Iterator[Tuple[tuple, pa.R
 
 
 def _callback_hosts(df) -> Optional[tuple]:
-    from tfspark.spark_backend import task_callback_hosts
+    from tfspark._driver.spark_backend import task_callback_hosts
     return task_callback_hosts(df.sparkSession)
 
 

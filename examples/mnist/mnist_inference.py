@@ -24,8 +24,8 @@ import time
 from pyspark.sql import functions as F
 
 from tfspark import export, tfrecord
+from tfspark._driver.spark_backend import is_connect_session
 from tfspark.session import get_session, master_of
-from tfspark.spark_backend import is_connect_session
 
 
 def zip_dir(path: str) -> bytes:
@@ -59,6 +59,7 @@ def make_predictor(model_zip):
 
         import numpy as np
         import pandas as pd
+
         from tfspark.tf_chatter import quiet_start
 
         with tempfile.TemporaryDirectory(prefix="mnist-model-") as local:

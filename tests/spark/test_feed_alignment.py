@@ -6,7 +6,7 @@ int32 and string columns of widths 9, 3 and 1), and the nodes check every elemen
 given, in every epoch, shuffled and in fed order. The data crosses every boundary the feed has:
 Arrow batches (``maxRecordsPerBatch``) and the feed's chunks, partitions of very different sizes
 (and an empty one) dealt over two nodes, the spill files, the gather blocks (a small
-``tfspark.spill.BLOCK_BYTES`` set on the nodes, and once the default at >= 3 blocks a node), the
+``tfspark._feed.spill.BLOCK_BYTES`` set on the nodes, and once the default at >= 3 blocks a node), the
 laid-out columns of the shuffled feed, ``next_batch``'s blocks, and the end of each share.
 
 A 1,400-row test once passed while 60,000 rows trained on the wrong labels: one 32 MiB block
@@ -86,8 +86,8 @@ def _epochs(dataset, epochs, labelled):
 
 
 def _check_datasets(args, ctx):
-    import tfspark.spill
-    tfspark.spill.BLOCK_BYTES = args["block_bytes"]
+    import tfspark._feed.spill
+    tfspark._feed.spill.BLOCK_BYTES = args["block_bytes"]
     feed = ctx.get_data_feed(seed=13)
     shuffled = _epochs(feed.dataset(16, label="label"), 2, labelled=True)
     steps = feed.steps_per_epoch
@@ -158,7 +158,8 @@ def _fit_counting_mismatches(args, ctx):
 def test_model_fit_trains_on_matching_rows_at_the_default_block_size_fed_in_the_stage(spark):
     """Rows of 4,096 float32 (16 KiB): a node's 6,500 rows are 3.2 default 32 MiB blocks."""
     from pyspark.sql import functions as F
-    import tfspark.spill
+
+    import tfspark._feed.spill
     width, rows = 4096, 13000
     df = spark.range(rows, numPartitions=3).select(
         F.array_repeat(F.col("id").cast("float"), width).alias("image"),
@@ -168,7 +169,7 @@ def test_model_fit_trains_on_matching_rows_at_the_default_block_size_fed_in_the_
     cluster.train(df, num_epochs=2)
     nodes = cluster.shutdown(timeout=600)
 
-    assert min(n["share"] for n in nodes) * width * 4 >= 3 * tfspark.spill.BLOCK_BYTES
+    assert min(n["share"] for n in nodes) * width * 4 >= 3 * tfspark._feed.spill.BLOCK_BYTES
     for node in nodes:  # ON_READ SUM: every node reads the cluster's totals
         assert node == {"rows": 2.0 * rows, "wrong": 0.0, "share": node["share"]}
 

@@ -11,7 +11,7 @@ import pytest
 from pyspark import cloudpickle
 
 from tfspark import InputMode, PreflightError, TFCluster
-from tfspark.arrow_columns import FeedDataError
+from tfspark._feed.arrow_columns import FeedDataError
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tfspark import TFSparkError, tfrecord
-from tfspark.tfrecord_codec import TFRecordCorruptError, TFRecordError
+from tfspark._tfrecord.codec import TFRecordCorruptError, TFRecordError
 
 
 def _all_types_df(spark):

@@ -3,8 +3,8 @@ exception classes need the session's JVM, hence the ``spark`` fixture; no job ru
 from pyspark.errors.exceptions.captured import CapturedException, PythonException, UnknownException
 
 from tfspark import TFSparkError
+from tfspark._driver.worker_errors import StageCanceller, as_tfspark_error
 from tfspark.scoring import PredictError
-from tfspark.worker_errors import StageCanceller, as_tfspark_error
 
 TRACEBACK = ("\n  An exception was thrown from the Python worker. Please see the stack trace below.\n"
              "Traceback (most recent call last):\n"

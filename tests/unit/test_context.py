@@ -1,5 +1,5 @@
 """ctx.absolute_path and friends."""
-from tfspark.context import NodeContext, resolve_path
+from tfspark._node.context import NodeContext, resolve_path
 
 
 def test_paths_with_a_scheme_are_kept():

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tfspark import spill
-from tfspark.arrow_columns import normalize_dataframe_batch
-from tfspark.feed import DataFeed
+from tfspark._feed import spill
+from tfspark._feed.arrow_columns import normalize_dataframe_batch
+from tfspark._feed.datafeed import DataFeed
 
 
 def _spill_file(path, ids, chunk_rows):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import functools
 
-from tfspark.context import NodeContext
+from tfspark._feed.protocol import TRAIN
+from tfspark._feed.spark_tasks import FeedPlan, dataframe_train_task
+from tfspark._node.context import NodeContext
+from tfspark._node.task import NodePlan, run_node
 from tfspark.control import new_secret
-from tfspark.feed_protocol import TRAIN
-from tfspark.node import NodePlan, run_node
 from tfspark.roles import assign_roles
-from tfspark.spark_feed import FeedPlan, dataframe_train_task
 
 
 def _forms(secret: bytes):

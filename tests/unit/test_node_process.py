@@ -6,7 +6,7 @@ import sys
 
 CHILD = """
 import sys, time
-from tfspark.node_process import _go_is_waiting
+from tfspark._node.process import _go_is_waiting
 print(_go_is_waiting(), flush=True)          # nothing written yet
 deadline = time.monotonic() + 30
 while not _go_is_waiting() and time.monotonic() < deadline:

@@ -3,9 +3,9 @@ import pickle
 
 import pytest
 
+from tfspark._driver.preflight import (auto_feed_mode, check_arguments, check_dynamic_allocation,
+                                       check_pickles, expected_slots, wait_for_slots)
 from tfspark.errors import PreflightError
-from tfspark.preflight import (auto_feed_mode, check_arguments, check_dynamic_allocation,
-                               check_pickles, expected_slots, wait_for_slots)
 
 MODES = (0,)
 
@@ -164,7 +164,8 @@ def test_the_standalone_masters_grant_is_read_from_its_web_ui():
     import http.server
     import json
     import threading
-    from tfspark.standalone import granted_cores, master_ui_urls
+
+    from tfspark._driver.standalone import granted_cores, master_ui_urls
     state = {"activeapps": [{"id": "app-1", "cores": 6}, {"id": "app-2", "cores": 2}]}
 
     class Master(http.server.BaseHTTPRequestHandler):

@@ -7,7 +7,7 @@ import stat
 import subprocess
 import sys
 
-from tfspark.private_dir import PRIVATE_PREFIX, PrivateDir
+from tfspark._node.private_dir import PRIVATE_PREFIX, PrivateDir
 
 
 def test_private_dir_is_fresh_owner_only_and_sweeps_dead_tasks(tmp_path, monkeypatch):
@@ -41,7 +41,7 @@ def test_a_killed_tasks_directory_is_removed_by_its_janitor(tmp_path):
     import signal
     import time
     task = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from tfspark.private_dir import PrivateDir; "
+        [sys.executable, "-c", "import sys, time; from tfspark._node.private_dir import PrivateDir; "
          "print(PrivateDir().path, flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env=dict(os.environ, SPARK_LOCAL_DIRS=str(tmp_path)))
     path = task.stdout.readline().strip()
@@ -69,7 +69,7 @@ def test_a_directory_created_in_advance_is_never_used(tmp_path, monkeypatch):
 
 
 def test_scratch_dirs_go_in_the_node_folder_when_there_is_one(tmp_path, monkeypatch):
-    from tfspark.private_dir import SCRATCH_ENV, scratch_dir
+    from tfspark._node.private_dir import SCRATCH_ENV, scratch_dir
     monkeypatch.setenv(SCRATCH_ENV, str(tmp_path / "node" / "tmp"))
     made = scratch_dir("tfspark-mirror-")
     assert os.path.dirname(made) == str(tmp_path / "node" / "tmp")

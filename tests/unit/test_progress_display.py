@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import io
 
+from tfspark._driver.progress import TrainingProgress
 from tfspark.tf_chatter import is_tf_chatter
-from tfspark.progress import TrainingProgress
 
 
 def _step(epoch, step, secs, rows=None):

@@ -1,4 +1,4 @@
-"""tfspark.shares without a cluster: the node-share mark, and the warning for unmarked data."""
+"""tfspark._feed.shares without a cluster: the node-share mark, and the warning for unmarked data."""
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -6,7 +6,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 def test_the_mark_survives_transformations():
     import tensorflow as tf
-    from tfspark import shares
+
+    from tfspark._feed import shares
 
     marked = shares.node_share(tf.data.Dataset.range(10).batch(2))
     assert shares.is_node_share(marked.map(lambda x: x * 2).prefetch(1))
@@ -15,7 +16,8 @@ def test_the_mark_survives_transformations():
 
 def test_next_batch_users_get_the_rule_and_its_warning_without_node_share(capfd, monkeypatch):
     import tensorflow as tf
-    from tfspark import shares
+
+    from tfspark._feed import shares
 
     strategy_class = tf.distribute.MultiWorkerMirroredStrategy
     plain = strategy_class.experimental_distribute_dataset

@@ -3,8 +3,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tfspark.arrow_columns import FeedDataError, batch_from_elements, normalize_dataframe_batch
-from tfspark.spill import SpilledRows, batch_sizes, epoch_order, steps_per_epoch
+from tfspark._feed.arrow_columns import (FeedDataError, batch_from_elements,
+                                         normalize_dataframe_batch)
+from tfspark._feed.spill import SpilledRows, batch_sizes, epoch_order, steps_per_epoch
 
 
 @pytest.mark.parametrize("rows,steps,batch", [
@@ -70,8 +71,8 @@ def test_gathers_rows_in_any_order_across_files_and_chunks(tmp_path):
 
 
 def test_batches_follow_the_plan_in_blocks(tmp_path, monkeypatch):
-    import tfspark.spill
-    monkeypatch.setattr(tfspark.spill, "BLOCK_BYTES", 100)  # a few rows per gather
+    import tfspark._feed.spill
+    monkeypatch.setattr(tfspark._feed.spill, "BLOCK_BYTES", 100)  # a few rows per gather
     rows = SpilledRows([_table_file(tmp_path, "a", np.arange(37))])
     order = epoch_order(37, True, 1, 2)
     sizes = batch_sizes(37, 5, 8)

@@ -1,4 +1,4 @@
-"""The task side of feed_mode="stage" (tfspark.stage_feed), with real feed receivers on loopback:
+"""The task side of feed_mode="stage" (tfspark._feed.stage), with real feed receivers on loopback:
 each task's partition reaches the training nodes' feeds whole, validation rows apart, counts
 agreed by every task, and a failure in one task reaches all of them instead of a hang."""
 from __future__ import annotations
@@ -8,12 +8,12 @@ import threading
 import pyarrow as pa
 import pytest
 
-from tfspark import stage_feed
+from tfspark._feed import stage
+from tfspark._feed.datafeed import DataFeed
+from tfspark._feed.protocol import ARROW, ELEMENTS, TRAIN, VALIDATION_COLUMN, StageInput
+from tfspark._feed.receiver import FeedReceiver
+from tfspark._feed.spark_tasks import FeedError, FeedPlan
 from tfspark.control import new_secret
-from tfspark.feed import DataFeed
-from tfspark.feed_protocol import ARROW, ELEMENTS, TRAIN, VALIDATION_COLUMN, StageInput
-from tfspark.feed_receiver import FeedReceiver
-from tfspark.spark_feed import FeedError, FeedPlan
 
 
 class _Gather:
@@ -57,7 +57,7 @@ def _run_tasks(tmp_path, stage_input, partitions, own_shares, feeds_to=2):
     def run(i):
         own = own_shares[i]
         try:
-            outcomes[i] = stage_feed.deliver(
+            outcomes[i] = stage.deliver(
                 gather.task(i), stage_input, plan, i, own,
                 addresses[own] if own is not None else None, iter(partitions[i]),
                 str(tmp_path))

@@ -8,8 +8,7 @@ import os
 
 import pytest
 
-from tfspark.compat.tensorflowonspark import NotKeptError
-from tfspark.compat.tensorflowonspark import TFCluster, TFNode, dfutil
+from tfspark.compat.tensorflowonspark import NotKeptError, TFCluster, TFNode, dfutil
 
 
 @pytest.mark.parametrize("default_fs", ["file://", "hdfs://", "viewfs://"])
@@ -26,7 +25,7 @@ def test_hdfs_path_normalizes_paths_as_tfos_documents(default_fs):
 
 
 def test_hdfs_path_with_a_namenode_and_the_context_built_from_tfsparks():
-    from tfspark.context import NodeContext
+    from tfspark._node.context import NodeContext
     node = NodeContext(job_name="chief", task_index=0, worker_num=0, num_workers=2,
                        cluster_spec={"chief": ["h:1"], "worker": ["h:2"]}, tf_config="{}",
                        executor_id="0", host="h", port=1, default_fs="hdfs://nn:8020/",

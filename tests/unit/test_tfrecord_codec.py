@@ -1,4 +1,4 @@
-"""tfspark.tfrecord_codec: framing, CRCs and the Example wire format, against TF's own code."""
+"""tfspark._tfrecord.codec: framing, CRCs and the Example wire format, against TF's own code."""
 from __future__ import annotations
 
 import gzip
@@ -10,12 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tfspark.tfrecord_codec import (BYTES, FLOAT, INT64, ColumnSpec, TFRecordCorruptError,
-                                    TFRecordError, crc32c, decode_example,
-                                    decode_sequence_example, decode_uniform_examples,
-                                    encode_examples, frame,
-                                    frame_records, masked_crc, open_records, varint_decode,
-                                    varint_encode)
+from tfspark._tfrecord.codec import (BYTES, FLOAT, INT64, ColumnSpec, TFRecordCorruptError,
+                                     TFRecordError, crc32c, decode_example, decode_sequence_example,
+                                     decode_uniform_examples, encode_examples, frame, frame_records,
+                                     masked_crc, open_records, varint_decode, varint_encode)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -1,4 +1,4 @@
-"""tfspark.zip_cache: zips on the path unpacked once into a private folder, bytecode cached."""
+"""tfspark._node.zip_cache: zips on the path unpacked once into a private folder, bytecode cached."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import subprocess
 import sys
 import zipfile
 
-from tfspark.zip_cache import importable_path, unpacked
+from tfspark._node.zip_cache import importable_path, unpacked
 
 
 def _zip(tmp_path):
@@ -27,7 +27,7 @@ def test_a_zip_is_unpacked_once_and_other_entries_stay(tmp_path):
 
 
 def test_a_big_zip_stays_zipped(tmp_path, monkeypatch):
-    monkeypatch.setattr("tfspark.zip_cache.MAX_ZIP_BYTES", 10)
+    monkeypatch.setattr("tfspark._node.zip_cache.MAX_ZIP_BYTES", 10)
     zipped = _zip(tmp_path)
     assert unpacked(zipped, str(tmp_path / "cache")) == zipped
 
@@ -41,7 +41,7 @@ def test_a_cache_folder_others_can_write_is_not_used(tmp_path):
 
 def test_the_unpacked_copy_imports_and_keeps_its_bytecode(tmp_path):
     copy = unpacked(_zip(tmp_path), str(tmp_path / "cache-tfspark-unzipped-0"))
-    code = ("from tfspark.zip_cache import import_caching_bytecode\n"
+    code = ("from tfspark._node.zip_cache import import_caching_bytecode\n"
             "import_caching_bytecode('zipped_pkg')\nimport zipped_pkg\nprint(zipped_pkg.VALUE)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([copy] + sys.path),
                PYTHONDONTWRITEBYTECODE="1")

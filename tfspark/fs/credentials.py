@@ -32,7 +32,7 @@ from tfspark.fs.errors import error, redact
 from tfspark.fs.tokens import (HDFS_DELEGATION_KIND, TOKEN_FILE_ENV, Token, decode_identifier,
                                read_token_file)
 
-#: The token file of a TF node, kept by its task (see :mod:`tfspark.node`).
+#: The token file of a TF node, kept by its task (see :mod:`tfspark._node.task`).
 NODE_TOKEN_FILE_ENV = "TFSPARK_TOKEN_FILE"
 _WEBHDFS_KINDS = (HDFS_DELEGATION_KIND, "WEBHDFS delegation")
 

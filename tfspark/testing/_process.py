@@ -22,7 +22,7 @@ import threading
 from concurrent.futures import Future
 from typing import Optional
 
-from tfspark.processes import _PRCTL, die_with_parent  # noqa: F401 - also for the tests
+from tfspark._node.processes import _PRCTL, die_with_parent  # noqa: F401 - also for the tests
 
 _spawner: Optional["queue.SimpleQueue"] = None
 _spawner_lock = threading.Lock()

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 from xml.sax.saxutils import escape
 
-from tfspark.processes import alive
+from tfspark._node.processes import alive
 from tfspark.testing._process import spawn
 
 if TYPE_CHECKING:

@@ -1,20 +1,20 @@
 """TensorFlowOnSpark's ``TFCluster`` module on tfspark: ``run``, ``InputMode`` and the cluster's
-``train``/``inference``/``shutdown``, over :class:`tfspark.cluster.TFCluster`.
+``train``/``inference``/``shutdown``, over :class:`tfspark._driver.cluster.TFCluster`.
 
 What differs from TFoS: the TF nodes run as one Spark barrier stage; with as many task slots as
 nodes (TFoS's standard set-up: ``cluster_size`` executors x 1 core) the cluster starts at the
 first ``train()``/``inference()`` with that call's data as its stage's own input, so one such
-call per cluster (see ``feed_mode`` in :meth:`tfspark.cluster.TFCluster.run`).
+call per cluster (see ``feed_mode`` in :meth:`tfspark._driver.cluster.TFCluster.run`).
 """
 from __future__ import annotations
 
 import functools
 from typing import Any, Callable, Optional
 
-from ...cluster import InputMode
-from ...cluster import TFCluster as _Cluster
-from ._errors import NotKeptError
-from .TFNode import run_tfos_function
+from tfspark._driver.cluster import TFCluster as _Cluster
+from tfspark.compat.tensorflowonspark._errors import NotKeptError
+from tfspark.compat.tensorflowonspark.TFNode import run_tfos_function
+from tfspark.roles import InputMode
 
 __all__ = ["InputMode", "TFCluster", "run"]
 

@@ -1,16 +1,16 @@
 """TensorFlowOnSpark's ``TFNode`` module on tfspark: ``DataFeed``, ``hdfs_path`` and friends.
 
 A TFoS ``map_fun(args, ctx)`` gets a :class:`TFNodeContext` (TFoS's attributes over tfspark's
-:class:`~tfspark.context.NodeContext`, whose own attributes and methods stay reachable), and
+:class:`~tfspark._node.context.NodeContext`, whose own attributes and methods stay reachable), and
 reads Spark-fed rows with ``TFNode.DataFeed(ctx.mgr, ...)``: tfspark's
-:class:`~tfspark.feed.DataFeed` behind TFoS's interface.
+:class:`~tfspark._feed.datafeed.DataFeed` behind TFoS's interface.
 """
 from __future__ import annotations
 
 import socket
 from typing import Any, Dict, List, Optional, Union
 
-from ._errors import NotKeptError
+from tfspark.compat.tensorflowonspark._errors import NotKeptError
 
 #: URL schemes TFoS's ``hdfs_path`` returns unchanged (Hadoop-compatible filesystems).
 HADOOP_SCHEMES = ("adl://", "file://", "hdfs://", "oss://", "s3://", "s3a://", "s3n://",
@@ -25,7 +25,7 @@ def hdfs_path(ctx: Any, path: str) -> str:
     (``<defaultFS>/user/<user>/<path>``) or into ``ctx.working_dir`` on a local default FS
     (``file://<working_dir>/<path>``).
     """
-    from ...fs import absolute
+    from tfspark.fs import absolute
     if path.startswith(HADOOP_SCHEMES):
         return path
     default_fs = without_root_slash(ctx.defaultFS)
@@ -79,7 +79,7 @@ class DataFeed:
 
     def __init__(self, mgr: Any, train_mode: bool = True, qname_in: str = "input",
                  qname_out: str = "output", input_mapping: Optional[Dict[str, str]] = None):
-        from ...feed import get_data_feed
+        from tfspark._feed.datafeed import get_data_feed
         if not isinstance(mgr, _Manager):
             raise TypeError(f"DataFeed takes ctx.mgr (the map_fun's ctx), got {type(mgr)}")
         self.mgr, self.train_mode = mgr, train_mode
@@ -150,7 +150,7 @@ def export_saved_model(sess: Any, export_dir: str, tag_set: Any, signatures: Any
 class TFNodeContext:
     """TFoS's ``ctx``: ``executor_id``/``worker_num``, ``job_name``, ``task_index``,
     ``cluster_spec``, ``num_workers``, ``defaultFS``, ``working_dir``, ``mgr`` and its methods;
-    anything else is tfspark's :class:`~tfspark.context.NodeContext` (``ctx.is_chief``, ...)."""
+    anything else is tfspark's :class:`~tfspark._node.context.NodeContext` (``ctx.is_chief``, ...)."""
 
     def __init__(self, node_context: Any, release_port: bool = True):
         self._node = node_context

@@ -18,7 +18,7 @@ def run(sc: Any, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors:
     (raising if one failed). ``ctx`` has TFoS's ``worker_num``/``executor_id``,
     ``num_workers``, ``defaultFS`` and ``working_dir``. ``use_barrier=False`` changes nothing:
     the tasks always start together."""
-    from ...cluster import TFCluster
+    from tfspark._driver.cluster import TFCluster
     TFCluster.run(sc, functools.partial(_single_node, map_fn), tf_args, num_executors,
                   progress=False).shutdown()
 
@@ -26,6 +26,6 @@ def run(sc: Any, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors:
 def _single_node(map_fn: Callable[[Any, Any], Any], args: Any, ctx: Any) -> None:
     import os
 
-    from .TFNode import TFNodeContext
+    from tfspark.compat.tensorflowonspark.TFNode import TFNodeContext
     os.environ.pop("TF_CONFIG", None)  # before the user's code imports TensorFlow
     map_fn(args, TFNodeContext(ctx))

@@ -5,7 +5,7 @@
 
 The modules ``TFCluster``, ``TFNode``, ``TFParallel``, ``dfutil``, ``pipeline`` and ``compat`` keep
 TFoS's names, signatures and the behaviours programs rely on, and map every name onto tfspark's
-own API (:mod:`tfspark.cluster`, :mod:`tfspark.feed`, :mod:`tfspark.tfrecord`, :mod:`tfspark.ml`,
+own API (:mod:`tfspark._driver.cluster`, :mod:`tfspark._feed.datafeed`, :mod:`tfspark.tfrecord`, :mod:`tfspark.ml`,
 :mod:`tfspark.export`): there is no second implementation. What TFoS had and tfspark does not
 keep (TF1 graph mode, ``ctx.mgr``'s raw queues, ``driver_ps_nodes``, RDMA, Spark Streaming feeds)
 raises :class:`NotKeptError`, which says what to use instead.
@@ -23,7 +23,7 @@ import os
 import sys
 import warnings
 
-from ._errors import NotKeptError
+from tfspark.compat.tensorflowonspark._errors import NotKeptError
 
 __all__ = ["NotKeptError"]
 

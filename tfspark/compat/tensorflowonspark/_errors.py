@@ -1,7 +1,7 @@
 """The one error of the TensorFlowOnSpark compatibility layer."""
 from __future__ import annotations
 
-from ...errors import TFSparkError
+from tfspark.errors import TFSparkError
 
 
 class NotKeptError(TFSparkError):

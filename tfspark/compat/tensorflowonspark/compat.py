@@ -12,7 +12,7 @@ def export_saved_model(model: Any, export_dir: str, is_chief: bool = False) -> N
     did. Under MultiWorkerMirroredStrategy every worker calls it (saving is collective); only
     the chief (``is_chief``) writes. For numbered versions, use
     :func:`tfspark.export.export_saved_model`."""
-    from ...export import save_saved_model
+    from tfspark.export import save_saved_model
     save_saved_model(model, export_dir, chief=is_chief)
 
 

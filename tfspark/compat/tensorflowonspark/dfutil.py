@@ -10,7 +10,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Sequence
 
-from ._errors import NotKeptError
+from tfspark.compat.tensorflowonspark._errors import NotKeptError
 
 __all__ = ["saveAsTFRecords", "loadTFRecords", "isLoadedDF"]
 
@@ -27,7 +27,7 @@ def isLoadedDF(df: Any) -> bool:  # noqa: N802 - TFoS's name
 
 def saveAsTFRecords(df: Any, output_dir: str) -> None:  # noqa: N802 - TFoS's name
     """Write ``df`` as TFRecord files of ``tf.train.Example`` under ``output_dir``."""
-    from ...tfrecord import write
+    from tfspark.tfrecord import write
     write(df, output_dir)
 
 
@@ -36,7 +36,7 @@ def loadTFRecords(sc: Any, input_dir: str,  # noqa: N802 - TFoS's name
     """A DataFrame of the ``tf.train.Example`` records under ``input_dir``."""
     from pyspark.sql import types as T
 
-    from ...tfrecord import infer_schema, list_files, read
+    from tfspark.tfrecord import infer_schema, list_files, read
 
     def tfos_type(name: str, kind: Any) -> Any:
         element = kind.elementType if isinstance(kind, T.ArrayType) else kind

@@ -20,9 +20,9 @@ from typing import Any, Callable, Dict, Optional
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 
-from ...cluster import InputMode
-from ._errors import NotKeptError
-from .TFNode import run_tfos_function
+from tfspark.compat.tensorflowonspark._errors import NotKeptError
+from tfspark.compat.tensorflowonspark.TFNode import run_tfos_function
+from tfspark.roles import InputMode
 
 __all__ = ["Namespace", "TFParams", "TFTypeConverters", "TFEstimator", "TFModel"]
 
@@ -154,7 +154,7 @@ class TFEstimator(Estimator, TFParams, HasInputMapping, HasClusterSize, HasNumPS
                          batch_size=100, epochs=1, readers=1, steps=1000, grace_secs=30)
 
     def _fit(self, dataset: Any) -> "TFModel":
-        from ...ml import fit_on_cluster
+        from tfspark.ml import fit_on_cluster
         if self.export_fn is not None:
             raise NotKeptError("TFEstimator's export_fn (TF1)", "export from train_fn with "
                                "compat.export_saved_model(model, args.export_dir, is_chief)")
@@ -197,7 +197,7 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
                          export_dir=None, signature_def_key=None, tag_set=None)
 
     def _transform(self, dataset: Any) -> Any:
-        from ...scoring import predict
+        from tfspark.scoring import predict
         tags = self.getTagSet()
         if tags and set(t.strip() for t in tags.split(",")) != {"serve"}:
             raise NotKeptError(f"tag_set={tags!r}", "tfspark scores a SavedModel's 'serve' "

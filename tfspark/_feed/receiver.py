@@ -1,10 +1,10 @@
 """Node side of the Spark feed, receiving: feeding tasks' streams -> spill files on local disk.
 
 Runs in a TF node's own process. :class:`FeedReceiver` accepts authenticated connections from
-the feeding Spark tasks (:mod:`tfspark.spark_feed`); each carries one Arrow stream, written to
+the feeding Spark tasks (:mod:`tfspark._feed.spark_tasks`); each carries one Arrow stream, written to
 an Arrow IPC file (bounded memory: one record batch at a time) -- on ParameterServerStrategy
 workers, to small TFRecord files their graph-only ``dataset_fn`` can read -- and published by
-rename when complete. It then hands the file to the node's :class:`~tfspark.feed.DataFeed`
+rename when complete. It then hands the file to the node's :class:`~tfspark._feed.datafeed.DataFeed`
 (training) or waits for its results (inference). Knows nothing of TensorFlow.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import pyarrow as pa
 
-from .control import ChannelError, Connection, accept_authenticated, tcp_server
-from .feed_protocol import TRAIN
+from tfspark._feed.protocol import TRAIN
+from tfspark.control import ChannelError, Connection, accept_authenticated, tcp_server
 
 if TYPE_CHECKING:
-    from .feed import DataFeed
+    from tfspark._feed.datafeed import DataFeed
 
 #: Rows per spilled TFRecord file on a ParameterServerStrategy worker.
 _PSS_FILE_ROWS = 1024
@@ -92,7 +92,8 @@ class FeedReceiver:
     def _spill_tfrecords(self, reader, final: str) -> Tuple[str, int]:
         """Spill as TFRecord files of at most ``_PSS_FILE_ROWS`` rows (``final`` gets a part
         number), so that a graph-only ``dataset_fn`` can mix rows well by shuffling files."""
-        from .tfrecord_codec import ColumnSpec, encode_examples, frame_records, kind_of_arrow
+        from tfspark._tfrecord.codec import (ColumnSpec, encode_examples, frame_records,
+                                             kind_of_arrow)
         specs = [ColumnSpec(f.name, kind_of_arrow(
             f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type),
             int(pa.types.is_fixed_size_list(f.type))) for f in reader.schema]

@@ -1,6 +1,6 @@
 """Driver side: reserve Spark executors as a TF cluster, watch it, and collect its results.
 
-``TFCluster.run`` starts the cluster as one :class:`~tfspark.attempt.Attempt` (a barrier stage
+``TFCluster.run`` starts the cluster as one :class:`~tfspark._driver.attempt.Attempt` (a barrier stage
 with one task per TF node, so Spark gang-schedules the whole cluster) and returns once every node
 has its ``TF_CONFIG`` and is running ``main_fun``. ``shutdown`` waits for the nodes to finish,
 stops the parameter servers and evaluator, and returns each node's return value.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import functools
 import logging
 import os
@@ -27,25 +26,20 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
-from . import constants, preflight, spark_feed, standalone
-from .attempt import Attempt
-from .spark_backend import SparkBackend, backend_for
-from .context import resolve_path
-from .errors import NodeError, StageError, TFSparkError, attempts_text
-from .feed_protocol import INFERENCE, TRAIN
-from .node import NodePlan
-from .node_tokens import NodeTokens, hdfs_paths
-from .progress import TrainingProgress
-from .roles import EVALUATOR, TRAINING_ROLES, Role, data_nodes
+from tfspark import constants
+from tfspark._driver import preflight, standalone
+from tfspark._driver.attempt import Attempt
+from tfspark._driver.node_tokens import NodeTokens, hdfs_paths
+from tfspark._driver.progress import TrainingProgress
+from tfspark._driver.spark_backend import SparkBackend, backend_for
+from tfspark._feed import spark_tasks
+from tfspark._feed.protocol import INFERENCE, TRAIN
+from tfspark._node.context import resolve_path
+from tfspark._node.task import NodePlan
+from tfspark.errors import NodeError, StageError, TFSparkError, attempts_text
+from tfspark.roles import EVALUATOR, TRAINING_ROLES, InputMode, Role, data_nodes
 
 logger = logging.getLogger(__name__)
-
-
-class InputMode(enum.IntEnum):
-    """How training data reaches TF: read by TF itself, or fed from Spark RDDs/DataFrames."""
-
-    TENSORFLOW = 0
-    SPARK = 1
 
 
 
@@ -117,7 +111,7 @@ class TFCluster:
         ----------
         sc : the application's SparkContext.
         main_fun : runs on every node as ``main_fun(args, ctx)`` in a fresh Python process
-            (``ctx`` is a :class:`~tfspark.context.NodeContext`); its return value comes back
+            (``ctx`` is a :class:`~tfspark._node.context.NodeContext`); its return value comes back
             from :meth:`shutdown`.
         args : any picklable value handed to ``main_fun``.
         num_executors : number of TF nodes = barrier tasks; Spark needs that many task slots.
@@ -143,7 +137,7 @@ class TFCluster:
             ``ctx.backup_and_restore(path)`` (Keras) or :class:`tfspark.backup.BackupDir`.
             A ParameterServerStrategy worker's server is restarted in place up to as many times.
         progress : show the chief's ``model.fit`` progress live on the driver (epoch, step,
-            loss and metrics, rows/s, ETA; see :mod:`tfspark.progress`) and run ``fit`` on the
+            loss and metrics, rows/s, ETA; see :mod:`tfspark._driver.progress`) and run ``fit`` on the
             nodes with ``verbose=0`` unless it is given. The per-epoch values are kept either
             way: :attr:`history`.
         verbose : also show TensorFlow's C++ log lines from the nodes (start-up, oneDNN, CUDA
@@ -389,7 +383,7 @@ class TFCluster:
         and wait until every node's task has delivered its partition."""
         self._check_not_started()
         try:
-            self._stage_data, stage_input = spark_feed.stage_input(
+            self._stage_data, stage_input = spark_tasks.stage_input(
                 feed.data, feed.validation, len(self._roles), feed.num_epochs, feed.feed_timeout)
         except TFSparkError as e:
             raise preflight.PreflightError(str(e)) from None
@@ -421,23 +415,23 @@ class TFCluster:
             self._feed_rows(attempt, dataclasses.replace(plan, feed_id=-plan.feed_id),
                             feed.validation, num_epochs=1, has_validation=False)
 
-    def _feed_rows(self, attempt: Attempt, plan: "spark_feed.FeedPlan", data: Any,
+    def _feed_rows(self, attempt: Attempt, plan: "spark_tasks.FeedPlan", data: Any,
                    num_epochs: int, has_validation: bool) -> None:
-        if spark_feed.is_dataframe(data):
+        if spark_tasks.is_dataframe(data):
             rows = [(r.node, r.rows, r.schema) for r in attempt.run_feed_job(
-                lambda: spark_feed.vectors_as_arrays(data).mapInArrow(
-                    functools.partial(spark_feed.dataframe_train_task, plan),
-                    spark_feed.TRAIN_RESULT_SCHEMA).collect())]
+                lambda: spark_tasks.vectors_as_arrays(data).mapInArrow(
+                    functools.partial(spark_tasks.dataframe_train_task, plan),
+                    spark_tasks.TRAIN_RESULT_SCHEMA).collect())]
         else:
             rows = [(node, count, sent["schema"]) for sent in attempt.run_feed_job(
                 lambda: data.mapPartitionsWithIndex(
-                    functools.partial(spark_feed.rdd_train_task, plan)).collect())
+                    functools.partial(spark_tasks.rdd_train_task, plan)).collect())
                 for node, count in enumerate(sent["rows"])]
         rows_per_node = [sum(count for node, count, _ in rows if node == i)
                          for i in range(len(plan.addresses))]
         logger.info("tfspark: feed %d delivered rows per node %s", plan.feed_id, rows_per_node)
         listeners = attempt.feed_nodes(listening=True)
-        spark_feed.tell_nodes(dataclasses.replace(
+        spark_tasks.tell_nodes(dataclasses.replace(
             plan, addresses=tuple(tuple(n.feed_address) for n in listeners),
             labels=tuple(n.role.label for n in listeners)),
             {"type": "end", "feed_id": plan.feed_id, "rows_per_node": rows_per_node,
@@ -461,25 +455,25 @@ class TFCluster:
             return self._infer_in_stage(data, timeout)
         plan = self._on_current_attempt(
             lambda attempt: self._feed_plan(attempt, INFERENCE, feed_timeout))
-        if spark_feed.is_dataframe(data):
-            results = spark_feed.vectors_as_arrays(data).mapInArrow(
-                functools.partial(spark_feed.dataframe_inference_task, plan), "result binary")
+        if spark_tasks.is_dataframe(data):
+            results = spark_tasks.vectors_as_arrays(data).mapInArrow(
+                functools.partial(spark_tasks.dataframe_inference_task, plan), "result binary")
             return results.rdd.map(lambda row: pickle.loads(row.result))
         return data.mapPartitionsWithIndex(
-            functools.partial(spark_feed.rdd_inference_task, plan))
+            functools.partial(spark_tasks.rdd_inference_task, plan))
 
     def _infer_in_stage(self, data: Any, timeout: float) -> Any:
         """``feed_mode="stage"``: start the cluster with ``data`` as its stage's input, wait
         for its answers, and return them as an RDD (kept, so reading it runs nothing again)."""
         self._check_not_started()
-        self._stage_data, stage_input = spark_feed.stage_inference_input(
+        self._stage_data, stage_input = spark_tasks.stage_inference_input(
             data, [r.worker_num for r in data_nodes(self._roles)], len(self._roles), timeout)
         self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
         with self._stopped_on_interrupt():
             self._start_attempt()
             answers = self._on_current_attempt(self._await_answers)
-        partitions = (data.rdd if spark_feed.is_dataframe(data) else data).getNumPartitions()
-        return spark_feed.in_input_order(answers, partitions)
+        partitions = (data.rdd if spark_tasks.is_dataframe(data) else data).getNumPartitions()
+        return spark_tasks.in_input_order(answers, partitions)
 
     def _await_answers(self, attempt: Attempt) -> Any:
         attempt.wait_for(lambda: attempt.job_done, None, None)
@@ -507,15 +501,15 @@ class TFCluster:
         if self._input_mode != InputMode.SPARK:
             raise preflight.PreflightError("train()/inference() feed data to the nodes: start "
                                            "the cluster with input_mode=InputMode.SPARK")
-        if not (spark_feed.is_dataframe(data) or hasattr(data, "mapPartitionsWithIndex")):
+        if not (spark_tasks.is_dataframe(data) or hasattr(data, "mapPartitionsWithIndex")):
             raise preflight.PreflightError(f"data must be an RDD or a DataFrame, got {type(data)}")
         if not isinstance(feed_timeout, (int, float)) or feed_timeout <= 0:
             raise preflight.PreflightError(f"feed_timeout must be a positive number of seconds, "
                                            f"got {feed_timeout!r}")
-        if self._backend.connect and not spark_feed.is_dataframe(data):
+        if self._backend.connect and not spark_tasks.is_dataframe(data):
             raise preflight.PreflightError("under Spark Connect there are no RDDs: feed a "
                                            "DataFrame (spark.createDataFrame(...))")
-        problem = spark_feed.unfeedable_column(data) if spark_feed.is_dataframe(data) else None
+        problem = spark_tasks.unfeedable_column(data) if spark_tasks.is_dataframe(data) else None
         if problem is not None:
             raise preflight.PreflightError(f"cannot feed this DataFrame to TF: {problem}")
         slots = None if self._feeds_in_stage else self._backend.slots()
@@ -528,10 +522,10 @@ class TFCluster:
         return float(feed_timeout)
 
     def _feed_plan(self, attempt: Attempt, mode: str, feed_timeout: float
-                   ) -> "spark_feed.FeedPlan":
+                   ) -> "spark_tasks.FeedPlan":
         trainers = attempt.feed_nodes(listening=False)
         attempt.feeds += 1
-        return spark_feed.FeedPlan(
+        return spark_tasks.FeedPlan(
             feed_id=attempt.feeds, addresses=tuple(tuple(n.feed_address) for n in trainers),
             labels=tuple(n.role.label for n in trainers), secret=attempt.secret, mode=mode,
             timeout=float(feed_timeout))
@@ -595,7 +589,7 @@ class TFCluster:
         """Tell the training nodes that no more data will come (ends next_batch loops)."""
         trainers = [n for n in attempt.nodes.values()
                     if n.role.job_name in TRAINING_ROLES and n.status is None and n.feed_address]
-        plan = spark_feed.FeedPlan(0, tuple(tuple(n.feed_address) for n in trainers),
+        plan = spark_tasks.FeedPlan(0, tuple(tuple(n.feed_address) for n in trainers),
                                    tuple(n.role.label for n in trainers), attempt.secret,
                                    TRAIN, timeout=30.0)
         for node, trainer in enumerate(trainers):
@@ -607,7 +601,7 @@ class TFCluster:
                 return TFSparkError("finished") if trainer.status is not None else None
 
             try:
-                spark_feed.tell_nodes(dataclasses.replace(
+                spark_tasks.tell_nodes(dataclasses.replace(
                     plan, addresses=plan.addresses[node:node + 1],
                     labels=plan.labels[node:node + 1]), {"type": "done"}, failure=ended)
             except (OSError, TFSparkError):

@@ -3,7 +3,7 @@
 Driver side. At :meth:`tfspark.TFCluster.run`, before any node starts, the driver gets a token
 for every Kerberized NameNode the job names (``fs.defaultFS``, ``log_dir``, ``stage_files``,
 ``spark.kerberos.access.hadoopFileSystems``): no ticket or keytab is an error then, not a node
-failing later. Each node gets them over the control channel (see :mod:`tfspark.node`). While
+failing later. Each node gets them over the control channel (see :mod:`tfspark._node.task`). While
 the cluster runs, a thread asks again every :data:`REFRESH_SECS`: that renews the driver's own
 tokens when due (see :mod:`tfspark.fs.jvm_tokens`) and, when a token is re-issued (or Spark's
 is), hands the new ones to every node.
@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Callable, Dict, List, Optional
 
-from . import fs
+from tfspark import fs
 
 logger = logging.getLogger(__name__)
 

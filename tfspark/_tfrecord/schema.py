@@ -1,7 +1,7 @@
 """DataFrame columns <-> TFRecord features, both ways, and partition columns <-> Hive folders.
 
 Pure: no I/O. :mod:`tfspark.tfrecord` writes with :func:`column_specs` and
-:func:`partition_dir`; :mod:`tfspark.tfrecord_read` infers a schema with :class:`Inference`,
+:func:`partition_dir`; :mod:`tfspark._tfrecord.read` infers a schema with :class:`Inference`,
 decodes with :func:`column_plan` and reads partition values with :func:`partition_values`.
 The mapping itself is tabled in :mod:`tfspark.tfrecord`'s docstring.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote, unquote
 
-from tfspark.tfrecord_codec import BYTES, FLOAT, INT64, ColumnSpec, TFRecordError
+from tfspark._tfrecord.codec import BYTES, FLOAT, INT64, ColumnSpec, TFRecordError
 
 RECORD_TYPES = ("Example", "SequenceExample", "ByteArray")
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # Hive's folder name for a null partition value

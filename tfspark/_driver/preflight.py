@@ -10,9 +10,9 @@ import re
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from . import constants
-from .errors import PreflightError
-from .roles import Role, assign_roles
+from tfspark import constants
+from tfspark.errors import PreflightError
+from tfspark.roles import Role, assign_roles
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
     executors to register, up to ``timeout`` (``reservation_timeout``) when the settings promise
     enough slots, or up to ``SLOT_WAIT_SECS`` when they say nothing. On YARN the error says how
     many executors were granted, the container size asked for and what the ResourceManager
-    has free (see :mod:`tfspark.yarn`). Where Spark cannot say how many slots there are (Spark
+    has free (see :mod:`tfspark._driver.yarn`). Where Spark cannot say how many slots there are (Spark
     Connect), only the settings are checked; ``reservation_timeout`` bounds the rest.
     """
     needed = nodes + int(feeding)
@@ -182,7 +182,7 @@ def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
     text = (f"The TF cluster needs {needed} task slots ({why}), but the Spark application "
             f"({master}) has {max(have, 0)} task slots")
     if master == "yarn" and current_executors is not None and (cap is None or cap >= needed):
-        from .yarn import shortfall
+        from tfspark._driver.yarn import shortfall
         waited = time.monotonic() - started
         raise PreflightError(f"{text}. {shortfall(conf, current_executors(), waited)}")
     raise PreflightError(

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 import pyarrow as pa
 
-from .errors import TFSparkError
+from tfspark.errors import TFSparkError
 
 SHAPE_KEY = b"tfspark.shape"
 STRUCTURE_KEY = b"tfspark.structure"  # "columns" (DataFrame), "tuple" or "single" (RDD)

@@ -1,5 +1,5 @@
 """Driver side of live training progress: shows the chief's ``model.fit`` events and keeps the
-per-epoch history (:attr:`tfspark.cluster.TFCluster.history`).
+per-epoch history (:attr:`tfspark._driver.cluster.TFCluster.history`).
 
 Where the driver's output goes decides how progress looks:
 
@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, TextIO
 
-from . import constants
+from tfspark import constants
 
 
 class TrainingProgress:

@@ -27,8 +27,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .control import ChannelError, ControlServer, connect_authenticated, new_secret
-from .errors import TFSparkError
+from tfspark.control import ChannelError, ControlServer, connect_authenticated, new_secret
+from tfspark.errors import TFSparkError
 
 logger = logging.getLogger(__name__)
 

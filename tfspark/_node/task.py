@@ -1,7 +1,7 @@
 """Task side of a TF node: one barrier task of the cluster's Spark stage.
 
 The task registers with the driver, starts the node's own Python process (see
-:mod:`tfspark.node_spawn` and :mod:`tfspark.node_process`: the Keras choice in its environment,
+:mod:`tfspark._node.spawn` and :mod:`tfspark._node.process`: the Keras choice in its environment,
 TensorFlow imported while the nodes meet), reserves its TF port, learns every node's address
 from the driver (detached: through ``BarrierTaskContext.allGather``), and then hands the
 process its context, with
@@ -26,24 +26,23 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from . import constants
-from . import fit_progress
-from .context import NodeContext
-from .control import ControlClient, Message
-from .fs.credentials import NODE_TOKEN_FILE_ENV
-from .node_spawn import (CONTEXT_FILE, ERROR, PAYLOAD_FILE, NodeProcess, exit_error,
-                         forward_lines, read_outcome, spawn, terminate)
-from .private_dir import SCRATCH_ENV, PrivateDir
-from .processes import die_with_parent
-from .roles import (EVALUATOR, PS, TRAINING_ROLES, Role, cluster_spec, data_index, data_nodes,
-                    is_chief, num_training_nodes, self_finishing_roles, serves_only, tf_config)
-from .feed_protocol import StageInput
-from .zip_cache import importable_path
-
-SPARK_INPUT = 1  # InputMode.SPARK
+from tfspark import constants
+from tfspark._feed.protocol import StageInput
+from tfspark._node import fit_progress
+from tfspark._node.context import NodeContext
+from tfspark._node.private_dir import SCRATCH_ENV, PrivateDir
+from tfspark._node.processes import die_with_parent
+from tfspark._node.spawn import (CONTEXT_FILE, ERROR, PAYLOAD_FILE, NodeProcess, exit_error,
+                                 forward_lines, read_outcome, spawn, terminate)
+from tfspark._node.zip_cache import importable_path
+from tfspark.control import ControlClient, Message
+from tfspark.fs.credentials import NODE_TOKEN_FILE_ENV
+from tfspark.roles import (EVALUATOR, PS, TRAINING_ROLES, InputMode, Role, cluster_spec, data_index,
+                           data_nodes, is_chief, num_training_nodes, self_finishing_roles,
+                           serves_only, tf_config)
 
 #: How a node ended, as reported to the driver and returned from the Spark task (OK and ERROR
-#: are also how its process ended: see :mod:`tfspark.node_spawn`).
+#: are also how its process ended: see :mod:`tfspark._node.spawn`).
 STOPPED = "stopped"
 
 
@@ -68,7 +67,7 @@ class NodePlan:
     #                    where that log is the driver's terminal)
     attempt: int = 0  # which run of the TF cluster this is (0 first); see TFCluster.attempts
     max_restarts: int = 0  # also how often a PSS worker's server is restarted in place
-    progress: bool = True  # the chief reports model.fit's progress (see tfspark.fit_progress)
+    progress: bool = True  # the chief reports model.fit's progress (see tfspark._node.fit_progress)
     verbose: bool = False  # relay TF's C++ start-up/INFO log lines too (see quiet_line)
     stage_input: Optional[StageInput] = None  # the stage's partitions are training data
 
@@ -76,7 +75,7 @@ class NodePlan:
 def run_node(plan: NodePlan, partition: Iterator) -> Iterator[Tuple[int, str, bytes, bytes]]:
     """The barrier stage's ``mapPartitions`` function: yields ``(worker_num, status, value,
     report)`` -- ``report`` is a detached node's pickled messages (else empty). ``partition``
-    is training data with ``plan.stage_input`` (see :mod:`tfspark.stage_feed`), else unused."""
+    is training data with ``plan.stage_input`` (see :mod:`tfspark._feed.stage`), else unused."""
     from pyspark import BarrierTaskContext
 
     task = BarrierTaskContext.get()
@@ -121,11 +120,11 @@ class DetachedReport:
 def node_environment(plan: NodePlan, role: Role, gpus: Tuple[str, ...]) -> Dict[str, str]:
     """The environment of a node's process: this one's, plus TF settings, plus the user's ``env``.
     All of it is known before the rendezvous (the process starts during it); ``TF_CONFIG``, which
-    needs every node's address, comes with the context (see :mod:`tfspark.node_process`).
+    needs every node's address, comes with the context (see :mod:`tfspark._node.process`).
 
     ``PYTHONPATH`` carries this worker's ``sys.path`` so files shipped with ``--py-files`` import
     in the node's process too (zips there, Spark's ``pyspark.zip`` among them, unpacked once:
-    see :mod:`tfspark.zip_cache`).
+    see :mod:`tfspark._node.zip_cache`).
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(importable_path([p for p in sys.path if p]))
@@ -205,7 +204,7 @@ class _Node:
     def answers(self) -> Iterator[Tuple[Any, Any]]:
         """The node's answers to the stage's inference rows, as ``(key, result)`` pairs."""
         if self.answers_path is not None and os.path.exists(self.answers_path):
-            from .stage_feed import read_answers
+            from tfspark._feed.stage import read_answers
             yield from read_answers(self.answers_path)
 
     def _meet(self, task, address: str, feed_port: Optional[int]) -> Optional[list]:
@@ -234,7 +233,7 @@ class _Node:
         """Write the driver's HDFS delegation tokens where the node's process reads them
         (``$TFSPARK_TOKEN_FILE``, 0600 in this task's private folder, replaced whole): the
         first ones before the nodes meet, renewed or re-issued ones while it runs."""
-        from .fs.tokens import Token, write_token_file
+        from tfspark.fs.tokens import Token, write_token_file
         write_token_file(self.token_file, [Token.from_url_string(s) for s in url_strings])
 
     def _request_stop(self, reason: str) -> None:
@@ -252,7 +251,7 @@ class _Node:
 
     def run(self, task, partition: Iterator) -> Tuple[int, str, bytes, bytes]:
         self._send("hello", label=self.role.label, host=self.host, attempt=task.attemptNumber())
-        feeds = self.plan.input_mode == SPARK_INPUT and self.role.job_name in TRAINING_ROLES
+        feeds = self.plan.input_mode == InputMode.SPARK and self.role.job_name in TRAINING_ROLES
         gpus = assigned_gpus(task)
         # the node's process starts now, importing while the nodes find each other
         with self._workdir() as workdir, self._started_early(workdir, gpus) as process, \
@@ -306,9 +305,9 @@ class _Node:
                          ) -> "_Feeder":
         """Send this task's partition of the stage's input to the training nodes (a thread:
         their receivers run in the nodes' processes, started meanwhile)."""
-        from . import stage_feed
-        from .feed_protocol import INFERENCE
-        from .spark_feed import FeedError, FeedPlan
+        from tfspark._feed import stage
+        from tfspark._feed.protocol import INFERENCE
+        from tfspark._feed.spark_tasks import FeedError, FeedPlan
 
         stage_input = self.plan.stage_input
         trainers = data_nodes(self.plan.roles)
@@ -329,10 +328,10 @@ class _Node:
         def deliver() -> None:
             if stage_input.mode == INFERENCE:
                 self.answers_path = os.path.join(self.private_dir, "answers.pickle")
-                stage_feed.answer(task, stage_input, plan, ctx.shard_index, partition,
+                stage.answer(task, stage_input, plan, ctx.shard_index, partition,
                                   self.answers_path, failure=stopped)
                 return
-            delivered = stage_feed.deliver(
+            delivered = stage.deliver(
                 task, stage_input, plan, self.role.worker_num, ctx.shard_index,
                 (self.host, ctx.feed_port) if ctx.feed_port is not None else None, partition,
                 self.private_dir, failure=stopped)

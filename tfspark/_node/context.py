@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .constants import PSS_STAGED_DIR
-from .errors import TFSparkError
-from .roles import Role, is_chief, serves_only
+from tfspark.constants import PSS_STAGED_DIR
+from tfspark.errors import TFSparkError
+from tfspark.roles import Role, is_chief, serves_only
 
 
 @dataclass
@@ -84,20 +84,20 @@ class NodeContext:
         return Role(self.job_name, self.task_index, self.worker_num)
 
     def multi_worker_mirrored_strategy(self, **options):
-        """See :func:`tfspark.strategy.multi_worker_mirrored_strategy`."""
-        from .strategy import multi_worker_mirrored_strategy
+        """See :func:`tfspark._strategies.setup.multi_worker_mirrored_strategy`."""
+        from tfspark._strategies.setup import multi_worker_mirrored_strategy
         return multi_worker_mirrored_strategy(self, **options)
 
     def parameter_server_strategy(self, variable_partitioner=None):
-        """See :func:`tfspark.strategy.parameter_server_strategy`."""
-        from .strategy import parameter_server_strategy
+        """See :func:`tfspark._strategies.setup.parameter_server_strategy`."""
+        from tfspark._strategies.setup import parameter_server_strategy
         return parameter_server_strategy(self, variable_partitioner)
 
     def backup_and_restore(self, path: str, save_freq="epoch", delete_checkpoint: bool = True):
         """A Keras ``BackupAndRestore`` callback whose backup lives at ``path`` (HDFS or a
         shared path): ``model.fit`` resumes from the last backup after a failure or on a rerun.
         See :func:`tfspark.backup.backup_and_restore`."""
-        from .backup import backup_and_restore
+        from tfspark.backup import backup_and_restore
         return backup_and_restore(path, self, save_freq, delete_checkpoint)
 
     def staged_files(self, name: str) -> str:
@@ -116,7 +116,7 @@ class NodeContext:
 
     def get_data_feed(self, train_mode: Optional[bool] = True, *, shuffle: bool = True,
                       seed: Optional[int] = None):
-        """This node's :class:`~tfspark.feed.DataFeed` (``InputMode.SPARK``, chief/workers).
+        """This node's :class:`~tfspark._feed.datafeed.DataFeed` (``InputMode.SPARK``, chief/workers).
 
         ``train_mode=False`` for inference: rows taken with ``next_batch`` must be answered, in
         order, with ``batch_results``; ``None``: training or inference, whichever data the
@@ -124,7 +124,7 @@ class NodeContext:
         a fresh random order every epoch (reproducible from ``seed``); ``shuffle=False`` keeps
         the fed order. ``feed.dataset()`` can override both.
         """
-        from .feed import get_data_feed
+        from tfspark._feed.datafeed import get_data_feed
         return get_data_feed(train_mode, shuffle, seed)
 
     def absolute_path(self, path: str) -> str:
@@ -141,5 +141,5 @@ class NodeContext:
 
 def resolve_path(path: str, default_fs: str, working_dir: str, user: Optional[str] = None) -> str:
     """See :meth:`NodeContext.absolute_path`; local results are plain paths, usable by TF and os."""
-    from .fs import absolute
+    from tfspark.fs import absolute
     return absolute(path, default_fs, working_dir, user)

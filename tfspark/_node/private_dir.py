@@ -13,7 +13,7 @@ import sys
 import tempfile
 from typing import Optional
 
-from .processes import alive
+from tfspark._node.processes import alive
 
 #: Names of the task directories of :class:`PrivateDir`: ``tfspark-task-<pid>-<random>``.
 PRIVATE_PREFIX = "tfspark-task-"

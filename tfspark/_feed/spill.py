@@ -1,6 +1,6 @@
 """A training node's spilled rows read back: in fed order or a fresh random order each epoch.
 
-The feed receiver (:mod:`tfspark.feed`) writes every partition a node receives to local disk as
+The feed receiver (:mod:`tfspark._feed.datafeed`) writes every partition a node receives to local disk as
 an Arrow IPC file. This module reads those files back, memory-mapped, for ``DataFeed.dataset``
 and ``next_batch``:
 
@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .arrow_columns import FeedDataError, row_shape
+from tfspark._feed.arrow_columns import FeedDataError, row_shape
 
 #: Rows gathered at once are about this many bytes: a few batches, never the whole share.
 BLOCK_BYTES = 32 << 20

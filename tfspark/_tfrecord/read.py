@@ -5,8 +5,8 @@ as columns), infers a schema from the first records unless given one, checks a g
 against the first records, and packs the files into partitions as Spark packs files
 (:func:`pack_files`). Each task of one ``mapInArrow`` stage decodes its files' records into
 Arrow batches: Examples that share one byte layout (fixed-shape numeric features) in one
-vectorised step, anything else record by record. Wire format: :mod:`tfspark.tfrecord_codec`;
-type mapping: :mod:`tfspark.tfrecord_schema`; files: :mod:`tfspark.fs`.
+vectorised step, anything else record by record. Wire format: :mod:`tfspark._tfrecord.codec`;
+type mapping: :mod:`tfspark._tfrecord.schema`; files: :mod:`tfspark.fs`.
 """
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ import numpy as np
 import pyarrow as pa
 
 from tfspark import fs
-from tfspark.tfrecord_codec import (BYTES, FLOAT, TFRecordError, decode_example,
-                                    decode_sequence_example, decode_uniform_examples,
-                                    open_records)
-from tfspark.tfrecord_schema import (RECORD_TYPES, Inference, column_plan, is_data_file,
-                                     partition_values)
+from tfspark._tfrecord.codec import (BYTES, FLOAT, TFRecordError, decode_example,
+                                     decode_sequence_example, decode_uniform_examples, open_records)
+from tfspark._tfrecord.schema import (RECORD_TYPES, Inference, column_plan, is_data_file,
+                                      partition_values)
 
 INFER_RECORDS = 1000  # records sampled to infer a schema
 _RECORDS_PER_BATCH = 4096  # records decoded into one Arrow batch
@@ -325,7 +324,7 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
     from pyspark.sql import types as T
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    from .spark_backend import session_of, task_callback_hosts
+    from tfspark._driver.spark_backend import session_of, task_callback_hosts
     spark = session_of(spark)
     if record_type not in RECORD_TYPES:
         raise TFRecordError(f"record_type must be one of {RECORD_TYPES}, not {record_type!r}")

@@ -1,10 +1,10 @@
 """Task side of feeding *in the stage*: the data is the TF cluster's barrier stage's own input.
 
-With ``feed_mode="stage"`` (see :meth:`tfspark.cluster.TFCluster.run`) no second Spark job feeds
+With ``feed_mode="stage"`` (see :meth:`tfspark._driver.cluster.TFCluster.run`) no second Spark job feeds
 the nodes, so the cluster needs no task slot beyond its own: the first ``train()``'s RDD or
 DataFrame, repartitioned into one partition per node, *is* the stage's input. Each node's task
 hands its partition to the training nodes' feed receivers exactly as a feeding task would
-(:func:`tfspark.spark_feed.send_train_partition`): a training node keeps its whole partition (on
+(:func:`tfspark._feed.spark_tasks.send_train_partition`): a training node keeps its whole partition (on
 its own host), the other nodes (ps, evaluator, a ParameterServerStrategy chief) deal theirs over
 the training nodes. The tasks then exchange row counts through ``allGather`` and each tells its
 own node that the feed is complete -- the only feed this cluster gets.
@@ -29,10 +29,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .arrow_columns import batch_from_elements, chunks, normalize_dataframe_batch
-from .feed_protocol import ARROW, VALIDATION_COLUMN, StageInput
-from .spark_feed import (FeedError, FeedPlan, send_inference_partition, send_train_partition,
-                         tell_nodes)
+from tfspark._feed.arrow_columns import batch_from_elements, chunks, normalize_dataframe_batch
+from tfspark._feed.protocol import ARROW, VALIDATION_COLUMN, StageInput
+from tfspark._feed.spark_tasks import (FeedError, FeedPlan, send_inference_partition,
+                                       send_train_partition, tell_nodes)
 
 
 @dataclass
@@ -74,7 +74,7 @@ def deliver(task: Any, stage_input: StageInput, plan: FeedPlan, partition_index:
     task, and tell this task's own node (``own_receiver``, if it has one) that the feed is
     complete. Every task calls this exactly once (it holds an ``allGather``), even when its own
     send failed: the error is shared, so no task waits for a count that never comes, and the
-    first one raised here as a :class:`~tfspark.spark_feed.FeedError`.
+    first one raised here as a :class:`~tfspark._feed.spark_tasks.FeedError`.
 
     ``own_share``: this node's training index, if it trains: its rows all stay with it.
     ``failure`` returns why to stop waiting for a node (e.g. this node was told to stop).

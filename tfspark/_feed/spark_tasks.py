@@ -1,9 +1,9 @@
 """Spark side of the feed: tasks that stream RDD/DataFrame partitions to the TF nodes.
 
 ``TFCluster.train`` runs one Spark job over the data; each of its tasks turns its partition into
-Arrow record batches (DataFrames natively, RDD elements via :mod:`tfspark.arrow_columns`) and
+Arrow record batches (DataFrames natively, RDD elements via :mod:`tfspark._feed.arrow_columns`) and
 streams them, over connections authenticated with the job secret, to the training nodes'
-receivers (:mod:`tfspark.feed`), dealt out in contiguous runs (slices of Arrow batches, never
+receivers (:mod:`tfspark._feed.datafeed`), dealt out in contiguous runs (slices of Arrow batches, never
 copied): of every chunk of a partition, node ``k`` gets as many rows as "row ``i`` of partition
 ``p`` to node ``(p + i) % n``" would give it, so rows spread evenly (to one row per partition)
 over the nodes even when partitions are uneven. ``inference`` sends each
@@ -19,11 +19,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 
-from .arrow_columns import (FeedDataError, batch_from_elements, chunks,
-                            normalize_dataframe_batch)
-from .control import Connection, connect_authenticated
-from .errors import TFSparkError
-from .feed_protocol import ARROW, ELEMENTS, INFERENCE, VALIDATION_COLUMN, StageInput
+from tfspark._feed.arrow_columns import (FeedDataError, batch_from_elements, chunks,
+                                         normalize_dataframe_batch)
+from tfspark._feed.protocol import ARROW, ELEMENTS, INFERENCE, VALIDATION_COLUMN, StageInput
+from tfspark.control import Connection, connect_authenticated
+from tfspark.errors import TFSparkError
 
 Address = Tuple[str, int]
 
@@ -282,7 +282,7 @@ def vectors_as_arrays(df):
 def stage_input(data: Any, validation: Any, num_tasks: int, num_epochs: int, timeout: float
                 ) -> Tuple[Any, "StageInput"]:
     """Driver: ``data`` (and ``validation``'s rows, flagged) as the input of the TF cluster's
-    barrier stage -- ``num_tasks`` partitions, one per node (see :mod:`tfspark.stage_feed`) --
+    barrier stage -- ``num_tasks`` partitions, one per node (see :mod:`tfspark._feed.stage`) --
     and how the nodes' tasks read it."""
     if validation is not None and is_dataframe(validation) != is_dataframe(data):
         raise TFSparkError("validation_data must be of the same kind as data (both DataFrames "
@@ -309,7 +309,7 @@ def stage_input(data: Any, validation: Any, num_tasks: int, num_epochs: int, tim
 
 def unfeedable_column(df: Any) -> Optional[str]:
     """Driver: why a column of ``df`` cannot become a tensor (the rules of
-    :func:`tfspark.arrow_columns.normalize_dataframe_batch`, read from the schema), or None."""
+    :func:`tfspark._feed.arrow_columns.normalize_dataframe_batch`, read from the schema), or None."""
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql import types as T
     scalars = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType)

@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from typing import List, Optional, Sequence
 
-from .private_dir import executor_local_dir
+from tfspark._node.private_dir import executor_local_dir
 
 #: The unpacked copies live in ``<executor local dir>/tfspark-unzipped-<uid>/``.
 CACHE_PREFIX = "tfspark-unzipped-"

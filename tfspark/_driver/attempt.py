@@ -1,10 +1,10 @@
 """One attempt at running the TF cluster: its barrier stage, control channel and node states.
 
 An :class:`Attempt` starts the stage (one task per TF node, through a
-:class:`~tfspark.spark_backend.SparkBackend`, classic or Spark Connect), serves the control
+:class:`~tfspark._driver.spark_backend.SparkBackend`, classic or Spark Connect), serves the control
 channel the nodes report to, keeps what the driver knows of each node, and records the first
 failure, after which it stops every node. It never restarts anything:
-:class:`tfspark.cluster.TFCluster` decides, from the
+:class:`tfspark._driver.cluster.TFCluster` decides, from the
 failure's cause, whether to run another attempt.
 """
 from __future__ import annotations
@@ -19,17 +19,17 @@ import time
 import uuid
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from . import constants
-from .control import Connection, ControlServer, Message, new_secret
-from .arrow_columns import FeedDataError
-from .errors import NodeError, ReservationError, StageError, TFSparkError, raised_in_task
-from .feed_protocol import INFERENCE
-from .node import STOPPED, NodePlan, run_node
-from .node_spawn import ERROR, OK
-from .progress import TrainingProgress
-from .spark_backend import SparkBackend
-from .spark_feed import FeedError
-from .roles import PS, TRAINING_ROLES, WORKER, Role, data_nodes, self_finishing_roles
+from tfspark import constants
+from tfspark._driver.progress import TrainingProgress
+from tfspark._driver.spark_backend import SparkBackend
+from tfspark._feed.arrow_columns import FeedDataError
+from tfspark._feed.protocol import INFERENCE
+from tfspark._feed.spark_tasks import FeedError
+from tfspark._node.spawn import ERROR, OK
+from tfspark._node.task import STOPPED, NodePlan, run_node
+from tfspark.control import Connection, ControlServer, Message, new_secret
+from tfspark.errors import NodeError, ReservationError, StageError, TFSparkError, raised_in_task
+from tfspark.roles import PS, TRAINING_ROLES, WORKER, Role, data_nodes, self_finishing_roles
 
 logger = logging.getLogger(__name__)
 
@@ -411,7 +411,7 @@ class Attempt:
 
 def data_error(rows: list) -> Optional[FeedDataError]:
     """The first data error a feeding task reported in its output rows (see
-    :func:`tfspark.spark_feed.send_train_partition`), if any."""
+    :func:`tfspark._feed.spark_tasks.send_train_partition`), if any."""
     for row in rows:
         message = row.get("error") if isinstance(row, dict) else getattr(row, "error", None)
         if message:

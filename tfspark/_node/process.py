@@ -1,6 +1,6 @@
 """A TF node's own process: runs ``main_fun(args, ctx)`` once, in a fresh interpreter.
 
-Started by :mod:`tfspark.node` with ``TF_USE_LEGACY_KERAS`` already in its environment, so
+Started by :mod:`tfspark._node.task` with ``TF_USE_LEGACY_KERAS`` already in its environment, so
 whatever TensorFlow and Keras a reused Spark Python worker imported before cannot leak in. It
 starts while the nodes meet: once ready, if the nodes have not met yet, it imports TensorFlow
 in the background meanwhile (unless ``TFSPARK_PRELOAD_TENSORFLOW=0``; an import holds the GIL
@@ -9,7 +9,7 @@ context (with ``TF_CONFIG``, set into the environment before ``main_fun`` runs) 
 are in its folder. Writes how ``main_fun`` ended to ``outcome.json`` (and its pickled return
 value to ``value.pkl``) there; exits when its parent task goes away.
 
-Usage (internal): ``python -m tfspark.node_process WORKDIR``
+Usage (internal): ``python -m tfspark._node.process WORKDIR``
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import time
 import traceback
 from typing import Optional
 
-from . import constants
-from .node_spawn import CONTEXT_FILE, ERROR, GO, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
-from .zip_cache import import_caching_bytecode
+from tfspark import constants
+from tfspark._node.spawn import CONTEXT_FILE, ERROR, GO, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
+from tfspark._node.zip_cache import import_caching_bytecode
 
 _KERAS3_HINT = (
     "\nHint: this node ran with Keras 3 (TF_USE_LEGACY_KERAS is off), whose model.fit does not "
@@ -128,7 +128,7 @@ def main(workdir: str) -> None:
     preload = None
     try:
         _check_keras()
-        from . import fit_progress
+        from tfspark._node import fit_progress
         fit_progress.install()  # before anything imports Keras
         # for the payload (from an unpacked pyspark.zip: zip_cache)
         import_caching_bytecode("pyspark.cloudpickle")
@@ -148,15 +148,15 @@ def _run(workdir: str) -> int:
     os.remove(os.path.join(workdir, CONTEXT_FILE))  # it holds the job's key: read once
     os.environ[constants.TF_CONFIG] = ctx.tf_config
     if ctx.feed_port is not None:
-        from . import feed
+        from tfspark._feed import datafeed
         if ctx.runs_server_only:  # in its own folder: see constants.PSS_FEED_DIR
-            feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
+            datafeed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
                        constants.PSS_FEED_DIR, spill_format="tfrecord")
         else:
-            feed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
+            datafeed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
                        os.path.join(workdir, "spill"), spill_root=constants.PSS_FEED_DIR)
     if ctx.runs_server_only:
-        from .strategy import serve, stage_files
+        from tfspark._strategies.setup import serve, stage_files
         stage_files(ctx)
         serve(ctx)  # never returns: tfspark stops the process when training ends
     main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))

@@ -2,7 +2,7 @@
 
 Everything the driver side asks of Spark goes through a :class:`SparkBackend`: settings, the
 default filesystem, task slots, and running the TF cluster's barrier stage and its feeding jobs
-(what :class:`tfspark.attempt.Attempt` uses), with a way to cancel them.
+(what :class:`tfspark._driver.attempt.Attempt` uses), with a way to cancel them.
 
 * :class:`ClassicBackend` -- a ``SparkContext`` in this process (also what a classic
   ``SparkSession`` has): an RDD barrier stage in a job group.
@@ -18,8 +18,8 @@ import socket
 import threading
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from . import constants
-from .errors import PreflightError
+from tfspark import constants
+from tfspark.errors import PreflightError
 
 
 def is_connect_session(spark: Any) -> bool:
@@ -226,7 +226,7 @@ class ClassicBackend(SparkBackend):
         return conf.get("spark.driver.bindAddress") or host, host
 
 
-#: The rows a node's barrier task returns under Connect (``tfspark.node.run_node``'s tuples).
+#: The rows a node's barrier task returns under Connect (``tfspark._node.task.run_node``'s tuples).
 NODE_RESULT_SCHEMA = "worker_num int, status string, value binary, report binary"
 
 
@@ -256,7 +256,7 @@ class ConnectBackend(SparkBackend):
             return {k: v for k in keys if (v := self._get(k)) is not None}
 
     def default_fs(self) -> str:
-        from . import fs
+        from tfspark import fs
         return self._get("spark.hadoop.fs.defaultFS") or fs.hadoop_conf().get(
             "fs.defaultFS", "file:///")
 

@@ -1,6 +1,6 @@
 """A TF node's own process, seen from its Spark task: started, told to go, heard, stopped.
 
-The task (:mod:`tfspark.node`) starts the process (:mod:`tfspark.node_process`) early, in the
+The task (:mod:`tfspark._node.task`) starts the process (:mod:`tfspark._node.process`) early, in the
 task's folder, and later writes the node's context and payload there and ``GO`` to its stdin.
 The process answers with an outcome file (and its return value) in the same folder. Its output
 lines (and the chief's ``model.fit`` progress events) are forwarded as they come; it dies with
@@ -16,9 +16,10 @@ import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import constants, fit_progress
-from .processes import die_with_parent
-from .tf_chatter import is_tf_chatter
+from tfspark import constants
+from tfspark._node import fit_progress
+from tfspark._node.processes import die_with_parent
+from tfspark.tf_chatter import is_tf_chatter
 
 #: The task's and the process's files in the task's folder.
 OUTCOME_FILE, VALUE_FILE, PAYLOAD_FILE, CONTEXT_FILE = (
@@ -74,7 +75,7 @@ class NodeProcess:
 
 def spawn(workdir: str, env: Dict[str, str], send: Send, *, label: str, verbose: bool,
           echo: bool, reports_progress: bool, serves: bool) -> NodeProcess:
-    """Start ``python -m tfspark.node_process workdir`` with ``env``; forward its output lines
+    """Start ``python -m tfspark._node.process workdir`` with ``env``; forward its output lines
     to ``send`` (and, with ``echo``, to this executor's log), and its ``model.fit`` progress
     events with ``reports_progress``. A process that only ``serves`` runs in ``workdir``."""
     progress_read, progress_write = os.pipe() if reports_progress else (None, None)
@@ -82,7 +83,7 @@ def spawn(workdir: str, env: Dict[str, str], send: Send, *, label: str, verbose:
         env = dict(env, **{fit_progress.REPORT_FD: str(progress_write)})
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "tfspark.node_process", workdir],
+            [sys.executable, "-m", "tfspark._node.process", workdir],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL),
             pass_fds=(progress_write,) if reports_progress else (),

@@ -1,5 +1,5 @@
-"""Names shared by the driver, the feeding Spark tasks (:mod:`tfspark.spark_feed`,
-:mod:`tfspark.stage_feed`) and the nodes' receivers (:mod:`tfspark.feed`), kept apart so that no
+"""Names shared by the driver, the feeding Spark tasks (:mod:`tfspark._feed.spark_tasks`,
+:mod:`tfspark._feed.stage`) and the nodes' receivers (:mod:`tfspark._feed.datafeed`), kept apart so that no
 side imports another (and the node's task stays light)."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ VALIDATION_COLUMN = "__tfspark_validation"
 @dataclass(frozen=True)
 class StageInput:
     """The TF cluster's stage reads training data as its own input (``feed_mode="stage"``):
-    how a node's task reads and delivers its partition (see :mod:`tfspark.stage_feed`)."""
+    how a node's task reads and delivers its partition (see :mod:`tfspark._feed.stage`)."""
 
     kind: str  # ARROW or ELEMENTS
     num_epochs: int

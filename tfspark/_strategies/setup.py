@@ -11,8 +11,8 @@ import json
 import os
 from typing import Any, Optional
 
-from . import constants
-from .errors import TFSparkError
+from tfspark import constants
+from tfspark.errors import TFSparkError
 
 _made_before_first_op: Optional[Any] = None
 
@@ -94,7 +94,7 @@ def stage_files(ctx: Any) -> None:
     (relative to the worker process's own folder)."""
     if ctx.job_name != "worker" or not ctx.stage_files:
         return
-    from .data import stage_shard
+    from tfspark.data import stage_shard
     for name, path in ctx.stage_files.items():
         stage_shard(path, ctx.shard_index, ctx.num_shards, f"{constants.PSS_STAGED_DIR}/{name}")
 

@@ -26,7 +26,7 @@ import sys
 import threading
 from typing import Any
 
-from .errors import TFSparkError
+from tfspark.errors import TFSparkError
 
 logger = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ In a node's process, before ``main_fun`` runs, :func:`install` arranges that as 
 
 * on the reporting node (the chief, or worker 0 without one) ``fit`` gets one more callback,
   which writes progress events -- one JSON object per line -- to a pipe the node's Spark task
-  reads and relays to the driver (:mod:`tfspark.progress` shows them);
+  reads and relays to the driver (:mod:`tfspark._driver.progress` shows them);
 * on every training node, ``fit`` without an explicit ``verbose`` runs with ``verbose=0``: the
   driver shows progress once, instead of a progress bar per worker.
 
-Rows: for a tfspark dataset (a node's own share, see :mod:`tfspark.shares`) the callback counts
+Rows: for a tfspark dataset (a node's own share, see :mod:`tfspark._feed.shares`) the callback counts
 the rows this node trains on, and reports ``rows x num_workers`` (every worker takes one batch of
 its own share per step). For other inputs it reports steps only.
 
@@ -132,7 +132,7 @@ class _RowCounter:
         self.counting = False
 
     def wrap(self, x: Any) -> Any:
-        from .shares import is_node_share
+        from tfspark._feed.shares import is_node_share
         if not is_node_share(x):
             return x
         import numpy as np

@@ -1,16 +1,16 @@
 """Node side of the Spark feed: receive partitions, spill them to local disk, serve them to TF.
 
 Runs inside a TF node's own process (``InputMode.SPARK``, chief and workers only). The
-receiver (:mod:`tfspark.feed_receiver`) spills what the feeding Spark tasks send to local disk
+receiver (:mod:`tfspark._feed.receiver`) spills what the feeding Spark tasks send to local disk
 and tells the :class:`DataFeed`, which serves those files:
 
 * ``dataset(batch_size)`` -- a ``tf.data.Dataset`` of one epoch of this node's share of the next
   ``train()`` feed, in **per-worker batches** (global batch = ``batch_size x num_workers``).
   It starts once the feed is complete: every node then takes the same number of steps (set by
   the largest share) and trains on each of its rows exactly once per epoch, in a fresh random
-  order every epoch unless ``shuffle=False`` (see :mod:`tfspark.spill`). The dataset is marked
+  order every epoch unless ``shuffle=False`` (see :mod:`tfspark._feed.spill`). The dataset is marked
   as this node's own share, so ``model.fit`` under MultiWorkerMirroredStrategy does not split
-  its batches again (see :mod:`tfspark.shares`). Epochs re-read the spill; the Spark data is
+  its batches again (see :mod:`tfspark._feed.shares`). Epochs re-read the spill; the Spark data is
   never recomputed.
 * ``next_batch``/``should_stop``/``batch_results``/``terminate`` -- TensorFlowOnSpark's API,
   ``num_epochs`` passes in all: shuffled passes start when the feed is complete; with
@@ -29,11 +29,13 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from . import shares, spill, strategy
-from .arrow_columns import FeedDataError, numpy_columns, row_shape, rows_of, structure_of
-from .feed_protocol import TRAIN
-from .feed_receiver import FeedReceiver
-from .spill import SpilledRows, batch_sizes, epoch_order, steps_per_epoch
+from tfspark._feed import shares, spill
+from tfspark._feed.arrow_columns import (FeedDataError, numpy_columns, row_shape, rows_of,
+                                         structure_of)
+from tfspark._feed.protocol import TRAIN
+from tfspark._feed.receiver import FeedReceiver
+from tfspark._feed.spill import SpilledRows, batch_sizes, epoch_order, steps_per_epoch
+from tfspark._strategies import setup
 
 _END, _BOUNDARY = object(), object()  # markers in a stream of column blocks
 
@@ -166,7 +168,7 @@ class DataFeed:
 
         Give it to ``model.fit(dataset, epochs=feed.num_epochs)`` as it is, or map it first:
         it is marked as this node's own share, so MultiWorkerMirroredStrategy neither shards it
-        nor splits its batches (:mod:`tfspark.shares`). Each iteration is one epoch.
+        nor splits its batches (:mod:`tfspark._feed.shares`). Each iteration is one epoch.
         """
         _check_batch_size(batch_size)
         feed = self._next_train_feed(timeout)
@@ -200,7 +202,7 @@ class DataFeed:
                        shuffle: bool, seed: Optional[int]):
         """One epoch of this node's share of ``feed`` as a marked ``tf.data.Dataset``."""
         import tensorflow as tf
-        strategy.before_first_tf_op()
+        setup.before_first_tf_op()
 
         mine = self._rows_of_this_node(feed)
         steps = steps_per_epoch(feed.rows_per_node, batch_size)
@@ -311,7 +313,7 @@ class DataFeed:
     @staticmethod
     def _spilled(feed: _TrainFeed, expected: int, laid_out: bool) -> SpilledRows:
         """The node's spilled rows of ``feed``; ``laid_out``: with contiguous column copies
-        beside the spill, for random-order gathers (see :mod:`tfspark.spill`)."""
+        beside the spill, for random-order gathers (see :mod:`tfspark._feed.spill`)."""
         paths = feed.paths()
         column_dir = tempfile.mkdtemp(prefix="columns-", dir=os.path.dirname(paths[0])) \
             if laid_out and paths else None
@@ -543,7 +545,7 @@ def start(node_index: int, host: str, port: int, secret: bytes, spill_dir: str,
 
 def get_data_feed(train_mode: Optional[bool] = True, shuffle: bool = True,
                   seed: Optional[int] = None) -> DataFeed:
-    """This process's feed (see :meth:`tfspark.context.NodeContext.get_data_feed`)."""
+    """This process's feed (see :meth:`tfspark._node.context.NodeContext.get_data_feed`)."""
     if _feed is None:
         raise FeedDataError("ctx.get_data_feed() needs TFCluster.run(..., input_mode="
                             "InputMode.SPARK) and is available on the chief and workers only")
