@@ -48,13 +48,6 @@ PRELOAD_TENSORFLOW = "TFSPARK_PRELOAD_TENSORFLOW"
 #: How many of a node's last output lines the driver keeps for error messages.
 OUTPUT_TAIL_LINES = 40
 
-#: Where ParameterServerStrategy workers keep their share of the data: staged TFRecord files
-#: (``stage_files``) and Spark-fed rows. Relative on purpose: each ps/worker process runs in its
-#: own folder, so the one pattern the chief's ``dataset_fn`` holds names, on every worker, that
-#: worker's own files -- also when several workers share a host.
-PSS_STAGED_DIR = "tfspark-staged"
-PSS_FEED_DIR = "tfspark-feed"
-
 #: Upper bound, in seconds, on waiting for task slots when Spark cannot say how many will come.
 SLOT_WAIT_SECS = 20.0
 

@@ -23,7 +23,7 @@ import numpy as np
 from tfspark import fs
 from tfspark._feed.arrow_columns import chunks
 from tfspark._feed.shares import node_share  # noqa: F401 - public as tfspark.data.node_share
-from tfspark._strategies.setup import before_first_tf_op
+from tfspark._strategies.mwms import before_first_tf_op
 from tfspark._tfrecord.codec import GZIP_MAGIC, TFRecordError, open_records
 from tfspark._tfrecord.read import list_files
 
@@ -33,7 +33,7 @@ _DOWNLOAD_TIMEOUT = 3600.0  # seconds the reader waits for one file's download
 
 
 def shard_of(ctx) -> Tuple[int, int]:
-    """(shard_index, num_shards) of a TF node (see :func:`tfspark.roles.data_nodes`)."""
+    """(shard_index, num_shards) of a TF node (see :meth:`~tfspark._strategies.base.StrategyBackend.data_nodes`)."""
     if ctx.shard_index is None:
         raise TFRecordError(f"a {ctx.job_name} node gets no share of the training data; "
                             "pass shard_index and num_shards to read files there")

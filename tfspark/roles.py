@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 PS, CHIEF, WORKER, EVALUATOR = "ps", "chief", "worker", "evaluator"
 
@@ -81,39 +81,6 @@ def is_chief(role: Role, job_names) -> bool:
     if CHIEF in job_names:
         return role.job_name == CHIEF
     return role.job_name == WORKER and role.task_index == 0
-
-
-def serves_only(role: Role, job_names) -> bool:
-    """Whether ``role`` only runs a TF server (ps and workers under ParameterServerStrategy:
-    ``main_fun`` runs on the chief, the coordinator, and the evaluator)."""
-    return PS in job_names and role.job_name in (PS, WORKER)
-
-
-def self_finishing_roles(roles: Sequence[Role]) -> Tuple[str, ...]:
-    """Roles whose nodes end on their own when training is done.
-
-    Under ParameterServerStrategy (any ps) only the chief, the coordinator, runs ``main_fun``;
-    its ps and workers serve until stopped. Otherwise the chief and the workers.
-    """
-    return (CHIEF,) if any(r.job_name == PS for r in roles) else TRAINING_ROLES
-
-
-def data_nodes(roles: Sequence[Role]) -> List[Role]:
-    """The nodes that get a share of the training data, in share order.
-
-    Under MultiWorkerMirroredStrategy the chief and the workers (each trains on its own share);
-    under ParameterServerStrategy (any ps) the workers only (the chief coordinates, and its
-    ``dataset_fn`` runs on the workers). Share ``i`` -- fed rows, TFRecord files ``j`` with
-    ``j % n == i`` -- goes to ``data_nodes(roles)[i]``.
-    """
-    takers = (WORKER,) if any(r.job_name == PS for r in roles) else TRAINING_ROLES
-    return [r for r in roles if r.job_name in takers]
-
-
-def data_index(roles: Sequence[Role], role: Role) -> Optional[int]:
-    """``role``'s share index (see :func:`data_nodes`), or None if it gets no share."""
-    nodes = data_nodes(roles)
-    return nodes.index(role) if role in nodes else None
 
 
 def num_training_nodes(roles: Sequence[Role]) -> int:

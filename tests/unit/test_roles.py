@@ -44,12 +44,3 @@ def test_cluster_spec_leaves_out_the_evaluator_and_tf_config_names_the_task():
 def test_cluster_spec_needs_one_address_per_role():
     with pytest.raises(ValueError):
         cluster_spec(assign_roles(2), ["h:1"])
-
-
-def test_data_shares_go_to_chief_and_workers_or_to_pss_workers_only():
-    from tfspark.roles import data_index, data_nodes
-    mwms = assign_roles(3, chief=True, evaluator=False)
-    assert [r.label for r in data_nodes(mwms)] == ["chief:0", "worker:0", "worker:1"]
-    pss = assign_roles(5, num_ps=1, chief=True, evaluator=True)
-    assert [r.label for r in data_nodes(pss)] == ["worker:0", "worker:1"]
-    assert [data_index(pss, r) for r in pss] == [None, None, 0, 1, None]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tfspark._strategies import setup
+from tfspark._strategies import mwms
 
 TWO_WORKERS = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
 
@@ -24,7 +24,7 @@ TWO_WORKERS = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
 def test_only_chiefs_and_workers_of_a_multi_worker_cluster_without_ps(monkeypatch, cluster,
                                                                       task, expected):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
-    assert setup._mirrored_worker_of_several() is expected
+    assert mwms._mirrored_worker_of_several() is expected
 
 
 @pytest.mark.parametrize("value", [None, "", "not json", "[1, 2]"])
@@ -33,6 +33,6 @@ def test_no_or_unreadable_tf_config_readies_nothing(monkeypatch, value):
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", value)
-    assert setup._mirrored_worker_of_several() is False
-    setup.before_first_tf_op()
-    assert setup._made_before_first_op is None
+    assert mwms._mirrored_worker_of_several() is False
+    mwms.before_first_tf_op()
+    assert mwms._made_before_first_op is None

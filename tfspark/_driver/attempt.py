@@ -29,7 +29,8 @@ from tfspark._node.spawn import ERROR, OK
 from tfspark._node.task import STOPPED, NodePlan, run_node
 from tfspark.control import Connection, ControlServer, Message, new_secret
 from tfspark.errors import NodeError, ReservationError, StageError, TFSparkError, raised_in_task
-from tfspark.roles import PS, TRAINING_ROLES, WORKER, Role, data_nodes, self_finishing_roles
+from tfspark._strategies.base import for_roles
+from tfspark.roles import TRAINING_ROLES, Role
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class Attempt:
         self.detached = detached  # no channel: nodes report through the stage's output
         self.profile = profile  # the stage's task resources (stage-level scheduling), if any
         self.nodes = {role.worker_num: NodeState(role) for role in roles}
-        self.finishers = self_finishing_roles(roles)
+        self.strategy = for_roles(roles)
+        self.finishers = self.strategy.finishers
         self.backend = backend
         self.reservation_timeout = reservation_timeout
         self.changed = threading.Condition()
@@ -285,17 +287,18 @@ class Attempt:
         return self._job_done.is_set()
 
     def feed_nodes(self, listening: bool) -> List[NodeState]:
-        """Nodes that receive fed rows, in share order (:func:`tfspark.roles.data_nodes`), or,
+        """Nodes that receive fed rows, in share order (the strategy's ``data_nodes``), or,
         with ``listening``, every node with a feed receiver (also the PSS chief, told of each
         feed)."""
         if listening:
             return [n for n in self.nodes.values() if n.role.job_name in TRAINING_ROLES]
-        return [self.nodes[r.worker_num] for r in data_nodes([n.role for n in self.nodes.values()])]
+        roles = [n.role for n in self.nodes.values()]
+        return [self.nodes[r.worker_num] for r in self.strategy.data_nodes(roles)]
 
     def stop_servers(self) -> None:
         """Training is done: stop the nodes that only serve (ps; PSS workers)."""
-        for job_name in (PS, WORKER):
-            if job_name not in self.finishers:
+        for job_name in sorted({n.role.job_name for n in self.nodes.values()}):
+            if self.strategy.serves_only(job_name):
                 self.stop_nodes(job_name, reason="training finished")
 
     def fail(self, error: TFSparkError) -> None:

@@ -37,7 +37,8 @@ from tfspark._feed.protocol import INFERENCE, TRAIN
 from tfspark._node.context import resolve_path
 from tfspark._node.task import NodePlan
 from tfspark.errors import NodeError, StageError, TFSparkError, attempts_text
-from tfspark.roles import EVALUATOR, TRAINING_ROLES, InputMode, Role, data_nodes
+from tfspark._strategies.base import for_roles
+from tfspark.roles import EVALUATOR, TRAINING_ROLES, InputMode, Role
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class TFCluster:
         roles = preflight.check_arguments(num_executors, num_ps, master_node, eval_node,
                                           reservation_timeout, env, input_mode,
                                           tuple(InputMode))
-        if stage_files and not num_ps:
+        if stage_files and not for_roles(roles).stages_files:
             raise preflight.PreflightError("stage_files is for ParameterServerStrategy workers "
                                            "(num_ps > 0); MWMS nodes read their files with "
                                            "tfspark.data.tfrecord_dataset")
@@ -467,7 +468,7 @@ class TFCluster:
         for its answers, and return them as an RDD (kept, so reading it runs nothing again)."""
         self._check_not_started()
         self._stage_data, stage_input = spark_tasks.stage_inference_input(
-            data, [r.worker_num for r in data_nodes(self._roles)], len(self._roles), timeout)
+            data, [r.worker_num for r in for_roles(self._roles).data_nodes(self._roles)], len(self._roles), timeout)
         self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
         with self._stopped_on_interrupt():
             self._start_attempt()

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from tfspark import constants
 from tfspark.errors import PreflightError
-from tfspark.roles import Role, assign_roles
+from tfspark._strategies.base import for_job_names
+from tfspark.roles import PS, Role, assign_roles
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +60,12 @@ def check_env(env: Mapping[str, Any], num_ps: int) -> None:
             raise PreflightError(f"env must map str to str; {key!r}: {value!r} is not")
     if constants.TF_CONFIG in env:
         raise PreflightError("env must not set TF_CONFIG: tfspark builds it for every node")
-    keras3 = not constants.is_true(env.get(constants.TF_USE_LEGACY_KERAS,
-                                           constants.DEFAULT_LEGACY_KERAS))
-    if keras3 and num_ps > 0:
-        raise PreflightError(
-            "env sets TF_USE_LEGACY_KERAS to off (Keras 3), but Keras 3 does not support "
-            "ParameterServerStrategy (num_ps > 0). Leave TF_USE_LEGACY_KERAS unset so tfspark "
-            "uses tf-keras.")
-    if keras3:
-        logger.warning("tfspark: TF nodes will run Keras 3, whose model.fit fails under "
-                       "MultiWorkerMirroredStrategy; use it with custom training loops only.")
+    if not constants.is_true(env.get(constants.TF_USE_LEGACY_KERAS,
+                                     constants.DEFAULT_LEGACY_KERAS)):
+        fatal, problem = for_job_names({PS} if num_ps > 0 else set()).keras3_problem()
+        if fatal:
+            raise PreflightError(problem)
+        logger.warning(problem)
 
 
 def check_pickles(dumps: Callable[[Any], bytes], main_fun: Any, args: Any) -> bytes:

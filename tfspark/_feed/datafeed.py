@@ -35,7 +35,7 @@ from tfspark._feed.arrow_columns import (FeedDataError, numpy_columns, row_shape
 from tfspark._feed.protocol import TRAIN
 from tfspark._feed.receiver import FeedReceiver
 from tfspark._feed.spill import SpilledRows, batch_sizes, epoch_order, steps_per_epoch
-from tfspark._strategies import setup
+from tfspark._strategies import mwms
 
 _END, _BOUNDARY = object(), object()  # markers in a stream of column blocks
 
@@ -202,7 +202,7 @@ class DataFeed:
                        shuffle: bool, seed: Optional[int]):
         """One epoch of this node's share of ``feed`` as a marked ``tf.data.Dataset``."""
         import tensorflow as tf
-        setup.before_first_tf_op()
+        mwms.before_first_tf_op()
 
         mine = self._rows_of_this_node(feed)
         steps = steps_per_epoch(feed.rows_per_node, batch_size)

@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from tfspark.constants import PSS_STAGED_DIR
 from tfspark.errors import TFSparkError
-from tfspark.roles import Role, is_chief, serves_only
+from tfspark._strategies.base import for_job_names
+from tfspark.roles import Role, is_chief
 
 
 @dataclass
@@ -57,7 +57,7 @@ class NodeContext:
     user: Optional[str] = None
     input_mode: int = 0  # InputMode.TENSORFLOW
     feed_port: Optional[int] = None  # where this node receives Spark-fed data (InputMode.SPARK)
-    shard_index: Optional[int] = None  # see roles.data_index
+    shard_index: Optional[int] = None  # see StrategyBackend.data_index
     num_shards: int = 0
     secret: bytes = field(default=b"", repr=False)
     stage_files: Dict[str, str] = field(default_factory=dict)  # name -> TFRecord dir/glob
@@ -77,20 +77,20 @@ class NodeContext:
     def runs_server_only(self) -> bool:
         """True for ps and worker nodes of a ParameterServerStrategy cluster: tfspark runs
         their TF server; ``main_fun`` runs on the chief (coordinator) and evaluator."""
-        return serves_only(self._role, self.cluster_spec)
+        return for_job_names(self.cluster_spec).serves_only(self.job_name)
 
     @property
     def _role(self) -> Role:
         return Role(self.job_name, self.task_index, self.worker_num)
 
     def multi_worker_mirrored_strategy(self, **options):
-        """See :func:`tfspark._strategies.setup.multi_worker_mirrored_strategy`."""
-        from tfspark._strategies.setup import multi_worker_mirrored_strategy
+        """See :func:`tfspark._strategies.mwms.multi_worker_mirrored_strategy`."""
+        from tfspark._strategies.mwms import multi_worker_mirrored_strategy
         return multi_worker_mirrored_strategy(self, **options)
 
     def parameter_server_strategy(self, variable_partitioner=None):
-        """See :func:`tfspark._strategies.setup.parameter_server_strategy`."""
-        from tfspark._strategies.setup import parameter_server_strategy
+        """See :func:`tfspark._strategies.pss.parameter_server_strategy`."""
+        from tfspark._strategies.pss import parameter_server_strategy
         return parameter_server_strategy(self, variable_partitioner)
 
     def backup_and_restore(self, path: str, save_freq="epoch", delete_checkpoint: bool = True):
@@ -112,7 +112,8 @@ class NodeContext:
         if name not in self.stage_files:
             raise TFSparkError(f"no files were staged as {name!r}; staged: "
                                f"{sorted(self.stage_files)} (TFCluster.run(stage_files=...))")
-        return f"{PSS_STAGED_DIR}/{name}/*"
+        from tfspark._strategies.pss import STAGED_DIR
+        return f"{STAGED_DIR}/{name}/*"
 
     def get_data_feed(self, train_mode: Optional[bool] = True, *, shuffle: bool = True,
                       seed: Optional[int] = None):

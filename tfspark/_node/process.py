@@ -28,6 +28,7 @@ from typing import Optional
 from tfspark import constants
 from tfspark._node.spawn import CONTEXT_FILE, ERROR, GO, OK, OUTCOME_FILE, PAYLOAD_FILE, VALUE_FILE
 from tfspark._node.zip_cache import import_caching_bytecode
+from tfspark._strategies.base import for_job_names
 
 _KERAS3_HINT = (
     "\nHint: this node ran with Keras 3 (TF_USE_LEGACY_KERAS is off), whose model.fit does not "
@@ -149,14 +150,16 @@ def _run(workdir: str) -> int:
     os.environ[constants.TF_CONFIG] = ctx.tf_config
     if ctx.feed_port is not None:
         from tfspark._feed import datafeed
-        if ctx.runs_server_only:  # in its own folder: see constants.PSS_FEED_DIR
-            datafeed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
-                       constants.PSS_FEED_DIR, spill_format="tfrecord")
+        from tfspark._strategies.pss import FEED_DIR
+        strategy = for_job_names(ctx.cluster_spec)
+        if ctx.runs_server_only:  # in its own folder: see pss.FEED_DIR
+            datafeed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret, FEED_DIR,
+                           spill_format=strategy.serving_spill_format)
         else:
             datafeed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
-                       os.path.join(workdir, "spill"), spill_root=constants.PSS_FEED_DIR)
+                           os.path.join(workdir, "spill"), spill_root=FEED_DIR)
     if ctx.runs_server_only:
-        from tfspark._strategies.setup import serve, stage_files
+        from tfspark._strategies.pss import serve, stage_files
         stage_files(ctx)
         serve(ctx)  # never returns: tfspark stops the process when training ends
     main_fun, args = _load_payload(os.path.join(workdir, PAYLOAD_FILE))

@@ -87,7 +87,7 @@ def spawn(workdir: str, env: Dict[str, str], send: Send, *, label: str, verbose:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL),
             pass_fds=(progress_write,) if reports_progress else (),
-            cwd=workdir if serves else None)  # see constants.PSS_FEED_DIR
+            cwd=workdir if serves else None)  # see _strategies.pss.FEED_DIR
     finally:
         if reports_progress:
             os.close(progress_write)  # the child holds its own copy

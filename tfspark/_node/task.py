@@ -37,9 +37,9 @@ from tfspark._node.spawn import (CONTEXT_FILE, ERROR, PAYLOAD_FILE, NodeProcess,
 from tfspark._node.zip_cache import importable_path
 from tfspark.control import ControlClient, Message
 from tfspark.fs.credentials import NODE_TOKEN_FILE_ENV
-from tfspark.roles import (EVALUATOR, PS, TRAINING_ROLES, InputMode, Role, cluster_spec, data_index,
-                           data_nodes, is_chief, num_training_nodes, self_finishing_roles,
-                           serves_only, tf_config)
+from tfspark._strategies.base import for_roles
+from tfspark.roles import (EVALUATOR, TRAINING_ROLES, InputMode, Role, cluster_spec, is_chief,
+                           num_training_nodes, tf_config)
 
 #: How a node ended, as reported to the driver and returned from the Spark task (OK and ERROR
 #: are also how its process ended: see :mod:`tfspark._node.spawn`).
@@ -138,8 +138,7 @@ def node_environment(plan: NodePlan, role: Role, gpus: Tuple[str, ...]) -> Dict[
     if gpus:  # exactly the GPUs Spark gave this task, and only the memory TF needs
         env[constants.CUDA_VISIBLE_DEVICES] = ",".join(gpus)
         env.setdefault(constants.TF_FORCE_GPU_ALLOW_GROWTH, "true")
-    if any(r.job_name == PS for r in plan.roles):  # ParameterServerStrategy: retried steps
-        env["GRPC_FAIL_FAST"] = "use_caller"
+    env.update(for_roles(plan.roles).node_env())
     if "HADOOP_CONF_DIR" not in env and plan.hadoop_conf_dir and os.path.isdir(
             plan.hadoop_conf_dir):
         env["HADOOP_CONF_DIR"] = plan.hadoop_conf_dir
@@ -180,6 +179,7 @@ class _Node:
     def __init__(self, plan: NodePlan, role: Role, host: str, executor_address: str):
         self.plan = plan
         self.role = role
+        self.strategy = for_roles(plan.roles)
         self.host = host
         self.executor_address = executor_address
         self.stop_requested = threading.Event()
@@ -271,8 +271,8 @@ class _Node:
                 host=self.host, port=port, default_fs=self.plan.default_fs,
                 working_dir=self.plan.working_dir, log_dir=self._log_dir(workdir), user=self.plan.user,
                 input_mode=self.plan.input_mode, feed_port=feed_port,
-                shard_index=data_index(self.plan.roles, self.role),
-                num_shards=len(data_nodes(self.plan.roles)),
+                shard_index=self.strategy.data_index(self.plan.roles, self.role),
+                num_shards=len(self.strategy.data_nodes(self.plan.roles)),
                 secret=self.plan.secret, stage_files=self.plan.stage_files,
                 attempt=self.plan.attempt, gpus=gpus)
             with self._tensorboard(ctx) as tensorboard_url:
@@ -281,8 +281,8 @@ class _Node:
                            feed_address=(self.host, feed_port) if feeds else None)
                 feeder = self._feed_from_stage(task, gathered, ctx, partition) if (
                     self.plan.stage_input is not None) else None
-                if self._ends_by_barrier() and self.role.job_name not in self_finishing_roles(
-                        self.plan.roles):
+                if self._ends_by_barrier() and self.role.job_name not in (
+                        self.strategy.finishers):
                     self._stop_after_training(task, after=feeder)
                 status, fields, value = self._run_process(ctx, workdir, process)
                 self.process_ended.set()
@@ -291,15 +291,14 @@ class _Node:
                     if feeder.error and status != ERROR:
                         status, fields, value = ERROR, {"message": feeder.error}, b""
         self._send("finished", status=status, **fields)
-        if self._ends_by_barrier() and self.role.job_name in self_finishing_roles(
-                self.plan.roles):
+        if self._ends_by_barrier() and self.role.job_name in self.strategy.finishers:
             task.barrier()  # training is over on this node: see _stop_after_training
         return self.role.worker_num, status, value, self.report.pickled() if self.detached else b""
 
     def _ends_by_barrier(self) -> bool:
         """Detached, with nodes that serve until told to stop (ps, PSS workers, evaluator)."""
-        finishers = self_finishing_roles(self.plan.roles)
-        return self.detached and any(r.job_name not in finishers for r in self.plan.roles)
+        return self.detached and any(r.job_name not in self.strategy.finishers
+                                     for r in self.plan.roles)
 
     def _feed_from_stage(self, task, gathered, ctx: NodeContext, partition: Iterator
                          ) -> "_Feeder":
@@ -310,7 +309,7 @@ class _Node:
         from tfspark._feed.spark_tasks import FeedError, FeedPlan
 
         stage_input = self.plan.stage_input
-        trainers = data_nodes(self.plan.roles)
+        trainers = self.strategy.data_nodes(self.plan.roles)
         plan = FeedPlan(
             feed_id=stage_input.feed_id,
             addresses=tuple((gathered[r.worker_num]["address"].rsplit(":", 1)[0],
@@ -382,7 +381,7 @@ class _Node:
 
     def _spawn(self, workdir: str, gpus: Tuple[str, ...]) -> NodeProcess:
         job_names = {r.job_name for r in self.plan.roles}
-        serves = serves_only(self.role, job_names)
+        serves = self.strategy.serves_only(self.role.job_name)
         env = node_environment(self.plan, self.role, gpus)
         env.setdefault(SCRATCH_ENV, os.path.join(workdir, "tmp"))
         env[NODE_TOKEN_FILE_ENV] = self.token_file  # exists once the driver sent tokens
@@ -398,7 +397,8 @@ class _Node:
         restarts_in_place = 0
         while True:
             outcome = self._run_process_once(ctx, workdir, process)
-            if not (self._restarts_in_place(ctx) and outcome[1].get("restartable")
+            if not (self.strategy.restarts_in_place(self.role.job_name)
+                    and outcome[1].get("restartable")
                     and restarts_in_place < self.plan.max_restarts):
                 return outcome
             restarts_in_place += 1
@@ -407,11 +407,6 @@ class _Node:
                 f"in place ({restarts_in_place} of {self.plan.max_restarts}): the "
                 "coordinator re-runs its lost steps"))
             process = self._spawn(workdir, ctx.gpus)
-
-    def _restarts_in_place(self, ctx: NodeContext) -> bool:
-        """A ParameterServerStrategy worker only serves: TF's ClusterCoordinator waits for it to
-        come back at the same address and re-runs the steps it lost, so it restarts alone."""
-        return ctx.runs_server_only and ctx.job_name == "worker"
 
     def _run_process_once(self, ctx: NodeContext, workdir: str, process: NodeProcess
                           ) -> Tuple[str, Dict[str, Any], bytes]:
