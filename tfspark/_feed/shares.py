@@ -26,6 +26,7 @@ import sys
 import threading
 from typing import Any
 
+from tfspark._strategies import tf_patches
 from tfspark.errors import TFSparkError
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 #: The ``tf.data.Options.framework_type`` entry that marks a node's own share.
 NODE_SHARE = "tfspark.node_share"
 
-_installed = False
 _lock = threading.Lock()
 _warn_unmarked = ""  # set when this node takes fed rows outside a marked dataset (next_batch)
 _said: set = set()
@@ -89,23 +89,19 @@ def warn_once(message: str) -> None:
 def _install_strategy_rule(tf: Any) -> None:
     """Make ``MultiWorkerMirroredStrategy.experimental_distribute_dataset`` hand marked datasets
     to ``distribute_datasets_from_function`` (once per process)."""
-    global _installed
     with _lock:
-        if _installed:
-            return
-        strategy_class = tf.distribute.MultiWorkerMirroredStrategy
-        distribute_batches = strategy_class.experimental_distribute_dataset
+        tf_patches.replace_method(tf.distribute.MultiWorkerMirroredStrategy,
+                                  "experimental_distribute_dataset", _distributing_node_shares)
 
-        def experimental_distribute_dataset(self, dataset, options=None):
-            if is_node_share(dataset):
-                return self.distribute_datasets_from_function(
-                    lambda input_context: _per_replica(dataset, input_context), options)
-            _warn_if_split(self)
-            return distribute_batches(self, dataset, options)
 
-        experimental_distribute_dataset.__doc__ = distribute_batches.__doc__
-        strategy_class.experimental_distribute_dataset = experimental_distribute_dataset
-        _installed = True
+def _distributing_node_shares(distribute_batches: Any) -> Any:
+    def experimental_distribute_dataset(self, dataset, options=None):
+        if is_node_share(dataset):
+            return self.distribute_datasets_from_function(
+                lambda input_context: _per_replica(dataset, input_context), options)
+        _warn_if_split(self)
+        return distribute_batches(self, dataset, options)
+    return experimental_distribute_dataset
 
 
 def _per_replica(dataset: Any, input_context: Any) -> Any:

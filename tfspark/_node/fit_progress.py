@@ -17,14 +17,14 @@ Imported only in a node's process; TensorFlow is imported by the user's code, ne
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import json
 import os
 import sys
 import threading
 import time
 from typing import Any, Callable, Dict, Optional
+
+from tfspark._strategies import tf_patches
 
 #: The environment variables a node's Spark task sets for its process.
 REPORT_FD = "TFSPARK_PROGRESS_FD"  # file descriptor of the pipe to report on (reporting node)
@@ -44,42 +44,18 @@ def install() -> None:
     if reporter is None and not quiet:
         return
 
-    def patch(module: Any) -> None:
-        _wrap_fit(module, reporter, quiet)
-
-    for name in _KERAS_MODULES:
-        if name in sys.modules:
-            patch(sys.modules[name])
-    sys.meta_path.insert(0, _AfterImport(set(_KERAS_MODULES), patch))
-
-
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Calls ``patch(module)`` right after one of ``names`` is imported."""
-
-    def __init__(self, names: set, patch: Callable[[Any], None]):
-        self.names, self.patch = names, patch
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname not in self.names:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        exec_module, patch = spec.loader.exec_module, self.patch
-
-        def exec_and_patch(module):
-            exec_module(module)
-            patch(module)
-
-        spec.loader.exec_module = exec_and_patch
-        return spec
+    tf_patches.after_import(_KERAS_MODULES, lambda keras: _wrap_fit(keras, reporter, quiet))
 
 
 def _wrap_fit(keras: Any, reporter: Optional["_Reporter"], quiet: bool) -> None:
     model_class = getattr(keras, "Model", None)
-    if model_class is None or getattr(model_class.fit, "_tfspark_progress", False):
-        return
-    fit = model_class.fit
+    if model_class is not None:
+        tf_patches.replace_method(model_class, "fit",
+                                  lambda fit: _fit_with_progress(fit, keras, reporter, quiet))
+
+
+def _fit_with_progress(fit: Callable, keras: Any, reporter: Optional["_Reporter"],
+                       quiet: bool) -> Callable:
     epoch_class, step_class = _callback_classes(keras.callbacks.Callback) if reporter else (
         None, None)
 
@@ -96,9 +72,7 @@ def _wrap_fit(keras: Any, reporter: Optional["_Reporter"], quiet: bool) -> None:
             kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [callback(reporter, rows)]
         return fit(self, x, *args, **kwargs)
 
-    fit_with_progress.__doc__ = fit.__doc__
-    fit_with_progress._tfspark_progress = True
-    model_class.fit = fit_with_progress
+    return fit_with_progress
 
 
 class _Reporter:

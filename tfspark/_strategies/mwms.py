@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any, Optional
 
+from tfspark._strategies import tf_patches
 from tfspark._strategies.base import StrategyBackend
 from tfspark.errors import TFSparkError
 from tfspark.roles import PS
@@ -65,8 +66,9 @@ def before_first_tf_op() -> None:
         # coordination service's heartbeat timeout). TF tracks "started" per strategy object;
         # in one process it is started once, so mark it on the class, with the health-check
         # setting TF chose alongside it.
-        extended._std_server_started = True
-        extended._enable_check_health = made.extended._enable_check_health
+        tf_patches.set_class_attributes(
+            extended, _std_server_started=True,
+            _enable_check_health=made.extended._enable_check_health)
 
 
 def _mirrored_worker_of_several() -> bool:
