@@ -1,7 +1,9 @@
-"""Exception types raised by tfspark.
+"""Every exception type tfspark raises, in one tree.
 
 Every error a user sees from tfspark is a :class:`TFSparkError`; the subclasses say at which
-stage it happened so callers can tell a bad setting from a failed node.
+stage it happened so callers can tell a bad setting from a failed node. All are defined here
+(and also importable where they are raised: ``tfspark.scoring.PredictError`` is
+``tfspark.errors.PredictError``), so ``except tfspark.errors.X`` needs no other import.
 """
 from __future__ import annotations
 
@@ -119,3 +121,46 @@ def raised_in_task(error: BaseException, classes: Sequence[type]) -> Optional[TF
             except TypeError:  # a class that takes other arguments: keep Spark's error
                 return None
     return None
+
+
+# raised by one part of tfspark each, defined here so that tfspark.errors holds them all
+
+
+class TFMLError(TFSparkError):
+    """A TFEstimator/TFModel setting or input that cannot work, and why."""
+
+
+class TFRecordError(TFSparkError):
+    """A DataFrame cannot be written as TFRecords, or TFRecords cannot be read as asked."""
+
+
+class TFRecordCorruptError(TFRecordError):
+    """A TFRecord file is truncated or fails a CRC check; names the file and byte offset."""
+
+
+class FeedError(TFSparkError):
+    """Data could not be delivered to a TF node in time."""
+
+
+class FeedDataError(TFSparkError):
+    """Data given to ``TFCluster.train``/``inference`` cannot be turned into tensors."""
+
+
+class PackError(TFSparkError):
+    """The environment cannot be packed or shipped."""
+
+
+class ExportError(TFSparkError):
+    """An export directory has no version, or a model could not be exported."""
+
+
+class NotKeptError(TFSparkError):
+    """A TensorFlowOnSpark feature tfspark deliberately does not keep; the message says what
+    to use instead."""
+
+    def __init__(self, feature: str, instead: str):
+        super().__init__(f"TensorFlowOnSpark's {feature} is not kept in tfspark: {instead}")
+
+
+class PredictError(TFSparkError):
+    """A DataFrame or SavedModel that ``tfspark.predict`` cannot score, and why."""

@@ -33,7 +33,7 @@ from typing import Any, Iterator, Optional
 
 from tfspark import fs
 from tfspark._node.private_dir import scratch_dir
-from tfspark.errors import FileSystemError, TFSparkError
+from tfspark.errors import ExportError, FileSystemError, TFSparkError
 
 __all__ = ["ExportError", "export_saved_model", "save_saved_model", "latest_version",
            "next_version", "versions", "local_copy", "publish_dir", "is_remote", "local_mirror", "PublishDirCallback"]
@@ -41,10 +41,6 @@ __all__ = ["ExportError", "export_saved_model", "save_saved_model", "latest_vers
 logger = logging.getLogger(__name__)
 
 _PUBLISH_ATTEMPTS = 5  # concurrent exporters racing for the same version number
-
-
-class ExportError(TFSparkError):
-    """An export directory has no version, or a model could not be exported."""
 
 
 def is_remote(path: str) -> bool:

@@ -39,11 +39,7 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from tfspark.errors import TFSparkError
-
-
-class TFMLError(TFSparkError):
-    """A TFEstimator/TFModel setting or input that cannot work, and why."""
+from tfspark.errors import TFMLError
 
 
 def fit_on_cluster(spark: Any, train: Any, validation: Any, train_fn: Callable[[Any, Any], Any],

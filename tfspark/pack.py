@@ -48,7 +48,7 @@ import zipfile
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from tfspark import fs
-from tfspark.errors import TFSparkError
+from tfspark.errors import PackError
 
 ENV_ARCHIVE, JARS_ARCHIVE, CONF_FILE = "env.tar.gz", "spark-jars.zip", "tfspark-yarn.conf"
 
@@ -56,10 +56,6 @@ ENV_ARCHIVE, JARS_ARCHIVE, CONF_FILE = "env.tar.gz", "spark-jars.zip", "tfspark-
 _NOT_SHIPPED = ("tensorflow/include",)
 #: Files that only compilers and type checkers read, never a running program.
 _BUILD_ONLY_SUFFIXES = (".h", ".hpp", ".pxd", ".pxi", ".pyx", ".pyi")
-
-
-class PackError(TFSparkError):
-    """The environment cannot be packed or shipped."""
 
 
 def site_packages() -> str:

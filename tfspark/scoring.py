@@ -27,14 +27,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from tfspark import fs, tf_chatter
 from tfspark._driver import worker_errors
 from tfspark._driver.spark_backend import backend_for
-from tfspark.errors import TFSparkError
+from tfspark.errors import PredictError, TFSparkError
 
 #: Dimension sizes a signature leaves open are None.
 Shape = Tuple[Optional[int], ...]
-
-
-class PredictError(TFSparkError):
-    """A DataFrame or SavedModel that ``tfspark.predict`` cannot score, and why."""
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,7 @@ def test_open_a_directory_or_bad_mode(tmp_path):
     with pytest.raises(FileSystemError, match="is a directory"):
         with fs.open(str(tmp_path)):
             pass
-    with pytest.raises(ValueError):
+    with pytest.raises(FileSystemError, match="mode must be 'rb', 'r', 'wb' or 'w', not 'a'"):
         with fs.open(str(tmp_path / "x"), "a"):
             pass
 

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from tfspark import TFSparkError
 from tfspark.compat.tensorflowonspark import NotKeptError, TFCluster, TFNode, dfutil
 
 
@@ -44,7 +45,7 @@ def test_hdfs_path_with_a_namenode_and_the_context_built_from_tfsparks():
 
 
 def test_data_feed_takes_ctx_mgr_only():
-    with pytest.raises(TypeError, match="ctx.mgr"):
+    with pytest.raises(TFSparkError, match="ctx.mgr"):
         TFNode.DataFeed(object())
 
 

@@ -14,14 +14,10 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 import pyarrow as pa
 
-from tfspark.errors import TFSparkError
+from tfspark.errors import FeedDataError
 
 SHAPE_KEY = b"tfspark.shape"
 STRUCTURE_KEY = b"tfspark.structure"  # "columns" (DataFrame), "tuple" or "single" (RDD)
-
-
-class FeedDataError(TFSparkError):
-    """Data given to ``TFCluster.train``/``inference`` cannot be turned into tensors."""
 
 
 def _field_column(name: str, values: Sequence[Any]) -> Tuple[pa.Field, pa.Array]:

@@ -23,13 +23,9 @@ from tfspark._feed.arrow_columns import (FeedDataError, batch_from_elements, chu
                                          normalize_dataframe_batch)
 from tfspark._feed.protocol import ARROW, ELEMENTS, INFERENCE, VALIDATION_COLUMN, StageInput
 from tfspark.control import Connection, connect_authenticated
-from tfspark.errors import TFSparkError
+from tfspark.errors import FeedError, TFSparkError
 
 Address = Tuple[str, int]
-
-
-class FeedError(TFSparkError):
-    """Data could not be delivered to a TF node in time."""
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tfspark.errors import TFSparkError
+from tfspark.errors import TFRecordCorruptError, TFRecordError
 from tfspark.protowire import fields
 
 try:  # C implementation (SSE4.2 / ARM CRC instructions); several GB/s
@@ -70,14 +70,6 @@ except ImportError:  # pragma: no cover - exercised only without google-crc32c
         for byte in bytes(data):
             crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
         return crc ^ 0xFFFFFFFF
-
-
-class TFRecordError(TFSparkError):
-    """A DataFrame cannot be written as TFRecords, or TFRecords cannot be read as asked."""
-
-
-class TFRecordCorruptError(TFRecordError):
-    """A TFRecord file is truncated or fails a CRC check; names the file and byte offset."""
 
 
 INT64, FLOAT, BYTES = "int64", "float", "bytes"

@@ -255,7 +255,8 @@ class FileSystem:
         existing files are replaced only with ``overwrite=True``.
         """
         if mode not in ("rb", "r", "wb", "w"):
-            raise ValueError(f"mode must be 'rb', 'r', 'wb' or 'w', not {mode!r}")
+            raise error("unsupported", f"could not open {path}: mode must be 'rb', 'r', 'wb' "
+                        f"or 'w', not {mode!r}")
         native = self.native(path)
         if mode.startswith("r"):
             with translated("open for reading", self.url(native), self):

@@ -11,6 +11,7 @@ import socket
 from typing import Any, Dict, List, Optional, Union
 
 from tfspark.compat.tensorflowonspark._errors import NotKeptError
+from tfspark.errors import TFSparkError
 
 #: URL schemes TFoS's ``hdfs_path`` returns unchanged (Hadoop-compatible filesystems).
 HADOOP_SCHEMES = ("adl://", "file://", "hdfs://", "oss://", "s3://", "s3a://", "s3n://",
@@ -81,7 +82,7 @@ class DataFeed:
                  qname_out: str = "output", input_mapping: Optional[Dict[str, str]] = None):
         from tfspark._feed.datafeed import get_data_feed
         if not isinstance(mgr, _Manager):
-            raise TypeError(f"DataFeed takes ctx.mgr (the map_fun's ctx), got {type(mgr)}")
+            raise TFSparkError(f"DataFeed takes ctx.mgr (the map_fun's ctx), got {type(mgr)}")
         self.mgr, self.train_mode = mgr, train_mode
         self.qname_in, self.qname_out = qname_in, qname_out
         self.input_tensors = ([tensor for _, tensor in sorted(input_mapping.items())]
