@@ -102,6 +102,19 @@ def detached(spark, result: dict) -> None:
     del os.environ["TFSPARK_CLIENT_HOST"]
 
 
+def default_fs_of_the_session(spark) -> dict:
+    """fs.defaultFS set on the Connect session: tfspark.fs resolves paths on it, as the TF
+    cluster's backend does (no HDFS is contacted)."""
+    import tfspark.fs as fs
+    from tfspark._driver.spark_backend import backend_for
+    spark.conf.set("spark.hadoop.fs.defaultFS", "hdfs://namenode.example:8020")
+    try:
+        return {"fs": fs.default_fs(), "backend": backend_for(spark).default_fs(),
+                "resolved": fs.resolve("data/x", user="alice")}
+    finally:
+        spark.conf.unset("spark.hadoop.fs.defaultFS")
+
+
 def main(work: str) -> None:
     spark = SparkSession.builder.remote(os.environ["SPARK_REMOTE"]).getOrCreate()
     result = {"session": type(spark).__module__,
@@ -137,6 +150,7 @@ def main(work: str) -> None:
     pss = TFCluster.run(spark, coordinate, None, 3, num_ps=1, master_node="chief")
     result["pss"] = pss.shutdown(timeout=300)
     result["pss_history"] = pss.history
+    result["default_fs"] = default_fs_of_the_session(spark)
     detached(spark, result)
     print("RESULT " + json.dumps(result), flush=True)
     spark.stop()

@@ -31,6 +31,10 @@ def test_tfspark_runs_from_a_spark_connect_session(tmp_path, connect_server):
     assert "worker:1 trained" in done.stdout  # node output streamed to the client
     assert sum(result["fed_rows"]) == 300 and min(result["fed_rows"]) == 150
     assert result["read_back"] == [2 * i for i in range(50)]
+    # one fs.defaultFS rule: the session's, for tfspark.fs and for the TF cluster alike
+    assert result["default_fs"] == {"fs": "hdfs://namenode.example:8020",
+                                    "backend": "hdfs://namenode.example:8020",
+                                    "resolved": "hdfs://namenode.example:8020/user/alice/data/x"}
     # tfspark.predict scores a DataFrame from a Connect client (an Arrow UDF)
     assert result["predict"]["columns"] == ["id", "x", "y"]
     assert result["predict"]["max_error"] < 1e-5

@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -35,6 +36,23 @@ def backend_for(spark: Any) -> "SparkBackend":
     if not hasattr(sc, "_jsc"):
         raise PreflightError(f"expected a SparkSession or a SparkContext, got {type(spark)}")
     return ClassicBackend(sc)
+
+
+def active_default_fs() -> Optional[str]:
+    """``fs.defaultFS`` of the Spark application this process drives (a classic SparkContext, or
+    a Spark Connect session), None when it drives none: the first source of
+    :func:`tfspark.fs.default_fs`, so that a path resolves the same in ``tfspark.fs`` and in
+    ``TFCluster`` (both ask the backend, :meth:`SparkBackend.default_fs`)."""
+    pyspark = sys.modules.get("pyspark")  # never imported from here: only if the app did
+    sc = getattr(getattr(pyspark, "SparkContext", None), "_active_spark_context", None)
+    if sc is not None and getattr(sc, "_jsc", None) is not None:
+        try:
+            return ClassicBackend(sc).default_fs()
+        except Exception:  # noqa: BLE001 - a stopping context: the configuration files tell
+            return None
+    connect = sys.modules.get("pyspark.sql.connect.session")
+    session = connect.SparkSession.getActiveSession() if connect is not None else None
+    return ConnectBackend(session).default_fs() if session is not None else None
 
 
 def task_callback_hosts(spark: Any) -> Optional[Tuple[str, str]]:
@@ -65,7 +83,16 @@ class SparkBackend:
         raise NotImplementedError
 
     def default_fs(self) -> str:
+        """The application's ``fs.defaultFS``: its Hadoop configuration's (Spark's
+        ``spark.hadoop.fs.defaultFS``, else the configuration files, $HADOOP_CONF_DIR), else
+        ``file:///``; classic and Connect answer by the same rule."""
         raise NotImplementedError
+
+    def default_parallelism(self) -> int:
+        """``spark.default.parallelism``, else the application's cores (8 where Spark cannot
+        say: Spark Connect)."""
+        configured = self.conf().get("spark.default.parallelism")
+        return int(configured) if configured else 8
 
     def user(self) -> str:
         raise NotImplementedError
@@ -164,7 +191,11 @@ class ClassicBackend(SparkBackend):
         return dict(self.sc.getConf().getAll())
 
     def default_fs(self) -> str:
+        # the JVM's Hadoop configuration: spark.hadoop.* over the configuration files
         return self.sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+
+    def default_parallelism(self) -> int:
+        return self.sc.defaultParallelism
 
     def user(self) -> str:
         return os.environ.get("HADOOP_USER_NAME") or self.sc.sparkUser() or getpass.getuser()

@@ -324,7 +324,7 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
     from pyspark.sql import types as T
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    from tfspark._driver.spark_backend import session_of, task_callback_hosts
+    from tfspark._driver.spark_backend import backend_for, session_of
     spark = session_of(spark)
     if record_type not in RECORD_TYPES:
         raise TFRecordError(f"record_type must be one of {RECORD_TYPES}, not {record_type!r}")
@@ -356,27 +356,17 @@ def read(spark, path: str, schema=None, record_type: str = "Example"):
         return spark.createDataFrame([], schema)
     if given:
         _check_first_records(files, plan, arrow_schema, record_type)
-    groups = pack_files([size for _, _, size in listed], _default_parallelism(spark),
+    backend = backend_for(spark)
+    groups = pack_files([size for _, _, size in listed], backend.default_parallelism(),
                         *_file_packing_conf(spark))
     task = functools.partial(_read_task, files=rows, groups=groups, plan=plan,
                              arrow_schema_bytes=arrow_schema.serialize().to_pybytes(),
                              record_type=record_type, partition_cols=partition_cols,
                              conf_dir=os.environ.get("HADOOP_CONF_DIR"),
                              tokens=fs.handed_tokens(sorted({url for url, _ in rows}),
-                                                     task_callback_hosts(spark)))
+                                                     backend.task_callback_hosts()))
     # one partition per group of files, also under Spark Connect (which has no parallelize)
     return spark.range(0, len(groups), 1, len(groups)).mapInArrow(task, schema)
-
-
-def _default_parallelism(spark) -> int:
-    """The application's default parallelism (its cores), also under Spark Connect."""
-    configured = spark.conf.get("spark.default.parallelism", None)
-    if configured:
-        return int(configured)
-    try:
-        return spark.sparkContext.defaultParallelism
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
-        return 8
 
 
 _BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,

@@ -42,21 +42,17 @@ def use_hadoop_conf(conf_dir: Optional[str]) -> None:
 
 
 def default_fs() -> str:
-    """The cluster's ``fs.defaultFS``: the running Spark driver's Hadoop configuration if this
-    process is one (it also sees ``spark.hadoop.*`` settings), else $HADOOP_CONF_DIR's
-    core-site.xml, else ``file:///``."""
+    """The cluster's ``fs.defaultFS``: the one of the Spark application this process drives, if
+    it drives one (classic or Connect: asked of its backend, which also sees
+    ``spark.hadoop.*`` settings), else $HADOOP_CONF_DIR's core-site.xml, else ``file:///``."""
     return _spark_default_fs() or hadoop_conf().get("fs.defaultFS", "file:///")
 
 
 def _spark_default_fs() -> Optional[str]:
-    pyspark = sys.modules.get("pyspark")  # never imported from here: only if the app did
-    sc = getattr(getattr(pyspark, "SparkContext", None), "_active_spark_context", None)
-    if sc is None:
+    if "pyspark" not in sys.modules:  # no Spark application in this process (a node's)
         return None
-    try:
-        return sc._jsc.hadoopConfiguration().get("fs.defaultFS")
-    except Exception:  # noqa: BLE001 - a stopping context: fall back to the files
-        return None
+    from tfspark._driver.spark_backend import active_default_fs
+    return active_default_fs()
 
 
 def namenode_http_urls(authority: str, conf: Optional[Dict[str, str]] = None) -> List[str]:
