@@ -3,11 +3,9 @@
 ``TFCluster.train`` runs one Spark job over the data; each of its tasks turns its partition into
 Arrow record batches (DataFrames natively, RDD elements via :mod:`tfspark._feed.arrow_columns`) and
 streams them, over connections authenticated with the job secret, to the training nodes'
-receivers (:mod:`tfspark._feed.datafeed`), dealt out in contiguous runs (slices of Arrow batches, never
-copied): of every chunk of a partition, node ``k`` gets as many rows as "row ``i`` of partition
-``p`` to node ``(p + i) % n``" would give it, so rows spread evenly (to one row per partition)
-over the nodes even when partitions are uneven. ``inference`` sends each
-partition whole to node ``p % n`` and waits for one result per row.
+receivers (:mod:`tfspark._feed.datafeed`), dealt out by :mod:`tfspark._feed.dealing`'s rule in
+contiguous runs (slices of Arrow batches, never copied); ``inference`` sends each partition
+whole to its node and waits for one result per row.
 """
 from __future__ import annotations
 
@@ -21,6 +19,7 @@ import pyarrow as pa
 
 from tfspark._feed.arrow_columns import (FeedDataError, batch_from_elements, chunks,
                                          normalize_dataframe_batch)
+from tfspark._feed.dealing import node_of_partition, shares_of_chunk
 from tfspark._feed.protocol import ARROW, ELEMENTS, INFERENCE, VALIDATION_COLUMN, StageInput
 from tfspark.control import Connection, connect_authenticated
 from tfspark.errors import FeedError, TFSparkError
@@ -110,7 +109,8 @@ def send_train_partition(plan: FeedPlan, partition: int, batches: Iterator[pa.Re
     Returns the rows sent to each node and the Arrow schema they had (serialized; empty bytes
     for an empty partition).
 
-    Each chunk of rows is cut into one contiguous run per node (see :func:`shares_of_chunk`),
+    Each chunk of rows is cut into one contiguous run per node (see
+    :func:`~tfspark._feed.dealing.shares_of_chunk`),
     so every node gets an equal share (to one row) of every partition, however uneven the
     partitions are; with ``only``, every row goes to node ``only``. ``failure`` returns why to
     stop waiting for a node, if any.
@@ -155,23 +155,14 @@ def _deal(plan: FeedPlan, partition: int, batches: Iterator[pa.RecordBatch],
     return rows, schema
 
 
-def shares_of_chunk(first: int, rows: int, nodes: int) -> List[int]:
-    """Rows of a chunk for each node, in node order: as many as dealing row ``i`` of the chunk
-    to node ``(first + i) % nodes`` would give it (``first``: the partition's index plus the
-    chunk's offset in it, so that the odd rows go round the nodes from chunk to chunk)."""
-    shares = []
-    for node in range(nodes):
-        skip = (node - first) % nodes
-        shares.append(0 if skip >= rows else (rows - skip + nodes - 1) // nodes)
-    return shares
-
-
 def send_inference_partition(plan: FeedPlan, partition: int, schema: Optional[pa.Schema],
                              batches: Iterator[pa.RecordBatch],
                              failure: Callable[[], Optional[BaseException]] = lambda: None
                              ) -> List[Any]:
-    """Send one partition whole to node ``partition % n``; return its results, one per row."""
-    stream = _Stream(plan, partition % len(plan.addresses), partition, schema, failure)
+    """Send one partition whole to its node (:func:`~tfspark._feed.dealing.node_of_partition`);
+    return its results, one per row."""
+    stream = _Stream(plan, node_of_partition(partition, len(plan.addresses)), partition, schema,
+                     failure)
     sent = 0
     for batch in batches:
         stream.write(batch)
@@ -327,13 +318,12 @@ def unfeedable_column(df: Any) -> Optional[str]:
 def stage_inference_input(data: Any, targets: List[int], num_tasks: int, timeout: float
                           ) -> Tuple[Any, StageInput]:
     """Driver: ``data``'s rows as the TF cluster's stage input for inference -- each keyed by
-    its (partition, position), whole input partitions given, in order, to the training nodes'
-    stage partitions ``targets`` (partition ``p`` of ``P`` to ``targets[p * len(targets) //
-    P]``) and sorted there, so the answers come out in ``data``'s order."""
+    its (partition, position), whole input partitions given to the training nodes' stage
+    partitions ``targets`` (by :func:`~tfspark._feed.dealing.node_of_partition`) and sorted
+    there; :func:`in_input_order` puts the answers back in ``data``'s order."""
     rdd = vectors_as_arrays(data).rdd if is_dataframe(data) else data
     staged = rdd.mapPartitionsWithIndex(_keyed).repartitionAndSortWithinPartitions(
-        num_tasks, partitionFunc=functools.partial(
-            _node_of, tuple(targets), max(1, rdd.getNumPartitions())))
+        num_tasks, partitionFunc=functools.partial(_node_of, tuple(targets)))
     return staged, StageInput(ELEMENTS, 1, float(timeout), False, mode=INFERENCE)
 
 
@@ -354,5 +344,5 @@ def _keyed(partition: int, elements: Iterator[Any]) -> Iterator[Tuple[Tuple[int,
         yield (partition, position), element
 
 
-def _node_of(targets: Tuple[int, ...], partitions: int, key: Tuple[int, int]) -> int:
-    return targets[key[0] * len(targets) // partitions]
+def _node_of(targets: Tuple[int, ...], key: Tuple[int, int]) -> int:
+    return targets[node_of_partition(key[0], len(targets))]
