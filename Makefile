@@ -39,7 +39,7 @@ docker-tools:
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get -qq -o DPkg::Lock::Timeout=600 update && \
 	    DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=600 install -y \
 	      --no-install-recommends docker-compose >/dev/null; } || \
-	  echo "docker-compose is missing: tests/unit/test_docker_files.py will fail" >&2
+	  echo "docker-compose is missing: tests/docker/test_docker_files.py will fail" >&2
 
 # MIT Kerberos (KDC, kadmin.local, kinit) for the Kerberized test cluster (tfspark.testing.kdc):
 # Debian's packages when krb5kdc is missing (needs root and apt-get).
