@@ -31,7 +31,7 @@ def main(master: str, ui_port: str, nodes: int) -> None:
     registered = sc._jsc.sc().maxNumConcurrentTasks(
         sc._jsc.sc().resourceProfileManager().defaultResourceProfile())
     cluster = TFCluster.run(sc, count_rows, None, nodes, input_mode=InputMode.SPARK)
-    stage = cluster._feeds_in_stage
+    stage = cluster.feed_mode == "stage"
     cluster.train(spark.range(0, 100, 1, 3).selectExpr("CAST(id AS float) AS x"))
     rows = cluster.shutdown(timeout=300)
     print("RESULT " + json.dumps({

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
-import pickle
 import re
 import sys
 import time
@@ -27,18 +25,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from tfspark import constants
-from tfspark._driver import preflight, standalone
+from tfspark._driver import feeding, preflight, standalone
 from tfspark._driver.attempt import Attempt
 from tfspark._driver.node_tokens import NodeTokens, hdfs_paths
 from tfspark._driver.progress import TrainingProgress
 from tfspark._driver.spark_backend import SparkBackend, backend_for
-from tfspark._feed import spark_tasks
-from tfspark._feed.protocol import INFERENCE, TRAIN
+from tfspark._feed.protocol import INFERENCE
 from tfspark._node.context import resolve_path
 from tfspark._node.task import NodePlan
 from tfspark.errors import NodeError, StageError, TFSparkError, attempts_text
 from tfspark._strategies.base import for_roles
-from tfspark.roles import EVALUATOR, TRAINING_ROLES, InputMode, Role
+from tfspark.roles import EVALUATOR, InputMode, Role
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +45,21 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class _Feed:
-    """An RDD/DataFrame given to :meth:`TFCluster.train`, kept to feed a restarted cluster."""
+class ClusterConfig:
+    """How a TF cluster runs, decided once by :meth:`TFCluster.run` (what each restart reuses)."""
 
-    data: Any
-    num_epochs: int
-    feed_timeout: float
-    validation: Any = None  # rows for model.fit's validation_data (feed.validation_dataset)
+    backend: SparkBackend
+    roles: Tuple[Role, ...]
+    conf: Dict[str, str]  # the application's Spark settings
+    reservation_timeout: float
+    max_restarts: int
+    input_mode: InputMode
+    hosts: Tuple[str, str] = ("127.0.0.1", "127.0.0.1")  # (bind, advertised) for the nodes
+    detached: bool = False  # the executors cannot reach this (Connect) client: see run()
+    feeds_in_stage: bool = False  # feed_mode="stage": see run()
+    requests: Optional[Dict[str, float]] = None  # resources=: see run()
+    profile: Any = None  # the nodes' stage's ResourceProfile, for requests
+    tokens: Optional[NodeTokens] = None  # HDFS delegation tokens for the nodes (Kerberos)
 
 
 @dataclass(frozen=True)
@@ -69,28 +74,16 @@ class AttemptSummary:
 class TFCluster:
     """A TensorFlow cluster running on Spark executors. Create it with :meth:`TFCluster.run`."""
 
-    def __init__(self, backend: SparkBackend, roles: List[Role], plan: NodePlan,
-                 conf: Dict[str, str], reservation_timeout: float, max_restarts: int,
-                 input_mode: "InputMode", hosts: Tuple[str, str] = ("127.0.0.1", "127.0.0.1"),
-                 detached: bool = False, feeds_in_stage: bool = False,
-                 requests: Optional[Dict[str, float]] = None, profile: Any = None,
-                 tokens: Optional[NodeTokens] = None):
-        self._backend = backend
-        self._tokens = tokens  # HDFS delegation tokens for the nodes (Kerberos), kept current
-        self._hosts = hosts
-        self._detached = detached
-        self._roles = roles
-        self._plan = plan
-        self._conf = conf
-        self._reservation_timeout = reservation_timeout
-        self._max_restarts = max_restarts
-        self._input_mode = input_mode
+    def __init__(self, config: ClusterConfig, plan: NodePlan):
+        self._config = config
+        self._backend = config.backend
+        self._tokens = config.tokens  # kept current while the cluster runs
+        self._roles = list(config.roles)
+        self._plan = plan  # with the stage's input once feed_mode="stage" has it
         self._progress = TrainingProgress(enabled=plan.progress)
         self._attempts: List[Attempt] = []
-        self._feeds: List[_Feed] = []
-        self._feeds_in_stage = feeds_in_stage  # feed_mode="stage": see run()
-        self._requests, self._profile = requests, profile  # resources=: see run()
-        self._stage_data: Any = None  # then, the first train()'s data as the stage's input
+        self._feeds: List[feeding.Feed] = []
+        self._stage_data: Any = None  # feed_mode="stage": the first train()'s data
         self._results: Optional[List[Any]] = None
         self._shut_down = False  # shutdown() was called: no more feeds
         self.tensorboard_url: Optional[str] = None
@@ -209,9 +202,9 @@ class TFCluster:
         detached = _executors_cannot_reach(backend, hosts, InputMode(input_mode), feed_mode)
         in_stage = input_mode == InputMode.SPARK and (feed_mode == "stage" or (
             feed_mode == "auto" and _auto_feeds_in_stage(backend, conf, len(roles), detached)))
-        cluster = cls(backend, roles, plan, conf, reservation_timeout, max_restarts,
-                      InputMode(input_mode), hosts, detached, in_stage, requests, profile,
-                      tokens)
+        cluster = cls(ClusterConfig(backend, tuple(roles), conf, reservation_timeout, max_restarts,
+                                    InputMode(input_mode), hosts, detached, in_stage, requests,
+                                    profile, tokens), plan)
         if in_stage:
             logger.info("tfspark: the TF cluster starts at train(), with the data as its "
                         "stage's input (feed_mode='stage')")
@@ -265,6 +258,14 @@ class TFCluster:
         return summaries
 
     @property
+    def feed_mode(self) -> Optional[str]:
+        """How :meth:`train` feeds this cluster (``InputMode.SPARK``): ``"job"`` or ``"stage"``,
+        what ``feed_mode="auto"`` chose; None when TF reads its own data."""
+        if self._config.input_mode != InputMode.SPARK:
+            return None
+        return "stage" if self._config.feeds_in_stage else "job"
+
+    @property
     def history(self) -> List[Dict[str, float]]:
         """The chief's ``model.fit`` metrics, one dict per finished epoch: ``epoch`` (1-based),
         ``loss`` and every compiled metric (``val_*`` too), ``rows`` (all workers') and
@@ -273,15 +274,16 @@ class TFCluster:
         return self._progress.history
 
     def _wait_for_slots(self, feeding: bool) -> None:
-        if self._profile is not None:  # the nodes' slots under their own profile
-            preflight.wait_for_slots(len(self._roles), self._conf, self._backend.master,
-                                     lambda: self._backend.slots(self._profile),
-                                     self._reservation_timeout,
+        config = self._config
+        if config.profile is not None:  # the nodes' slots under their own profile
+            preflight.wait_for_slots(len(self._roles), config.conf, self._backend.master,
+                                     lambda: self._backend.slots(config.profile),
+                                     config.reservation_timeout,
                                      current_executors=self._backend.executors,
-                                     requests=self._requests)
+                                     requests=config.requests)
             return
-        preflight.wait_for_slots(len(self._roles), self._conf, self._backend.master,
-                                 self._backend.slots, self._reservation_timeout,
+        preflight.wait_for_slots(len(self._roles), config.conf, self._backend.master,
+                                 self._backend.slots, config.reservation_timeout,
                                  feeding=feeding, current_executors=self._backend.executors)
 
     def _start_attempt(self) -> None:
@@ -290,21 +292,22 @@ class TFCluster:
 
         Raises only errors that are not the attempt's failure (the attempt records those, and
         :meth:`_on_current_attempt` decides what follows)."""
-        self._wait_for_slots(feeding=self._input_mode == InputMode.SPARK
-                             and not self._feeds_in_stage)
+        config = self._config
+        self._wait_for_slots(feeding=config.input_mode == InputMode.SPARK
+                             and not config.feeds_in_stage)
         attempt = Attempt(len(self._attempts), self._roles, self._backend,
-                          self._reservation_timeout, self._progress, self._on_tensorboard,
-                          detached=self._detached, profile=self._profile)
+                          config.reservation_timeout, self._progress, self._on_tensorboard,
+                          detached=config.detached, profile=config.profile)
         self._attempts.append(attempt)
         if self._tokens is not None and self._tokens.current:
             attempt.hand_tokens(self._tokens.current)
             self._tokens.keep_current(lambda tokens: self._attempts[-1].hand_tokens(tokens))
         try:
-            attempt.start(self._plan, self._hosts, self._stage_data)
-            if self._feeds_in_stage:
+            attempt.start(self._plan, config.hosts, self._stage_data)
+            if config.feeds_in_stage:
                 return
             for feed in self._feeds:
-                self._deliver(attempt, feed)
+                feeding.deliver(attempt, feed)
         except TFSparkError:
             if attempt.failure is None:
                 raise
@@ -324,14 +327,14 @@ class TFCluster:
                 attempt.abort()
                 self._raise_unless_restartable(attempt.failure)
                 notice = (f"tfspark: restarting the TF cluster ({len(self._attempts)} of "
-                          f"{self._max_restarts}): {_cause(attempt.failure)}")
+                          f"{self._config.max_restarts}): {_cause(attempt.failure)}")
                 print(notice, file=sys.stderr, flush=True)  # progress the user must see
                 logger.info(notice)
                 self._start_attempt()
 
     def _raise_unless_restartable(self, failure: TFSparkError) -> None:
         restartable = bool(getattr(failure, "restartable", False))
-        if restartable and len(self._attempts) <= self._max_restarts:
+        if restartable and len(self._attempts) <= self._config.max_restarts:
             return
         if len(self._attempts) == 1:
             raise failure
@@ -371,74 +374,19 @@ class TFCluster:
         timeout = self._check_feed(data, feed_timeout)
         if validation_data is not None:
             self._check_feed(validation_data, feed_timeout)
-        feed = _Feed(data, num_epochs, timeout, validation_data)
-        if self._feeds_in_stage:
-            self._start_with_data(feed)
+        feed = feeding.Feed(data, num_epochs, timeout, validation_data)
+        if self._config.feeds_in_stage:
+            self._check_not_started()
+            self._stage_data, stage_input = feeding.stage_training_input(feed, len(self._roles))
+            self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
+            self._feeds.append(feed)
+            with self._stopped_on_interrupt():
+                self._start_attempt()
+                self._on_current_attempt(feeding.await_stage_feed)
             return
         with self._stopped_on_interrupt():
-            self._on_current_attempt(lambda attempt: self._deliver(attempt, feed))
+            self._on_current_attempt(lambda attempt: feeding.deliver(attempt, feed))
         self._feeds.append(feed)
-
-    def _start_with_data(self, feed: _Feed) -> None:
-        """``feed_mode="stage"``: start the cluster with ``feed``'s data as its stage's input,
-        and wait until every node's task has delivered its partition."""
-        self._check_not_started()
-        try:
-            self._stage_data, stage_input = spark_tasks.stage_input(
-                feed.data, feed.validation, len(self._roles), feed.num_epochs, feed.feed_timeout)
-        except TFSparkError as e:
-            raise preflight.PreflightError(str(e)) from None
-        self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
-        self._feeds.append(feed)
-        with self._stopped_on_interrupt():
-            self._start_attempt()
-            self._on_current_attempt(self._await_stage_feed)
-
-    def _await_stage_feed(self, attempt: Attempt) -> None:
-        if attempt.detached:
-            return  # nothing reports before the stage ends
-        attempt.wait_for(lambda: all(n.fed is not None or n.status is not None
-                                     for n in attempt.nodes.values()), None, None)
-        if attempt.failure is not None:
-            raise attempt.failure
-        fed = next((n.fed for n in attempt.nodes.values() if n.fed is not None), None)
-        if fed is not None:
-            logger.info("tfspark: the stage's feed delivered rows per node %s (validation: %s)",
-                        fed["rows"], fed["validation_rows"])
-
-    def _deliver(self, attempt: Attempt, feed: _Feed) -> None:
-        """Feed ``feed`` (and its validation rows, as feed ``-id``) to the attempt's training
-        nodes, telling them when each is complete."""
-        plan = self._feed_plan(attempt, TRAIN, feed.feed_timeout)
-        self._feed_rows(attempt, plan, feed.data, num_epochs=feed.num_epochs,
-                        has_validation=feed.validation is not None)
-        if feed.validation is not None:
-            self._feed_rows(attempt, dataclasses.replace(plan, feed_id=-plan.feed_id),
-                            feed.validation, num_epochs=1, has_validation=False)
-
-    def _feed_rows(self, attempt: Attempt, plan: "spark_tasks.FeedPlan", data: Any,
-                   num_epochs: int, has_validation: bool) -> None:
-        if spark_tasks.is_dataframe(data):
-            rows = [(r.node, r.rows, r.schema) for r in attempt.run_feed_job(
-                lambda: spark_tasks.vectors_as_arrays(data).mapInArrow(
-                    functools.partial(spark_tasks.dataframe_train_task, plan),
-                    spark_tasks.TRAIN_RESULT_SCHEMA).collect())]
-        else:
-            rows = [(node, count, sent["schema"]) for sent in attempt.run_feed_job(
-                lambda: data.mapPartitionsWithIndex(
-                    functools.partial(spark_tasks.rdd_train_task, plan)).collect())
-                for node, count in enumerate(sent["rows"])]
-        rows_per_node = [sum(count for node, count, _ in rows if node == i)
-                         for i in range(len(plan.addresses))]
-        logger.info("tfspark: feed %d delivered rows per node %s", plan.feed_id, rows_per_node)
-        listeners = attempt.feed_nodes(listening=True)
-        spark_tasks.tell_nodes(dataclasses.replace(
-            plan, addresses=tuple(tuple(n.feed_address) for n in listeners),
-            labels=tuple(n.role.label for n in listeners)),
-            {"type": "end", "feed_id": plan.feed_id, "rows_per_node": rows_per_node,
-             "num_epochs": num_epochs, "schema": next((s for *_, s in rows if s), b""),
-             "has_validation": has_validation},
-            failure=lambda: attempt.failure)
 
     def inference(self, data: Any, feed_timeout: float = 600) -> Any:
         """Feed ``data`` to the nodes for inference; an RDD with one result per input row.
@@ -452,37 +400,18 @@ class TFCluster:
                                "under Connect, score a DataFrame with the exported SavedModel "
                                "(see examples/mnist/mnist_inference.py)")
         timeout = self._check_feed(data, feed_timeout)
-        if self._feeds_in_stage:
-            return self._infer_in_stage(data, timeout)
-        plan = self._on_current_attempt(
-            lambda attempt: self._feed_plan(attempt, INFERENCE, feed_timeout))
-        if spark_tasks.is_dataframe(data):
-            results = spark_tasks.vectors_as_arrays(data).mapInArrow(
-                functools.partial(spark_tasks.dataframe_inference_task, plan), "result binary")
-            return results.rdd.map(lambda row: pickle.loads(row.result))
-        return data.mapPartitionsWithIndex(
-            functools.partial(spark_tasks.rdd_inference_task, plan))
-
-    def _infer_in_stage(self, data: Any, timeout: float) -> Any:
-        """``feed_mode="stage"``: start the cluster with ``data`` as its stage's input, wait
-        for its answers, and return them as an RDD (kept, so reading it runs nothing again)."""
+        if not self._config.feeds_in_stage:
+            plan = self._on_current_attempt(
+                lambda attempt: feeding.feed_plan(attempt, INFERENCE, timeout))
+            return feeding.inference_results(plan, data)
+        # in the stage: the answers are kept, so reading the RDD runs nothing again
         self._check_not_started()
-        self._stage_data, stage_input = spark_tasks.stage_inference_input(
-            data, [r.worker_num for r in for_roles(self._roles).data_nodes(self._roles)], len(self._roles), timeout)
+        self._stage_data, stage_input = feeding.stage_inference_input(data, self._roles, timeout)
         self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
         with self._stopped_on_interrupt():
             self._start_attempt()
-            answers = self._on_current_attempt(self._await_answers)
-        partitions = (data.rdd if spark_tasks.is_dataframe(data) else data).getNumPartitions()
-        return spark_tasks.in_input_order(answers, partitions)
-
-    def _await_answers(self, attempt: Attempt) -> Any:
-        attempt.wait_for(lambda: attempt.job_done, None, None)
-        if attempt.failure is not None:
-            raise attempt.failure
-        if attempt.outputs is None:
-            attempt.results()  # raises why the stage failed
-        return attempt.outputs
+            answers = self._on_current_attempt(feeding.await_answers)
+        return feeding.in_input_order(answers, data)
 
     def _check_not_started(self) -> None:
         if self._attempts or self._results is not None:
@@ -495,41 +424,16 @@ class TFCluster:
                 "cluster several times")
 
     def _check_feed(self, data: Any, feed_timeout: float) -> float:
+        """Refuse a feed this cluster cannot take, before any Spark job."""
         if self._shut_down:
             raise preflight.PreflightError(
                 "this TF cluster has been shut down (cluster.shutdown()), so its nodes take no "
                 "more data: start a new cluster with TFCluster.run(...)")
-        if self._input_mode != InputMode.SPARK:
+        if self._config.input_mode != InputMode.SPARK:
             raise preflight.PreflightError("train()/inference() feed data to the nodes: start "
                                            "the cluster with input_mode=InputMode.SPARK")
-        if not (spark_tasks.is_dataframe(data) or hasattr(data, "mapPartitionsWithIndex")):
-            raise preflight.PreflightError(f"data must be an RDD or a DataFrame, got {type(data)}")
-        if not isinstance(feed_timeout, (int, float)) or feed_timeout <= 0:
-            raise preflight.PreflightError(f"feed_timeout must be a positive number of seconds, "
-                                           f"got {feed_timeout!r}")
-        if self._backend.connect and not spark_tasks.is_dataframe(data):
-            raise preflight.PreflightError("under Spark Connect there are no RDDs: feed a "
-                                           "DataFrame (spark.createDataFrame(...))")
-        problem = spark_tasks.unfeedable_column(data) if spark_tasks.is_dataframe(data) else None
-        if problem is not None:
-            raise preflight.PreflightError(f"cannot feed this DataFrame to TF: {problem}")
-        slots = None if self._feeds_in_stage else self._backend.slots()
-        if slots is not None and slots <= len(self._roles):
-            raise preflight.PreflightError(
-                f"InputMode.SPARK feeds data with a second Spark job while the {len(self._roles)}"
-                f" TF nodes hold {len(self._roles)} task slots, but the application has {slots} "
-                "slots in all: none is free for it. Give the application more executor cores "
-                "than num_executors (e.g. spark.executor.cores=2).")
-        return float(feed_timeout)
-
-    def _feed_plan(self, attempt: Attempt, mode: str, feed_timeout: float
-                   ) -> "spark_tasks.FeedPlan":
-        trainers = attempt.feed_nodes(listening=False)
-        attempt.feeds += 1
-        return spark_tasks.FeedPlan(
-            feed_id=attempt.feeds, addresses=tuple(tuple(n.feed_address) for n in trainers),
-            labels=tuple(n.role.label for n in trainers), secret=attempt.secret, mode=mode,
-            timeout=float(feed_timeout))
+        return feeding.check_data(self._backend, data, feed_timeout, len(self._roles),
+                                  self._config.feeds_in_stage)
 
     # ----------------------------------------------------------------------------- finishing
     def shutdown(self, timeout: Optional[float] = None, grace_secs: float = 30.0) -> List[Any]:
@@ -566,8 +470,8 @@ class TFCluster:
 
     def _finish(self, attempt: Attempt, deadline: Optional[float], timeout: Optional[float],
                 grace_secs: float) -> List[Any]:
-        if self._input_mode == InputMode.SPARK:
-            self._tell_feeds_done(attempt)
+        if self._config.input_mode == InputMode.SPARK:
+            feeding.tell_feeds_done(attempt)
         try:
             attempt.wait_for(attempt.training_done, deadline,
                              lambda: TFSparkError(f"TF training did not finish within "
@@ -585,29 +489,6 @@ class TFCluster:
             if self._tokens is not None:
                 self._tokens.stop()
         return attempt.results()
-
-    def _tell_feeds_done(self, attempt: Attempt) -> None:
-        """Tell the training nodes that no more data will come (ends next_batch loops)."""
-        trainers = [n for n in attempt.nodes.values()
-                    if n.role.job_name in TRAINING_ROLES and n.status is None and n.feed_address]
-        plan = spark_tasks.FeedPlan(0, tuple(tuple(n.feed_address) for n in trainers),
-                                   tuple(n.role.label for n in trainers), attempt.secret,
-                                   TRAIN, timeout=30.0)
-        for node, trainer in enumerate(trainers):
-            def ended(trainer=trainer) -> Optional[BaseException]:
-                """Stop trying a node that has failed or finished (its receiver is gone):
-                else a main_fun that returned without reading its feed costs 30 s a node."""
-                if attempt.failure is not None:
-                    return attempt.failure
-                return TFSparkError("finished") if trainer.status is not None else None
-
-            try:
-                spark_tasks.tell_nodes(dataclasses.replace(
-                    plan, addresses=plan.addresses[node:node + 1],
-                    labels=plan.labels[node:node + 1]), {"type": "done"}, failure=ended)
-            except (OSError, TFSparkError):
-                pass  # that node has finished already
-
 
 #: Spark Connect clients whose executors were found unable to reach them (said once each).
 _UNREACHABLE: Dict[Tuple[int, str], Optional[str]] = {}
