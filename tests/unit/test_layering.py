@@ -93,3 +93,17 @@ def test_the_rules_see_imports():
     assert "tfspark._driver.attempt" in IMPORTS["tfspark._driver.cluster"]
     assert "tfspark._node.task" in IMPORTS["tfspark._driver.attempt"]
     assert any(t.startswith("tfspark._feed") for t in IMPORTS["tfspark._node.process"])
+
+
+def test_a_nodes_task_and_process_start_light():
+    """A node's Spark task (a Python worker) and its process import neither TensorFlow nor
+    pyspark.sql nor Arrow before they need them (the process imports TF while nodes meet)."""
+    import subprocess
+    import sys
+    code = ("import sys, tfspark._node.task, tfspark._node.process\n"
+            "print(sorted(m for m in ('tensorflow', 'pyspark.sql', 'pyarrow', 'numpy') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -33,8 +33,8 @@ from tfspark._driver.spark_backend import SparkBackend, backend_for
 from tfspark._feed.protocol import INFERENCE
 from tfspark._node.context import resolve_path
 from tfspark._node.task import NodePlan
-from tfspark.errors import NodeError, StageError, TFSparkError, attempts_text
 from tfspark._strategies.base import for_roles
+from tfspark.errors import NodeError, StageError, TFSparkError, attempts_text
 from tfspark.roles import EVALUATOR, InputMode, Role
 
 logger = logging.getLogger(__name__)

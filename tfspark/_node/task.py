@@ -16,30 +16,31 @@ import collections
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple
 
 from tfspark import constants
 from tfspark._feed.protocol import StageInput
-from tfspark._node import fit_progress
+from tfspark._node import fit_progress, tensorboard
 from tfspark._node.context import NodeContext
+from tfspark._node.ports import reserved_port
 from tfspark._node.private_dir import SCRATCH_ENV, PrivateDir
-from tfspark._node.processes import die_with_parent
 from tfspark._node.spawn import (CONTEXT_FILE, ERROR, PAYLOAD_FILE, NodeProcess, exit_error,
-                                 forward_lines, read_outcome, spawn, terminate)
+                                 read_outcome, spawn)
 from tfspark._node.zip_cache import importable_path
-from tfspark.control import ControlClient, Message
-from tfspark.fs.credentials import NODE_TOKEN_FILE_ENV
 from tfspark._strategies.base import for_roles
+from tfspark.control import ControlClient, Message
+from tfspark.errors import FeedError
+from tfspark.fs.credentials import NODE_TOKEN_FILE_ENV
 from tfspark.roles import (EVALUATOR, TRAINING_ROLES, InputMode, Role, cluster_spec, is_chief,
                            num_training_nodes, tf_config)
+
+if TYPE_CHECKING:
+    from tfspark._node.stage_feeder import StageFeeder
 
 #: How a node ended, as reported to the driver and returned from the Spark task (OK and ERROR
 #: are also how its process ended: see :mod:`tfspark._node.spawn`).
@@ -157,24 +158,6 @@ def assigned_gpus(task: Any) -> Tuple[str, ...]:
     return tuple(str(a) for a in gpu.addresses) if gpu is not None else ()
 
 
-@contextmanager
-def reserved_port(host: str) -> Iterator[int]:
-    """Reserve a free TCP port on ``host`` for as long as the block runs.
-
-    The socket is bound (with ``SO_REUSEADDR``) but never listens: other processes cannot bind the
-    port, while TensorFlow's gRPC server, which also sets ``SO_REUSEADDR``, can. So no other
-    process can take the port between reservation and the TF server's start.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
-        yield sock.getsockname()[1]
-    finally:
-        sock.close()
-
-
 class _Node:
     def __init__(self, plan: NodePlan, role: Role, host: str, executor_address: str):
         self.plan = plan
@@ -187,7 +170,7 @@ class _Node:
         self.peers: Optional[list] = None  # every node's addresses, from the driver
         self._peers_known = threading.Event()  # set with them, or when stopped
         self.stop_reason = ""
-        self.answers_path: Optional[str] = None  # inference in the stage: see answers()
+        self.feeder: Optional["StageFeeder"] = None  # feeding in the stage: see answers()
         self._private = PrivateDir()  # every file of this task; removed in close()
         self.private_dir = self._private.path
         self.token_file = os.path.join(self.private_dir, "hdfs-delegation.tokens")
@@ -203,9 +186,10 @@ class _Node:
 
     def answers(self) -> Iterator[Tuple[Any, Any]]:
         """The node's answers to the stage's inference rows, as ``(key, result)`` pairs."""
-        if self.answers_path is not None and os.path.exists(self.answers_path):
+        path = self.feeder.answers_path if self.feeder is not None else None
+        if path is not None and os.path.exists(path):
             from tfspark._feed.stage import read_answers
-            yield from read_answers(self.answers_path)
+            yield from read_answers(path)
 
     def _meet(self, task, address: str, feed_port: Optional[int]) -> Optional[list]:
         """Every node's TF address and feed port, in worker_num order (None if stopped first).
@@ -269,7 +253,9 @@ class _Node:
                 num_workers=num_training_nodes(self.plan.roles), cluster_spec=spec,
                 tf_config=tf_config(spec, self.role), executor_id=self.executor_address,
                 host=self.host, port=port, default_fs=self.plan.default_fs,
-                working_dir=self.plan.working_dir, log_dir=self._log_dir(workdir), user=self.plan.user,
+                working_dir=self.plan.working_dir,
+                log_dir=tensorboard.log_dir(self.plan.log_dir, self.plan.tensorboard, workdir),
+                user=self.plan.user,
                 input_mode=self.plan.input_mode, feed_port=feed_port,
                 shard_index=self.strategy.data_index(self.plan.roles, self.role),
                 num_shards=len(self.strategy.data_nodes(self.plan.roles)),
@@ -281,6 +267,7 @@ class _Node:
                            feed_address=(self.host, feed_port) if feeds else None)
                 feeder = self._feed_from_stage(task, gathered, ctx, partition) if (
                     self.plan.stage_input is not None) else None
+                self.feeder = feeder
                 if self._ends_by_barrier() and self.role.job_name not in (
                         self.strategy.finishers):
                     self._stop_after_training(task, after=feeder)
@@ -301,47 +288,29 @@ class _Node:
                                      for r in self.plan.roles)
 
     def _feed_from_stage(self, task, gathered, ctx: NodeContext, partition: Iterator
-                         ) -> "_Feeder":
+                         ) -> "StageFeeder":
         """Send this task's partition of the stage's input to the training nodes (a thread:
         their receivers run in the nodes' processes, started meanwhile)."""
-        from tfspark._feed import stage
-        from tfspark._feed.protocol import INFERENCE
-        from tfspark._feed.spark_tasks import FeedError, FeedPlan
-
-        stage_input = self.plan.stage_input
-        trainers = self.strategy.data_nodes(self.plan.roles)
-        plan = FeedPlan(
-            feed_id=stage_input.feed_id,
-            addresses=tuple((gathered[r.worker_num]["address"].rsplit(":", 1)[0],
-                             gathered[r.worker_num]["feed_port"]) for r in trainers),
-            labels=tuple(r.label for r in trainers), secret=self.plan.secret,
-            mode=stage_input.mode,
-            timeout=stage_input.timeout, chunk_rows=stage_input.chunk_rows)
-
-        def stopped():
+        from tfspark._node.stage_feeder import StageFeeder  # Arrow, only when feeding
+        def stopped() -> Optional[BaseException]:
             if self.stop_requested.is_set() or self.process_ended.is_set():
                 return FeedError(f"{self.role.label} ended while its task was feeding: "
                                  f"{self.stop_reason or 'its process exited'}")
             return None
 
-        def deliver() -> None:
-            if stage_input.mode == INFERENCE:
-                self.answers_path = os.path.join(self.private_dir, "answers.pickle")
-                stage.answer(task, stage_input, plan, ctx.shard_index, partition,
-                                  self.answers_path, failure=stopped)
-                return
-            delivered = stage.deliver(
-                task, stage_input, plan, self.role.worker_num, ctx.shard_index,
-                (self.host, ctx.feed_port) if ctx.feed_port is not None else None, partition,
-                self.private_dir, failure=stopped)
+        def fed(delivered) -> None:
             self._send("fed", rows_per_node=delivered.rows_per_node,
                        validation_rows_per_node=delivered.validation_rows_per_node)
 
-        feeder = _Feeder(deliver, on_error=self._request_stop)
+        feeder = StageFeeder(
+            task, self.plan.stage_input, self.strategy.data_nodes(self.plan.roles), gathered,
+            self.plan.secret, self.role, ctx.shard_index,
+            (self.host, ctx.feed_port) if ctx.feed_port is not None else None, partition,
+            self.private_dir, stopped, on_fed=fed, on_error=self._request_stop)
         feeder.start()
         return feeder
 
-    def _stop_after_training(self, task, after: Optional["_Feeder"] = None) -> None:
+    def _stop_after_training(self, task, after: Optional["StageFeeder"] = None) -> None:
         """Detached, no driver tells a serving node (ps, PSS worker, evaluator) that training
         ended: the nodes that train say so through the stage's barrier, which each of them
         enters once done; a serving node enters it at once (after its share of the stage's
@@ -427,48 +396,12 @@ class _Node:
             return STOPPED, {"message": self.stop_reason}, b""
         return exit_error(process.popen.returncode)
 
-    def _log_dir(self, workdir: str) -> Optional[str]:
-        """``log_dir`` as given; with TensorBoard and none given, a folder of this node's own
-        (as TensorFlowOnSpark's ``tensorboard_<executor>``), gone when the node ends."""
-        if self.plan.log_dir or not self.plan.tensorboard:
-            return self.plan.log_dir
-        local = os.path.join(workdir, "tensorboard")
-        os.makedirs(local, exist_ok=True)
-        return local
-
     @contextmanager
     def _tensorboard(self, ctx: NodeContext) -> Iterator[Optional[str]]:
         """Serve TensorBoard from the chief while the node runs, if asked to."""
         if not (self.plan.tensorboard and ctx.is_chief):
             yield None
             return
-        with reserved_port(self.host) as port:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tensorboard.main", "--logdir", ctx.log_dir,
-                 "--host", self.host, "--port", str(port)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL))
-            forwarder = forward_lines(process.stdout, "stderr", self._send, self.role.label,
-                                      self.plan.verbose, self.plan.echo_output,
-                                      prefix="tensorboard: ")
-            try:
-                yield f"http://{self.host}:{port}"
-            finally:
-                terminate(process)
-                forwarder.join(5)
-
-
-class _Feeder(threading.Thread):
-    """Runs ``deliver`` once; on an exception keeps its message and calls ``on_error`` with it."""
-
-    def __init__(self, deliver: Any, on_error: Any):
-        super().__init__(name="tfspark-stage-feed", daemon=True)
-        self._deliver, self._on_error = deliver, on_error
-        self.error = ""
-
-    def run(self) -> None:
-        try:
-            self._deliver()
-        except Exception as e:  # noqa: BLE001 - reported as this node's failure
-            self.error = str(e) if type(e).__name__ == "FeedError" else f"{type(e).__name__}: {e}"
-            self._on_error(self.error)
+        with tensorboard.served(self.host, ctx.log_dir, self._send, self.role.label,
+                                self.plan.verbose, self.plan.echo_output) as url:
+            yield url
