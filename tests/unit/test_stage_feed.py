@@ -73,7 +73,7 @@ def _run_tasks(tmp_path, stage_input, partitions, own_shares, feeds_to=2):
 
 
 def _ids(feed, feed_id):
-    served = feed._wait_for_feed(feed_id, timeout=10)
+    served = feed.wait_for_feed(feed_id, timeout=10)
     ids = []
     for _, path, _ in sorted(served.files):
         table = pa.ipc.open_file(pa.memory_map(path)).read_all()

@@ -4,7 +4,7 @@ Runs in a TF node's own process. :class:`FeedReceiver` accepts authenticated con
 the feeding Spark tasks (:mod:`tfspark._feed.spark_tasks`); each carries one Arrow stream, written to
 an Arrow IPC file (bounded memory: one record batch at a time) -- on ParameterServerStrategy
 workers, to small TFRecord files their graph-only ``dataset_fn`` can read -- and published by
-rename when complete. It then hands the file to the node's :class:`~tfspark._feed.datafeed.DataFeed`
+rename when complete. It then hands the file to the node's :class:`~tfspark._feed.feed_state.FeedState`
 (training) or waits for its results (inference). Knows nothing of TensorFlow.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tfspark._feed.protocol import TRAIN
 from tfspark.control import ChannelError, Connection, accept_authenticated, tcp_server
 
 if TYPE_CHECKING:
-    from tfspark._feed.datafeed import DataFeed
+    from tfspark._feed.feed_state import FeedState
 
 #: Rows per spilled TFRecord file on a ParameterServerStrategy worker.
 _PSS_FILE_ROWS = 1024
@@ -29,7 +29,7 @@ _PSS_FILE_ROWS = 1024
 class FeedReceiver:
     """Accepts the feeding tasks' connections on ``(host, port)`` and spills what they send."""
 
-    def __init__(self, feed: "DataFeed", host: str, port: int, secret: bytes, spill_dir: str,
+    def __init__(self, feed: "FeedState", host: str, port: int, secret: bytes, spill_dir: str,
                  spill_format: str = "arrow"):
         self.feed, self.secret, self.spill_dir = feed, secret, spill_dir
         self.spill_format = spill_format
