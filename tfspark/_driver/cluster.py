@@ -333,17 +333,12 @@ class TFCluster:
                 self._start_attempt()
 
     def _raise_unless_restartable(self, failure: TFSparkError) -> None:
-        restartable = bool(getattr(failure, "restartable", False))
-        if restartable and len(self._attempts) <= self._config.max_restarts:
+        if may_restart(failure, len(self._attempts), self._config.max_restarts):
             return
         if len(self._attempts) == 1:
             raise failure
-        causes = [_cause(a.failure) for a in self._attempts]
-        if isinstance(failure, NodeError):
-            raise NodeError(failure.role, failure.index, failure.host, failure.message,
-                            failure.traceback_text, failure.output_tail,
-                            restartable=failure.restartable, attempts=causes) from None
-        raise StageError(f"{failure}\n{attempts_text(causes)}", restartable) from failure
+        raise final_error(failure, [_cause(a.failure) for a in self._attempts]) from (
+            None if isinstance(failure, NodeError) else failure)
 
     def _on_tensorboard(self, url: str) -> None:
         self.tensorboard_url = url
@@ -535,6 +530,26 @@ def _executors_cannot_reach(backend: SparkBackend, hosts: Tuple[str, str],
             "becomes the TF cluster's own stage input), or set "
             f"{constants.CLIENT_HOST} to an address of this machine the executors can reach.")
     return reason is not None
+
+
+# ------------------------------------------------------------------------- the restart policy
+def may_restart(failure: TFSparkError, attempts_run: int, max_restarts: int) -> bool:
+    """Whether a failed attempt is followed by another: its cause is one a restart can cure
+    (``restartable``: a node's process killed, its executor lost, a peer's death seen by TF;
+    never ``main_fun`` raising or a bad setting) and fewer than ``max_restarts`` restarts ran
+    (``attempts_run`` counts the failed attempt)."""
+    return bool(getattr(failure, "restartable", False)) and attempts_run <= max_restarts
+
+
+def final_error(failure: TFSparkError, causes: List[str]) -> TFSparkError:
+    """What the user catches when restarts ran out after several attempts: the last failure's
+    kind and details, listing every attempt's cause."""
+    if isinstance(failure, NodeError):
+        return NodeError(failure.role, failure.index, failure.host, failure.message,
+                         failure.traceback_text, failure.output_tail,
+                         restartable=failure.restartable, attempts=causes)
+    return StageError(f"{failure}\n{attempts_text(causes)}",
+                      bool(getattr(failure, "restartable", False)))
 
 
 def _cause(failure: Optional[BaseException]) -> str:
