@@ -7,7 +7,7 @@
 #  2. the image: a Debian bookworm base made with debootstrap (no registry needed; set
 #     TFSPARK_DOCKER_BASE=python:3.11-slim-bookworm to build on the public image instead), then
 #     docker/Dockerfile on it, with this machine's extra CA certificates in docker/certs/;
-#  3. the cluster of docker/compose.yaml, and the MNIST example in it with the README's
+#  3. the cluster of docker/compose.yaml, and the MNIST example in it with docs/deploying.md's
 #     commands: data setup to HDFS, training (2 TF workers fed by Spark), export, inference;
 #  4. checks: the printed test accuracy (>= TFSPARK_MIN_ACCURACY, default 0.90) and the
 #     exported SavedModel on the cluster's HDFS;

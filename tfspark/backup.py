@@ -10,7 +10,7 @@ another executor. So a backup lives at a durable path and every node works on a 
   ``model.fit`` resumes from the epoch (or step) after the last backup; a run that finishes
   deletes its backup, so the next run starts fresh. Also as ``ctx.backup_and_restore(path)``.
 
-Custom training loops use :class:`BackupDir` with ``tf.train.CheckpointManager`` (README).
+Custom training loops use :class:`BackupDir` with ``tf.train.CheckpointManager`` (docs/failures.md).
 """
 from __future__ import annotations
 

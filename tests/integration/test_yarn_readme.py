@@ -1,12 +1,14 @@
-"""The README's YARN walkthrough, extracted from the README and run on the real HDFS + YARN.
+"""The documented YARN walkthrough (docs/deploying.md), extracted from the docs and run on the
+real HDFS + YARN.
 
-Every command of the ```bash block under "### YARN" runs as written, in one bash process, from
+Every command of the ```bash block under "## YARN" runs as written, in one bash process, from
 a fresh folder (with ``examples/`` linked in) and the virtualenv's ``python``/``spark-submit``
 first on PATH: pack + upload, data setup, training in client and cluster mode, ``yarn logs``,
 inference. The one exception is waiting: YARN aggregates an application's logs a moment after
 it ends, so the ``yarn logs`` command is retried (for up to 60 s) until it finds the line, as a
-user would run it again. README and test cannot drift apart: change one, the other follows.
-The same walkthrough runs again on the Kerberized cluster after the README's Kerberos block.
+user would run it again. Docs and test cannot drift apart: change one, the other follows.
+The same walkthrough runs again on the Kerberized cluster after the Kerberos block of
+docs/security.md.
 Like every other test here, the drivers run without Spark's web UI (``SPARK_SUBMIT_OPTS``):
 its Jetty start-up now and then races (ConcurrentModificationException in
 ServletHandler.initialize, inside SparkContext's constructor), which is Spark's, not the
@@ -27,16 +29,18 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-README = os.path.join(ROOT, "README.md")
+DEPLOYING = os.path.join(ROOT, "docs", "deploying.md")
+SECURITY = os.path.join(ROOT, "docs", "security.md")
 STAMP = "@@tfspark-step"
 
 pytestmark = pytest.mark.slow
 
 
-def readme_yarn_commands(heading: str = "### YARN (client and cluster deploy mode)") -> list:
-    """The logical commands (continuation lines joined) of the first bash block under the
-    README's ``heading``."""
-    text = open(README).read()
+def readme_yarn_commands(heading: str = "## YARN (client and cluster deploy mode)",
+                         page: str = DEPLOYING) -> list:
+    """The logical commands (continuation lines joined) of the first bash block under
+    ``heading`` of the docs ``page``."""
+    text = open(page).read()
     section = text[text.index(heading):]
     start = section.index("```bash\n") + len("```bash\n")
     block = section[start:section.index("\n```", start)]
@@ -89,7 +93,7 @@ def _steps(output: str, commands: list) -> list:
 
 def _step(steps: list, *needles: str):
     found = [s for s in steps if all(n in s[0] for n in needles)]
-    assert len(found) == 1, f"expected one README step with {needles}, got {len(found)}"
+    assert len(found) == 1, f"expected one documented step with {needles}, got {len(found)}"
     command, started, lines = found[0]
     return started, lines, "\n".join(text for _, text in lines)
 
@@ -99,11 +103,11 @@ def test_readme_yarn_walkthrough_runs_as_written(yarn_cluster, tmp_path):
 
 
 def test_readme_yarn_walkthrough_runs_on_a_kerberized_cluster(secure_hadoop, tmp_path):
-    """The README's Kerberos block, then the same YARN walkthrough, on the Kerberized HDFS +
+    """The docs' Kerberos block, then the same YARN walkthrough, on the Kerberized HDFS +
     YARN (``secure_hadoop``: tokens live 60 s at most, so the applications' keytab logins
-    matter). Its NodeManager aggregates no logs (no libhadoop.so: see the README), so the
+    matter). Its NodeManager aggregates no logs (no libhadoop.so: see docs/security.md), so the
     ``yarn logs`` step reads the cluster-mode application's stdout in its log folder."""
-    kerberos = readme_yarn_commands("### Kerberos (secure HDFS and YARN)")
+    kerberos = readme_yarn_commands("## Kerberos (secure HDFS and YARN)", SECURITY)
     assert any(c.startswith("kinit") for c in kerberos)
     nm_logs = shlex.quote(str(secure_hadoop.base_dir / "nm-logs"))
     logs_instead = (f"cat {nm_logs}/$(ls -t {nm_logs} | head -1)/*/stdout | grep exported")
@@ -118,7 +122,7 @@ def test_readme_yarn_walkthrough_runs_on_a_kerberized_cluster(secure_hadoop, tmp
 
 def _run_walkthrough(cluster, tmp_path, commands: list, extra_env: dict,
                      logs_instead: str = "") -> list:
-    """Run ``commands`` (the README's) from a fresh folder against ``cluster``; check each
+    """Run ``commands`` (the documented ones) from a fresh folder against ``cluster``; check each
     step's output; return the steps."""
     assert any("tfspark.pack" in c for c in commands) and len(commands) >= 8
     work = tmp_path / "work"
@@ -138,7 +142,7 @@ def _run_walkthrough(cluster, tmp_path, commands: list, extra_env: dict,
     proc = subprocess.run(["bash", str(script)], cwd=str(work), env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1800)
     tail = "\n".join(proc.stdout.splitlines()[-150:])
-    assert proc.returncode == 0, f"the README's YARN commands failed:\n{tail}"
+    assert proc.returncode == 0, f"the documented YARN commands failed:\n{tail}"
     steps = _steps(proc.stdout, commands)
     for (command, started, _), following in zip(steps, steps[1:] + [(None, time.time(), [])]):
         print(f"[timing] {following[1] - started:6.1f}s  {command.splitlines()[0][:90]}")

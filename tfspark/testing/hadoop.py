@@ -725,7 +725,7 @@ class HadoopCluster:
         }
 
     def _write_commands(self) -> None:
-        """``bin/hdfs`` and ``bin/yarn``: the Hadoop client commands that the README's
+        """``bin/hdfs`` and ``bin/yarn``: the Hadoop client commands that the docs'
         instructions use, run from the cluster's own jars."""
         java = Path(java_home()) / "bin" / "java"
         run = (f'exec "{java}" -Xmx256m {" ".join(JAVA_17_OPENS)} '
