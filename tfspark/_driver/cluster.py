@@ -1,8 +1,8 @@
 """Driver side: reserve Spark executors as a TF cluster, watch it, and collect its results.
 
-``TFCluster.run`` starts the cluster as one :class:`~tfspark._driver.attempt.Attempt` (a barrier stage
-with one task per TF node, so Spark gang-schedules the whole cluster) and returns once every node
-has its ``TF_CONFIG`` and is running ``main_fun``. ``shutdown`` waits for the nodes to finish,
+``TFCluster.run`` starts the cluster as one :class:`~tfspark._driver.attempt.Attempt` (a barrier
+stage with one task per TF node, so Spark gang-schedules the whole cluster) and returns once every
+node has its ``TF_CONFIG`` and is running ``main_fun``. ``shutdown`` waits for the nodes to finish,
 stops the parameter servers and evaluator, and returns each node's return value.
 
 When an attempt fails for a cause a restart can cure (``NodeError.restartable``: a node's process

@@ -147,12 +147,12 @@ def wait_for_slots(nodes: int, conf: Mapping[str, str], master: str,
     """Wait until Spark has a task slot for each of the ``nodes`` TF nodes (and, with
     ``feeding``, one more for the Spark job that feeds them), or raise saying what is missing.
 
-    Fails at once when the settings cap the application below that; otherwise waits for
-    executors to register, up to ``timeout`` (``reservation_timeout``) when the settings promise
-    enough slots, or up to ``SLOT_WAIT_SECS`` when they say nothing. On YARN the error says how
-    many executors were granted, the container size asked for and what the ResourceManager
-    has free (see :mod:`tfspark._driver.yarn`). Where Spark cannot say how many slots there are (Spark
-    Connect), only the settings are checked; ``reservation_timeout`` bounds the rest.
+    Fails at once when the settings cap the application below that; otherwise waits for executors to
+    register, up to ``timeout`` (``reservation_timeout``) when the settings promise enough slots, or
+    up to ``SLOT_WAIT_SECS`` when they say nothing. On YARN the error says how many executors were
+    granted, the container size asked for and what the ResourceManager has free (see
+    :mod:`tfspark._driver.yarn`). Where Spark cannot say how many slots there are (Spark Connect),
+    only the settings are checked; ``reservation_timeout`` bounds the rest.
     """
     needed = nodes + int(feeding)
     cap = expected_profile_slots(requests, conf) if requests else expected_slots(conf, master)

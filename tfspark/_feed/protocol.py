@@ -1,6 +1,6 @@
 """Names shared by the driver, the feeding Spark tasks (:mod:`tfspark._feed.spark_tasks`,
-:mod:`tfspark._feed.stage`) and the nodes' receivers (:mod:`tfspark._feed.datafeed`), kept apart so that no
-side imports another (and the node's task stays light)."""
+:mod:`tfspark._feed.stage`) and the nodes' receivers (:mod:`tfspark._feed.receiver`), kept apart so
+that no side imports another (and the node's task stays light)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,10 +1,10 @@
 """Node side of the Spark feed, receiving: feeding tasks' streams -> spill files on local disk.
 
-Runs in a TF node's own process. :class:`FeedReceiver` accepts authenticated connections from
-the feeding Spark tasks (:mod:`tfspark._feed.spark_tasks`); each carries one Arrow stream, written to
-an Arrow IPC file (bounded memory: one record batch at a time) -- on ParameterServerStrategy
-workers, to small TFRecord files their graph-only ``dataset_fn`` can read -- and published by
-rename when complete. It then hands the file to the node's :class:`~tfspark._feed.feed_state.FeedState`
+Runs in a TF node's own process. :class:`FeedReceiver` accepts authenticated connections from the
+feeding Spark tasks (:mod:`tfspark._feed.spark_tasks`); each carries one Arrow stream, written to an
+Arrow IPC file (bounded memory: one record batch at a time) -- on ParameterServerStrategy workers,
+to small TFRecord files their graph-only ``dataset_fn`` can read -- and published by rename when
+complete. It then hands the file to the node's :class:`~tfspark._feed.feed_state.FeedState`
 (training) or waits for its results (inference). Knows nothing of TensorFlow.
 """
 from __future__ import annotations

@@ -296,7 +296,8 @@ def stage_input(data: Any, validation: Any, num_tasks: int, num_epochs: int, tim
 
 def unfeedable_column(df: Any) -> Optional[str]:
     """Driver: why a column of ``df`` cannot become a tensor (the rules of
-    :func:`tfspark._feed.arrow_columns.normalize_dataframe_batch`, read from the schema), or None."""
+    :func:`tfspark._feed.arrow_columns.normalize_dataframe_batch`, read from the schema), or
+    None."""
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql import types as T
     scalars = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType)

@@ -1,8 +1,8 @@
 """A training node's spilled rows read back: in fed order or a fresh random order each epoch.
 
-The feed receiver (:mod:`tfspark._feed.datafeed`) writes every partition a node receives to local disk as
-an Arrow IPC file. This module reads those files back, memory-mapped, for ``DataFeed.dataset``
-and ``next_batch``:
+The feed receiver (:mod:`tfspark._feed.receiver`) writes every partition a node receives to local
+disk as an Arrow IPC file. This module reads those files back, memory-mapped, for
+``DataFeed.dataset`` and ``next_batch``:
 
 * :func:`batch_sizes` -- the per-epoch batch plan. MultiWorkerMirroredStrategy needs every node
   to take the same number of steps, while the nodes' shares may differ by a few rows, and every

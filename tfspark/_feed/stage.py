@@ -1,13 +1,13 @@
 """Task side of feeding *in the stage*: the data is the TF cluster's barrier stage's own input.
 
-With ``feed_mode="stage"`` (see :meth:`tfspark._driver.cluster.TFCluster.run`) no second Spark job feeds
-the nodes, so the cluster needs no task slot beyond its own: the first ``train()``'s RDD or
-DataFrame, repartitioned into one partition per node, *is* the stage's input. Each node's task
-hands its partition to the training nodes' feed receivers exactly as a feeding task would
-(:func:`tfspark._feed.spark_tasks.send_train_partition`): a training node keeps its whole partition (on
-its own host), the other nodes (ps, evaluator, a ParameterServerStrategy chief) deal theirs over
-the training nodes. The tasks then exchange row counts through ``allGather`` and each tells its
-own node that the feed is complete -- the only feed this cluster gets.
+With ``feed_mode="stage"`` (see :meth:`tfspark._driver.cluster.TFCluster.run`) no second Spark job
+feeds the nodes, so the cluster needs no task slot beyond its own: the first ``train()``'s RDD or
+DataFrame, repartitioned into one partition per node, *is* the stage's input. Each node's task hands
+its partition to the training nodes' feed receivers exactly as a feeding task would
+(:func:`tfspark._feed.spark_tasks.send_train_partition`): a training node keeps its whole partition
+(on its own host), the other nodes (ps, evaluator, a ParameterServerStrategy chief) deal theirs over
+the training nodes. The tasks then exchange row counts through ``allGather`` and each tells its own
+node that the feed is complete -- the only feed this cluster gets.
 
 Validation rows travel in the same partitions, flagged (a boolean column for DataFrames, a
 ``(flag, element)`` pair for RDDs); each task sets them aside in a local Arrow file and sends

@@ -9,9 +9,9 @@ In a node's process, before ``main_fun`` runs, :func:`install` arranges that as 
 * on every training node, ``fit`` without an explicit ``verbose`` runs with ``verbose=0``: the
   driver shows progress once, instead of a progress bar per worker.
 
-Rows: for a tfspark dataset (a node's own share, see :mod:`tfspark._feed.shares`) the callback counts
-the rows this node trains on, and reports ``rows x num_workers`` (every worker takes one batch of
-its own share per step). For other inputs it reports steps only.
+Rows: for a tfspark dataset (a node's own share, see :mod:`tfspark._feed.shares`) the callback
+counts the rows this node trains on, and reports ``rows x num_workers`` (every worker takes one
+batch of its own share per step). For other inputs it reports steps only.
 
 Imported only in a node's process; TensorFlow is imported by the user's code, never here first.
 """

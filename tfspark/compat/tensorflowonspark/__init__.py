@@ -4,11 +4,11 @@
     from tfspark.compat.tensorflowonspark import TFCluster, TFNode   # after
 
 The modules ``TFCluster``, ``TFNode``, ``TFParallel``, ``dfutil``, ``pipeline`` and ``compat`` keep
-TFoS's names, signatures and the behaviours programs rely on, and map every name onto tfspark's
-own API (:mod:`tfspark._driver.cluster`, :mod:`tfspark._feed.datafeed`, :mod:`tfspark.tfrecord`, :mod:`tfspark.ml`,
-:mod:`tfspark.export`): there is no second implementation. What TFoS had and tfspark does not
-keep (TF1 graph mode, ``ctx.mgr``'s raw queues, ``driver_ps_nodes``, RDMA, Spark Streaming feeds)
-raises :class:`NotKeptError`, which says what to use instead.
+TFoS's names, signatures and the behaviours programs rely on, and map every name onto tfspark's own
+API (:mod:`tfspark._driver.cluster`, :mod:`tfspark._feed.datafeed`, :mod:`tfspark.tfrecord`,
+:mod:`tfspark.ml`, :mod:`tfspark.export`): there is no second implementation. What TFoS had and
+tfspark does not keep (TF1 graph mode, ``ctx.mgr``'s raw queues, ``driver_ps_nodes``, RDMA, Spark
+Streaming feeds) raises :class:`NotKeptError`, which says what to use instead.
 
 Import the modules you use, as with TFoS (``from tfspark.compat.tensorflowonspark import
 dfutil``); importing the package itself loads none of them.
