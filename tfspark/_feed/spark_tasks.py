@@ -3,7 +3,7 @@
 ``TFCluster.train`` runs one Spark job over the data; each of its tasks turns its partition into
 Arrow record batches (DataFrames natively, RDD elements via :mod:`tfspark._feed.arrow_columns`) and
 streams them, over connections authenticated with the job secret, to the training nodes'
-receivers (:mod:`tfspark._feed.datafeed`), dealt out by :mod:`tfspark._feed.dealing`'s rule in
+receivers (:mod:`tfspark._feed.receiver`), dealt out by :mod:`tfspark._feed.dealing`'s rule in
 contiguous runs (slices of Arrow batches, never copied); ``inference`` sends each partition
 whole to its node and waits for one result per row.
 """
