@@ -158,7 +158,9 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
         ``{name: tf.io.FixedLenFeature | tf.io.VarLenFeature | ...}`` for ``tf.io.parse_example``.
     batch_size : int, optional
         Batch the records then parse whole batches (faster); None parses records one by one.
-        A **per-worker batch**, like every batch of a node's share (:mod:`tfspark._feed.shares`).
+        A **per-worker batch**, like every batch of a node's share (:mod:`tfspark._feed.shares`);
+        with ``ctx``, on a cluster running on fewer workers than it started with,
+        ``ctx.per_worker_batch(batch_size)`` (the cluster's ``batch_policy``).
     ctx : tfspark.NodeContext, optional
         Takes ``shard_index`` and ``num_shards`` from it (``ctx.shard_index``: the chief and
         workers under MultiWorkerMirroredStrategy; the workers under ParameterServerStrategy).
@@ -189,6 +191,8 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
     import tensorflow as tf
 
     path = ctx.absolute_path(path) if ctx is not None else fs.resolve(path)
+    if batch_size is not None and ctx is not None:
+        batch_size = ctx.per_worker_batch(batch_size)  # on fewer workers: see its docstring
     if shard_index is None and num_shards is None:
         shard_index, num_shards = shard_of(ctx) if ctx is not None else (0, 1)
     elif shard_index is None or num_shards is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 PS, CHIEF, WORKER, EVALUATOR = "ps", "chief", "worker", "evaluator"
 
@@ -49,13 +49,26 @@ def assign_roles(num_executors: int, num_ps: int = 0, chief: bool = False,
         raise ValueError(
             f"num_executors={num_executors} leaves no chief or worker after {num_ps} ps"
             f"{' + 1 evaluator' if evaluator else ''}{' + 1 chief' if chief else ''}")
-    names = [PS] * num_ps + [CHIEF] * int(chief) + [WORKER] * num_workers + [EVALUATOR] * int(evaluator)
+    names = ([PS] * num_ps + [CHIEF] * int(chief) + [WORKER] * num_workers
+             + [EVALUATOR] * int(evaluator))
     seen: Dict[str, int] = {}
     roles = []
     for worker_num, name in enumerate(names):
         roles.append(Role(name, seen.get(name, 0), worker_num))
         seen[name] = seen.get(name, 0) + 1
     return roles
+
+
+def with_fewer_workers(roles: Sequence[Role], slots: int) -> Optional[List[Role]]:
+    """The roles of ``roles``' cluster on ``slots`` task slots: the parameter servers, chief and
+    evaluator kept, workers dropped from the last (None if even no worker does not fit)."""
+    count = {name: sum(1 for r in roles if r.job_name == name) for name in (PS, CHIEF, WORKER,
+                                                                              EVALUATOR)}
+    fixed = count[PS] + count[CHIEF] + count[EVALUATOR]
+    workers = min(count[WORKER], slots - fixed)
+    if workers < 0 or workers + count[CHIEF] == 0:
+        return None
+    return assign_roles(fixed + workers, count[PS], bool(count[CHIEF]), bool(count[EVALUATOR]))
 
 
 def cluster_spec(roles: Sequence[Role], addresses: Sequence[str]) -> Dict[str, List[str]]:

@@ -35,7 +35,7 @@ from tfspark._node.context import resolve_path
 from tfspark._node.task import NodePlan
 from tfspark._strategies.base import for_roles
 from tfspark.errors import NodeError, StageError, TFSparkError, attempts_text
-from tfspark.roles import EVALUATOR, InputMode, Role
+from tfspark.roles import EVALUATOR, InputMode, Role, num_training_nodes, with_fewer_workers
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class ClusterConfig:
     requests: Optional[Dict[str, float]] = None  # resources=: see run()
     profile: Any = None  # the nodes' stage's ResourceProfile, for requests
     tokens: Optional[NodeTokens] = None  # HDFS delegation tokens for the nodes (Kerberos)
+    min_workers: Optional[int] = None  # restart on fewer workers, down to this many: see run()
+    slot_wait: float = 30.0  # how long a restart waits for every lost slot to come back
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class AttemptSummary:
     number: int  # 0 for the first; ``ctx.attempt`` on its nodes
     cause: Optional[str]  # why it failed, one line; None while it runs or once it succeeded
     restartable: bool  # whether that cause is one a restart can cure
+    workers: int = 0  # the nodes that trained in it (chief + workers): its size
 
 
 class TFCluster:
@@ -84,6 +87,8 @@ class TFCluster:
         self._attempts: List[Attempt] = []
         self._feeds: List[feeding.Feed] = []
         self._stage_data: Any = None  # feed_mode="stage": the first train()'s data
+        #: feed_mode="stage": (the stage's data, its StageInput) for a cluster of these roles
+        self._stage_input_of: Optional[Callable[[List[Role]], Tuple[Any, Any]]] = None
         self._results: Optional[List[Any]] = None
         self._shut_down = False  # shutdown() was called: no more feeds
         self.tensorboard_url: Optional[str] = None
@@ -97,8 +102,9 @@ class TFCluster:
             reservation_timeout: float = 600, env: Optional[Dict[str, str]] = None,
             stage_files: Optional[Dict[str, str]] = None,
             max_restarts: int = 2, progress: bool = True, verbose: bool = False,
-            feed_mode: str = "auto", resources: Optional[Dict[str, float]] = None
-            ) -> "TFCluster":
+            feed_mode: str = "auto", resources: Optional[Dict[str, float]] = None,
+            min_workers: Optional[int] = None, slot_wait: float = 30.0,
+            batch_policy: str = "global") -> "TFCluster":
         """Start ``main_fun(args, ctx)`` on ``num_executors`` Spark tasks as one TF cluster.
 
         Parameters
@@ -156,6 +162,18 @@ class TFCluster:
             (``spark.executor.resource.gpu.amount`` and a discovery script). Without it, the
             stage's tasks take the application's ``spark.task.*`` amounts. Either way a node's
             process sees exactly the GPUs Spark assigned to its task (``ctx.gpus``).
+        min_workers : MultiWorkerMirroredStrategy: when a restart cannot get back every lost
+            node's task slot within ``slot_wait`` seconds (an executor lost for good), restart
+            on the slots there are, with fewer workers, as long as at least ``min_workers``
+            nodes train (chief + workers); the workers resume from the backup
+            (``ctx.backup_and_restore``), each with its share of the data dealt again over the
+            new count. Every restart first waits ``slot_wait`` for the full size, so a cluster
+            that shrank grows back at its next restart. ``None`` (default): restarts wait for
+            every slot, as ``reservation_timeout`` allows.
+        slot_wait : see ``min_workers``.
+        batch_policy : on fewer workers, ``"global"`` keeps the global batch (each worker's
+            batch grows) or ``"per_worker"`` keeps each worker's batch (scale the learning rate
+            with ``ctx.scaled_learning_rate``); see ``ctx.per_worker_batch``.
 
         The positional order of the first eight parameters is TensorFlowOnSpark's.
 
@@ -166,6 +184,7 @@ class TFCluster:
         roles = preflight.check_arguments(num_executors, num_ps, master_node, eval_node,
                                           reservation_timeout, env, input_mode,
                                           tuple(InputMode))
+        preflight.check_elastic(min_workers, slot_wait, batch_policy, roles)
         if stage_files and not for_roles(roles).stages_files:
             raise preflight.PreflightError("stage_files is for ParameterServerStrategy workers "
                                            "(num_ps > 0); MWMS nodes read their files with "
@@ -194,7 +213,8 @@ class TFCluster:
                          for name, path in (stage_files or {}).items()},
             hadoop_conf_dir=os.environ.get("HADOOP_CONF_DIR"),
             echo_output=not re.fullmatch(r"local(\[.*\])?", backend.master),
-            max_restarts=max_restarts, progress=bool(progress), verbose=bool(verbose))
+            max_restarts=max_restarts, progress=bool(progress), verbose=bool(verbose),
+            full_training_nodes=num_training_nodes(roles), batch_policy=batch_policy)
         # a token for each Kerberized NameNode the job names, or the error, before any node
         tokens = NodeTokens(hdfs_paths(default_fs, conf, [plan.log_dir,
                                                           *plan.stage_files.values()]))
@@ -204,7 +224,7 @@ class TFCluster:
             feed_mode == "auto" and _auto_feeds_in_stage(backend, conf, len(roles), detached)))
         cluster = cls(ClusterConfig(backend, tuple(roles), conf, reservation_timeout, max_restarts,
                                     InputMode(input_mode), hosts, detached, in_stage, requests,
-                                    profile, tokens), plan)
+                                    profile, tokens, min_workers, float(slot_wait)), plan)
         if in_stage:
             logger.info("tfspark: the TF cluster starts at train(), with the data as its "
                         "stage's input (feed_mode='stage')")
@@ -254,7 +274,8 @@ class TFCluster:
             failure = attempt.failure
             summaries.append(AttemptSummary(
                 attempt.number, _cause(failure) if failure is not None else None,
-                bool(getattr(failure, "restartable", False))))
+                bool(getattr(failure, "restartable", False)),
+                num_training_nodes([n.role for n in attempt.nodes.values()])))
         return summaries
 
     @property
@@ -273,18 +294,46 @@ class TFCluster:
         training runs."""
         return self._progress.history
 
-    def _wait_for_slots(self, feeding: bool) -> None:
+    def _wait_for_slots(self, nodes: int, feeding: bool, timeout: Optional[float] = None
+                        ) -> None:
         config = self._config
+        timeout = config.reservation_timeout if timeout is None else timeout
         if config.profile is not None:  # the nodes' slots under their own profile
-            preflight.wait_for_slots(len(self._roles), config.conf, self._backend.master,
-                                     lambda: self._backend.slots(config.profile),
-                                     config.reservation_timeout,
+            preflight.wait_for_slots(nodes, config.conf, self._backend.master,
+                                     lambda: self._backend.slots(config.profile), timeout,
                                      current_executors=self._backend.executors,
                                      requests=config.requests)
             return
-        preflight.wait_for_slots(len(self._roles), config.conf, self._backend.master,
-                                 self._backend.slots, config.reservation_timeout,
+        preflight.wait_for_slots(nodes, config.conf, self._backend.master,
+                                 self._backend.slots, timeout,
                                  feeding=feeding, current_executors=self._backend.executors)
+
+    def _roles_of_next_attempt(self, feeding: bool) -> List[Role]:
+        """The full cluster's roles, once its slots are there; on a restart with
+        ``min_workers``, after ``slot_wait`` without them, fewer workers on the slots left."""
+        config, full = self._config, list(self._config.roles)
+        if not self._attempts or config.min_workers is None:
+            self._wait_for_slots(len(full), feeding)
+            return full
+        try:
+            self._wait_for_slots(len(full), feeding, timeout=config.slot_wait)
+            return full
+        except preflight.PreflightError as short:
+            slots = (self._backend.slots(config.profile) if config.profile is not None
+                     else self._backend.slots())
+            fewer = with_fewer_workers(full, (slots or 0) - int(feeding))
+            lost = _cause(self._attempts[-1].failure)
+            if fewer is None or num_training_nodes(fewer) < config.min_workers:
+                raise preflight.PreflightError(
+                    f"{short}. The TF cluster lost a node ({lost}) and cannot continue on fewer "
+                    f"than min_workers={config.min_workers} training nodes: "
+                    f"{num_training_nodes(fewer or [])} fit on the {slots or 0} task slots "
+                    f"left after waiting {config.slot_wait:g}s (slot_wait)") from None
+            notice = (f"tfspark: continuing on {num_training_nodes(fewer)} of "
+                      f"{num_training_nodes(full)} workers: {lost}")
+            print(notice, file=sys.stderr, flush=True)
+            logger.info(notice)
+            return fewer
 
     def _start_attempt(self) -> None:
         """Run the TF cluster once more, and feed it every RDD/DataFrame fed so far (or, with
@@ -293,8 +342,13 @@ class TFCluster:
         Raises only errors that are not the attempt's failure (the attempt records those, and
         :meth:`_on_current_attempt` decides what follows)."""
         config = self._config
-        self._wait_for_slots(feeding=config.input_mode == InputMode.SPARK
-                             and not config.feeds_in_stage)
+        roles = self._roles_of_next_attempt(feeding=config.input_mode == InputMode.SPARK
+                                            and not config.feeds_in_stage)
+        if len(roles) != len(self._roles) and self._stage_input_of is not None:
+            self._stage_data, stage_input = self._stage_input_of(roles)  # dealt over them
+            self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
+        self._roles = roles
+        self._progress.set_size(num_training_nodes(roles), num_training_nodes(config.roles))
         attempt = Attempt(len(self._attempts), self._roles, self._backend,
                           config.reservation_timeout, self._progress, self._on_tensorboard,
                           detached=config.detached, profile=config.profile)
@@ -303,7 +357,8 @@ class TFCluster:
             attempt.hand_tokens(self._tokens.current)
             self._tokens.keep_current(lambda tokens: self._attempts[-1].hand_tokens(tokens))
         try:
-            attempt.start(self._plan, config.hosts, self._stage_data)
+            attempt.start(dataclasses.replace(self._plan, roles=tuple(roles)), config.hosts,
+                          self._stage_data)
             if config.feeds_in_stage:
                 return
             for feed in self._feeds:
@@ -372,7 +427,8 @@ class TFCluster:
         feed = feeding.Feed(data, num_epochs, timeout, validation_data)
         if self._config.feeds_in_stage:
             self._check_not_started()
-            self._stage_data, stage_input = feeding.stage_training_input(feed, len(self._roles))
+            self._stage_input_of = lambda roles: feeding.stage_training_input(feed, len(roles))
+            self._stage_data, stage_input = self._stage_input_of(self._roles)
             self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
             self._feeds.append(feed)
             with self._stopped_on_interrupt():
@@ -401,7 +457,8 @@ class TFCluster:
             return feeding.inference_results(plan, data)
         # in the stage: the answers are kept, so reading the RDD runs nothing again
         self._check_not_started()
-        self._stage_data, stage_input = feeding.stage_inference_input(data, self._roles, timeout)
+        self._stage_input_of = lambda roles: feeding.stage_inference_input(data, roles, timeout)
+        self._stage_data, stage_input = self._stage_input_of(self._roles)
         self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
         with self._stopped_on_interrupt():
             self._start_attempt()

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from tfspark import constants
 from tfspark.errors import PreflightError
 from tfspark._strategies.base import for_job_names
-from tfspark.roles import PS, Role, assign_roles
+from tfspark.roles import PS, Role, assign_roles, num_training_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,28 @@ def check_arguments(num_executors: Any, num_ps: Any, master_node: Any, eval_node
                             evaluator=eval_node)
     except ValueError as e:
         raise PreflightError(f"{e}: raise num_executors or lower num_ps/eval_node") from None
+
+
+def check_elastic(min_workers: Any, slot_wait: Any, batch_policy: Any,
+                  roles: List[Role]) -> None:
+    """``min_workers``, ``slot_wait`` and ``batch_policy`` of ``TFCluster.run``."""
+    if batch_policy not in ("global", "per_worker"):
+        raise PreflightError(f"batch_policy must be 'global' or 'per_worker', got "
+                             f"{batch_policy!r}")
+    if isinstance(slot_wait, bool) or not isinstance(slot_wait, (int, float)) or slot_wait < 0:
+        raise PreflightError(f"slot_wait must be a number of seconds >= 0, got {slot_wait!r}")
+    if min_workers is None:
+        return
+    training = num_training_nodes(roles)
+    if isinstance(min_workers, bool) or not isinstance(min_workers, int) or not (
+            1 <= min_workers <= training):
+        raise PreflightError(f"min_workers must be an int from 1 to the {training} training "
+                             f"nodes (chief + workers), got {min_workers!r}")
+    if any(r.job_name == PS for r in roles):
+        raise PreflightError(
+            "min_workers restarts a MultiWorkerMirroredStrategy cluster on fewer workers; "
+            "under ParameterServerStrategy (num_ps > 0) a lost worker's server restarts in "
+            "place and a lost parameter server or chief restarts the whole cluster")
 
 
 def check_env(env: Mapping[str, Any], num_ps: int) -> None:

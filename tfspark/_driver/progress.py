@@ -39,6 +39,19 @@ class TrainingProgress:
         self._bar: Any = None
         self._last_line = 0.0
         self._fit_start: Optional[float] = None
+        self._workers: Optional[int] = None  # training nodes of the running attempt
+        self._full_workers: Optional[int] = None  # ... of the full cluster
+
+    def set_size(self, workers: int, full_workers: int) -> None:
+        """The running attempt trains on ``workers`` of the cluster's ``full_workers`` nodes:
+        recorded with each epoch (``workers``), and shown when fewer."""
+        with self._lock:
+            self._workers, self._full_workers = workers, full_workers
+
+    def _size(self) -> str:
+        if self._workers is None or self._workers == self._full_workers:
+            return ""
+        return f" ({self._workers} of {self._full_workers} workers)"
 
     @property
     def out(self) -> TextIO:
@@ -48,7 +61,8 @@ class TrainingProgress:
     def history(self) -> List[Dict[str, float]]:
         """One dict per finished epoch, in epoch order: ``epoch`` (1-based), the loss and
         metrics Keras logged (``val_*`` too), ``rows`` trained in all and ``rows_per_sec`` (when
-        known), and ``secs``.
+        known), ``secs``, and ``workers``: the training nodes (chief + workers) of the attempt
+        that ran it (fewer than the cluster's after a restart on lost executors).
         An epoch run again after a restart keeps its latest values."""
         with self._lock:
             return [dict(self._history[e]) for e in sorted(self._history)]
@@ -66,7 +80,8 @@ class TrainingProgress:
                 self._record(event)
                 if self.enabled:
                     self._close_bar()
-                    self._print(f"tfspark: {_epoch(event)}: {_summary(event, with_secs=True)}")
+                    self._print(f"tfspark: {_epoch(event)}{self._size()}: "
+                                f"{_summary(event, with_secs=True)}")
             elif kind == "train_end":
                 self._close_bar()
 
@@ -78,6 +93,8 @@ class TrainingProgress:
             entry["rows"] = int(event["rows"])
             entry["rows_per_sec"] = rate
         entry["secs"] = float(event.get("secs") or 0.0)
+        if self._workers is not None:
+            entry["workers"] = self._workers
         self._history[entry["epoch"]] = entry
 
     def _show_step(self, event: Dict[str, Any]) -> None:
@@ -89,7 +106,7 @@ class TrainingProgress:
                 self._last_line = now
                 steps = f"/{event['steps']}" if event.get("steps") else ""
                 eta = self._eta(event)
-                self._print(f"tfspark: {_epoch(event)} step {event['step']}{steps}: "
+                self._print(f"tfspark: {_epoch(event)}{self._size()} step {event['step']}{steps}: "
                             f"{_summary(event)}{f' - ETA {eta}' if eta else ''}")
             return
         bar = self._bar_for(event, mode)

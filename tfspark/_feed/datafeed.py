@@ -18,7 +18,7 @@ and tells the :class:`DataFeed`, which serves those files:
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from tfspark._feed.datasets import check_batch_size, pss_dataset_fn, share_dataset
 from tfspark._feed.feed_state import FeedState, TrainFeed
@@ -47,6 +47,8 @@ class DataFeed(FeedState):
         self._next_dataset_feed = 1
         self._served_feed: Optional[TrainFeed] = None
         self._rows = RowReader(self, train_mode)  # TensorFlowOnSpark's API
+        #: the per-worker batch for a batch size given (see NodeContext.per_worker_batch)
+        self.batch_for: Callable[[int], int] = lambda batch_size: batch_size
 
     @property
     def train_mode(self) -> Optional[bool]:
@@ -87,6 +89,7 @@ class DataFeed(FeedState):
         nor splits its batches (:mod:`tfspark._feed.shares`). Each iteration is one epoch.
         """
         check_batch_size(batch_size)
+        batch_size = self.batch_for(batch_size)
         feed = self._next_train_feed(timeout)
         self._serving(feed, steps_per_epoch(feed.rows_per_node, batch_size))
         return share_dataset(self, feed, batch_size, label,
@@ -112,7 +115,8 @@ class DataFeed(FeedState):
             raise FeedDataError(f"feed {served.feed_id} came without validation rows: pass "
                                 "validation_data= to cluster.train on the driver")
         feed = self.wait_for_feed(-served.feed_id, timeout)
-        return share_dataset(self, feed, batch_size, label, shuffle=False, seed=None)
+        return share_dataset(self, feed, self.batch_for(batch_size), label, shuffle=False,
+                             seed=None)
 
     def dataset_fn(self, batch_size: int, label: Optional[str] = None, *,
                    shuffle: Optional[bool] = None, seed: Optional[int] = None,
@@ -175,7 +179,8 @@ _feed: Optional[DataFeed] = None
 
 
 def start(node_index: int, host: str, port: int, secret: bytes, spill_dir: str,
-          spill_format: str = "arrow", spill_root: Optional[str] = None) -> None:
+          spill_format: str = "arrow", spill_root: Optional[str] = None,
+          batch_for: Optional[Callable[[int], int]] = None) -> None:
     """Start this node process's receiver (once, before ``main_fun`` or the TF server runs).
 
     ``spill_root``: where PSS workers spill (the same path on every node), for the chief's
@@ -184,6 +189,8 @@ def start(node_index: int, host: str, port: int, secret: bytes, spill_dir: str,
     global _feed
     _feed = DataFeed(node_index)
     _feed.spill_root = spill_root
+    if batch_for is not None:
+        _feed.batch_for = batch_for
     FeedReceiver(_feed, host, port, secret, spill_dir, spill_format)
 
 

@@ -40,6 +40,9 @@ class NodeContext:
     gpus : the GPU addresses Spark assigned to this node's task (``TaskContext.resources()``);
         the node's process sees exactly these (``CUDA_VISIBLE_DEVICES``). Empty without a GPU
         resource.
+    full_num_workers : ``num_workers`` of the full cluster: more than ``num_workers`` while it
+        runs on fewer after losing executors (``TFCluster.run(min_workers=...)``).
+    batch_policy : how batches follow a smaller cluster (see :meth:`per_worker_batch`).
     """
 
     job_name: str
@@ -63,6 +66,31 @@ class NodeContext:
     stage_files: Dict[str, str] = field(default_factory=dict)  # name -> TFRecord dir/glob
     attempt: int = 0
     gpus: Tuple[str, ...] = ()
+    full_num_workers: int = 0  # 0: num_workers
+    batch_policy: str = "global"
+
+    def per_worker_batch(self, batch_size: int) -> int:
+        """The per-worker batch to use for ``batch_size``, the full cluster's per-worker batch.
+
+        On the full cluster it is ``batch_size``. On fewer workers (after executors were lost
+        for good, ``TFCluster.run(min_workers=...)``), with ``batch_policy="global"`` (default)
+        it grows so that the global batch stays ``batch_size x full_num_workers`` (rounded up);
+        with ``batch_policy="per_worker"`` it stays ``batch_size`` and the global batch
+        shrinks (scale the learning rate with :meth:`scaled_learning_rate`). tfspark's own
+        datasets (``feed.dataset``, ``tfrecord_dataset(batch_size=...)``) apply it."""
+        full = self.full_num_workers or self.num_workers
+        if self.batch_policy == "global" and full > self.num_workers:
+            return -(-batch_size * full // self.num_workers)
+        return batch_size
+
+    def scaled_learning_rate(self, learning_rate: float) -> float:
+        """``learning_rate`` for this cluster's global batch: as given, except on fewer workers
+        under ``batch_policy="per_worker"``, where it is scaled with the global batch (the
+        linear scaling rule: ``learning_rate x num_workers / full_num_workers``)."""
+        full = self.full_num_workers or self.num_workers
+        if self.batch_policy == "per_worker" and full > self.num_workers:
+            return learning_rate * self.num_workers / full
+        return learning_rate
 
     @property
     def is_chief(self) -> bool:

@@ -157,7 +157,8 @@ def _run(workdir: str) -> int:
                            spill_format=strategy.serving_spill_format)
         else:
             datafeed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
-                           os.path.join(workdir, "spill"), spill_root=FEED_DIR)
+                           os.path.join(workdir, "spill"), spill_root=FEED_DIR,
+                           batch_for=ctx.per_worker_batch)
     if ctx.runs_server_only:
         from tfspark._strategies.pss import serve, stage_files
         stage_files(ctx)

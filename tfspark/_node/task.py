@@ -71,6 +71,8 @@ class NodePlan:
     progress: bool = True  # the chief reports model.fit's progress (see tfspark._node.fit_progress)
     verbose: bool = False  # relay TF's C++ start-up/INFO log lines too (see quiet_line)
     stage_input: Optional[StageInput] = None  # the stage's partitions are training data
+    full_training_nodes: int = 0  # chief + workers of the full cluster (0: this plan's roles)
+    batch_policy: str = "global"  # on fewer training nodes: see NodeContext.per_worker_batch
 
 
 def run_node(plan: NodePlan, partition: Iterator) -> Iterator[Tuple[int, str, bytes, bytes]]:
@@ -260,7 +262,10 @@ class _Node:
                 shard_index=self.strategy.data_index(self.plan.roles, self.role),
                 num_shards=len(self.strategy.data_nodes(self.plan.roles)),
                 secret=self.plan.secret, stage_files=self.plan.stage_files,
-                attempt=self.plan.attempt, gpus=gpus)
+                attempt=self.plan.attempt, gpus=gpus,
+                full_num_workers=(self.plan.full_training_nodes
+                                  or num_training_nodes(self.plan.roles)),
+                batch_policy=self.plan.batch_policy)
             with self._tensorboard(ctx) as tensorboard_url:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
                            tensorboard_url=tensorboard_url,
