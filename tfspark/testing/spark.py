@@ -122,19 +122,34 @@ class StandaloneCluster:
             self.master_url = self._await_log(master_log, r"Starting Spark master at (spark://\S+)")
             self.web_url = self._await_log(master_log, r"started at (http://\S+)")
             for i in range(self.num_workers):
-                work_dir = os.path.join(self.base_dir, f"worker-{i}")
-                host = self.worker_hosts[i]
-                self._spawn(f"worker-{i}", [
-                    "org.apache.spark.deploy.worker.Worker", "--host", host,
-                    "--port", "0", "--webui-port", "0", "--cores", str(self.cores_per_worker),
-                    "--memory", self.memory_per_worker, "--work-dir", work_dir, self.master_url],
-                    host, java_delay=self.executor_start_delays[i])
+                self._spawn_worker(i, self.worker_hosts[i], self.executor_start_delays[i])
             self._await(lambda: self.alive_workers() >= self.num_workers,
                         f"{self.num_workers} workers to register with {self.master_url}")
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn_worker(self, index: int, host: str, java_delay: float = 0.0) -> None:
+        work_dir = os.path.join(self.base_dir, f"worker-{index}")
+        self._spawn(f"worker-{index}", [
+            "org.apache.spark.deploy.worker.Worker", "--host", host,
+            "--port", "0", "--webui-port", "0", "--cores", str(self.cores_per_worker),
+            "--memory", self.memory_per_worker, "--work-dir", work_dir, self.master_url],
+            host, java_delay=java_delay)
+
+    def add_worker(self, host: str = "127.0.0.1") -> None:
+        """Start one more worker (e.g. a replacement for one that was lost) and wait until the
+        master counts it."""
+        alive = self.alive_workers()
+        index = sum(1 for name in os.listdir(self.base_dir) if name.startswith("worker-")
+                    and name.endswith(".log"))
+        self._spawn_worker(index, host)
+        deadline = time.monotonic() + self.start_timeout
+        while self.alive_workers() <= alive:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker-{index} did not register:\n{self._log_tails()}")
+            time.sleep(0.3)
 
     def alive_workers(self) -> int:
         with urllib.request.urlopen(f"{self.web_url}/json/", timeout=5) as response:

@@ -1,0 +1,92 @@
+"""MultiWorkerMirroredStrategy on executors lost for good: Spark worker daemons SIGKILLed with
+their executors mid-epoch (the slot is gone, not just a process), on a standalone cluster of
+2 workers x 1 core that this test owns and gives replacement workers on request."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from tfspark.testing.spark import StandaloneCluster
+
+JOB = os.path.join(os.path.dirname(__file__), "elastic_job.py")
+ROWS, EPOCHS = 1200, 5
+
+
+@pytest.fixture(scope="module")
+def elastic(tmp_path_factory):
+    """The job's result, run once for the tests below (it takes a few minutes)."""
+    base = tmp_path_factory.mktemp("elastic")
+    work = base / "work"
+    work.mkdir()
+    with StandaloneCluster(str(base / "spark"), num_workers=2, cores_per_worker=1,
+                           memory_per_worker="2g") as cluster:
+        done = threading.Event()
+
+        def serve_replacements():
+            served = set()
+            while not done.wait(0.2):
+                for name in os.listdir(work):
+                    if name.startswith("need-worker-") and name not in served:
+                        served.add(name)
+                        cluster.add_worker()
+                        (work / name.replace("need-worker-", "added-")).touch()
+
+        threading.Thread(target=serve_replacements, daemon=True).start()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        try:
+            job = subprocess.run([sys.executable, JOB, cluster.master_url, str(work)],
+                                 capture_output=True, text=True, timeout=900, env=env,
+                                 cwd=os.path.dirname(JOB))
+        finally:
+            done.set()
+    lines = [line for line in job.stdout.splitlines() if line.startswith("RESULT ")]
+    assert job.returncode == 0 and lines, job.stdout[-3000:] + job.stderr[-6000:]
+    return json.loads(lines[0][len("RESULT "):]), job.stderr
+
+
+def every_epoch_trained_each_row_once(epochs: list) -> dict:
+    """{epoch: workers} of the attempt that finished each epoch, checking its counts: every
+    row once (counted inside train_step, summed over the workers)."""
+    finished = {}
+    for record in epochs:  # later attempts overwrite epochs they ran again
+        finished[record["epoch"]] = record
+    assert sorted(finished) == list(range(1, EPOCHS + 1))
+    for record in finished.values():
+        assert (record["rows"], record["ids"]) == (ROWS, sum(range(ROWS))), record
+    return {epoch: record["workers"] for epoch, record in finished.items()}
+
+
+def test_below_min_workers_the_restart_fails_naming_the_lost_node(elastic):
+    result = elastic[0]["too_few"]
+    assert result["results"] is None
+    error = result["error"]
+    assert "min_workers=2" in error and "worker:1" in error and "slot_wait" in error, error
+    assert result["secs"] < 240
+
+
+def test_spark_fed_training_shrinks_to_one_worker_then_grows_back(elastic):
+    result, stderr = elastic[0]["fed"], elastic[1]
+    assert result["error"] is None and result["results"] == [2, 2]
+    assert [a[1] for a in result["attempts"]] == [2, 1, 2]
+    assert "continuing on 1 of 2 workers: worker:1" in stderr
+    workers = every_epoch_trained_each_row_once(result["epochs"])
+    assert workers == {1: 2, 2: 1, 3: 1, 4: 2, 5: 2}
+    assert result["history_workers"] == [2, 1, 1, 2, 2]
+    resumed = [r for r in result["epochs"] if r["attempt"] == 1]
+    assert resumed[0]["epoch"] == 2  # after the last backed-up epoch
+    recovery = result["times"]["resumed"] - result["times"]["killed-at"]
+    print(f"[elastic] from the kill to the first step on 1 worker: {recovery:.1f}s")
+    assert recovery < 60
+
+
+def test_tf_read_training_finishes_on_the_worker_left(elastic):
+    result = elastic[0]["read"]
+    assert result["error"] is None and result["results"] == [1]
+    assert [a[1] for a in result["attempts"]] == [2, 1]
+    workers = every_epoch_trained_each_row_once(result["epochs"])
+    assert workers == {1: 2, 2: 1, 3: 1, 4: 1, 5: 1}
