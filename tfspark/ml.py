@@ -44,6 +44,7 @@ from tfspark.errors import TFMLError
 
 def fit_on_cluster(spark: Any, train: Any, validation: Any, train_fn: Callable[[Any, Any], Any],
                    args: Any, *, cluster_size: int, num_ps: int = 0,
+                   min_workers: Optional[int] = None,
                    master_node: Optional[str] = None, epochs: int = 1, tensorboard: bool = False,
                    log_dir: Optional[str] = None, grace_secs: float = 30.0
                    ) -> List[Dict[str, float]]:
@@ -54,6 +55,7 @@ def fit_on_cluster(spark: Any, train: Any, validation: Any, train_fn: Callable[[
     from tfspark._driver.cluster import TFCluster
     from tfspark.roles import InputMode
     cluster = TFCluster.run(spark, train_fn, args, cluster_size, num_ps=num_ps,
+                            min_workers=min_workers,
                             tensorboard=tensorboard, log_dir=log_dir, master_node=master_node,
                             input_mode=InputMode.SPARK, feed_mode="stage")
     cluster.train(train, num_epochs=epochs, validation_data=validation)
@@ -136,6 +138,9 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
     clusterSize = Param(Params._dummy(), "clusterSize", "TF nodes (chief/workers + ps)",
                         typeConverter=TypeConverters.toInt)
     numPS = Param(Params._dummy(), "numPS", "parameter servers", typeConverter=TypeConverters.toInt)
+    minWorkers = Param(Params._dummy(), "minWorkers",
+                       "restart on fewer workers, down to this many, when executors are lost "
+                       "for good (None: wait for every one)", typeConverter=None)
     masterNode = Param(Params._dummy(), "masterNode", "'chief' to add a chief, else None",
                        typeConverter=None)
     epochs = Param(Params._dummy(), "epochs", "training epochs", typeConverter=TypeConverters.toInt)
@@ -156,6 +161,7 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
     def __init__(self, train_fn: Optional[Callable[[Any, Any], Any]] = None, args: Any = None, *,
                  featuresCol: Any = "features", labelCol: Optional[str] = "label",
                  clusterSize: int = 2, numPS: int = 0, masterNode: Optional[str] = None,
+                 minWorkers: Optional[int] = None,
                  epochs: int = 1, batchSize: int = 64, exportDir: Optional[str] = None,
                  modelDir: Optional[str] = None, validationCol: Optional[str] = None,
                  validationFraction: Optional[float] = None, seed: int = 0,
@@ -164,12 +170,14 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
                  signature: str = "serving_default"):
         super().__init__()
         self._setDefault(featuresCol="features", labelCol="label", clusterSize=2, numPS=0,
+                         minWorkers=None,
                          masterNode=None, epochs=1, modelDir=None, validationCol=None,
                          validationFraction=None, seed=0)
         if train_fn is not None:
             self.setTrainFn(train_fn, args)
         self._set(featuresCol=featuresCol, labelCol=labelCol, clusterSize=clusterSize,
-                  numPS=numPS, masterNode=masterNode, epochs=epochs, batchSize=batchSize,
+                  numPS=numPS, masterNode=masterNode, minWorkers=minWorkers, epochs=epochs,
+                  batchSize=batchSize,
                   modelDir=modelDir, validationCol=validationCol,
                   validationFraction=validationFraction, seed=seed, inputMapping=inputMapping,
                   outputMapping=outputMapping, signature=signature)
@@ -197,6 +205,11 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
         if ps >= size:
             raise TFMLError(f"TFEstimator numPS={ps} leaves no worker in clusterSize={size}: "
                             "clusterSize counts the parameter servers too")
+        least = self.getOrDefault(self.minWorkers)
+        if least is not None and (isinstance(least, bool) or not isinstance(least, int) or not (
+                1 <= least <= size - ps) or ps):
+            raise TFMLError(f"TFEstimator minWorkers must be None or an int from 1 to the "
+                            f"{size - ps} training nodes, without numPS; got {least!r}")
         master = self.getOrDefault(self.masterNode)
         if master not in (None, "chief"):
             raise TFMLError(f"TFEstimator masterNode must be None or 'chief', got {master!r}")
@@ -232,6 +245,7 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
         history = fit_on_cluster(dataset.sparkSession, train, validation, train_fn, args,
                                  cluster_size=self.getOrDefault(self.clusterSize),
                                  num_ps=self.getOrDefault(self.numPS),
+                                 min_workers=self.getOrDefault(self.minWorkers),
                                  master_node=self.getOrDefault(self.masterNode),
                                  epochs=args.epochs)
         after = export.versions(export_dir)

@@ -34,16 +34,10 @@ def ask_for_a_worker(work: str, number: int, timeout: float = 180) -> None:
 
 def kill_my_spark_worker(work: str) -> None:
     """SIGKILL the Spark worker daemon above this node, with its executors: the slot is gone."""
-    import signal
-    pid = os.getpid()
-    while pid > 1:
-        pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"org.apache.spark.deploy.worker.Worker" in f.read():
-                with open(os.path.join(work, "killed-at"), "w") as out:
-                    out.write(str(time.time()))
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-                time.sleep(60)  # dies with its task
+    from tfspark.testing.spark import kill_spark_worker_above
+    with open(os.path.join(work, "killed-at"), "w") as out:
+        out.write(str(time.time()))
+    kill_spark_worker_above()
     raise RuntimeError("no Spark worker daemon above this node")
 
 

@@ -126,6 +126,8 @@ def test_estimator_settings_are_checked_before_any_node_starts(spark, tmp_path):
             ({"epochs": -1}, "TFEstimator epochs must be an int >= 1, got -1"),
             ({"clusterSize": 0}, "TFEstimator clusterSize must be an int >= 1, got 0"),
             ({"numPS": 2}, "TFEstimator numPS=2 leaves no worker in clusterSize=2"),
+            ({"minWorkers": 3}, "TFEstimator minWorkers must be None or an int from 1 to the 2 "
+                                "training nodes"),
             ({"validationFraction": 1.5}, "TFEstimator validationFraction must be a number "
                                           "between 0 and 1")):
         started = time.monotonic()

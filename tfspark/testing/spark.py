@@ -210,3 +210,19 @@ class StandaloneCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def kill_spark_worker_above(pid: Optional[int] = None) -> None:
+    """SIGKILL the Spark standalone worker daemon that ``pid`` (default: this process) runs
+    under, with its executors (its process group): the slot is gone for good, as when a
+    machine is lost. Returns only if there is none (else this process dies with it)."""
+    pid = pid or os.getpid()
+    while pid > 1:
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"org.apache.spark.deploy.worker.Worker" in f.read():
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+                time.sleep(60)  # this process dies with its task meanwhile
+                return
+
