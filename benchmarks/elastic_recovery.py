@@ -93,7 +93,8 @@ def main() -> int:
             done = subprocess.run([sys.executable, __file__, "--_driver", cluster.master_url,
                                    marks, str(args.rows), str(args.epochs), kill,
                                    str(args.slot_wait)], capture_output=True, text=True,
-                                  timeout=3600)
+                                  timeout=3600, env=dict(os.environ,
+                                                         PYSPARK_PYTHON=sys.executable))
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if not lines:
                 print(done.stdout[-2000:], done.stderr[-4000:])

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/mwms_finite_vs_repeated.py [--steps 300] [--epochs 3] [--rounds 2]
 
 Two TF workers on 127.0.0.1 (no Spark), the MNIST example's CNN, per-worker batches of 32 given
-to ``model.fit`` as a node's own share (``tfspark._feed.shares.node_share``, as tfspark's datasets). ``finite``: one epoch's batches, ``fit(epochs=n)``, as ``feed.dataset`` is used; TF then
+to ``model.fit`` as a node's own share (``tfspark.data.node_share``, as tfspark's datasets). ``finite``: one epoch's batches, ``fit(epochs=n)``, as ``feed.dataset`` is used; TF then
 has every worker agree, each step, whether all still have data (``get_next_as_optional``).
 ``repeated``: the same batches ``repeat()``-ed with ``steps_per_epoch``: no such agreement.
 Prints the chief's mean step time over epochs 2..n for each, alternating ``--rounds`` times, and
@@ -34,7 +34,7 @@ def _worker(index: int, ports: list, mode: str, steps: int, epochs: int) -> None
     sys.path.insert(0, EXAMPLE)
     from mnist_spark import build_model
 
-    from tfspark._feed.shares import node_share
+    from tfspark.data import node_share
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     rng = np.random.default_rng(index)

@@ -51,6 +51,12 @@ def get_session(app_name: str, master: Optional[str] = None, local_slots: int = 
     return SparkSession.builder.config(conf=spark_conf).getOrCreate()
 
 
+def is_connect_session(spark) -> bool:
+    """True for a Spark Connect session (it has no SparkContext, RDDs or broadcasts)."""
+    from tfspark._driver.spark_backend import is_connect_session as is_connect
+    return is_connect(spark)
+
+
 def master_of(spark) -> str:
     """The Spark master of a session, classic or Spark Connect (which has no SparkContext)."""
     try:

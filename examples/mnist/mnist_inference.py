@@ -24,8 +24,7 @@ import time
 from pyspark.sql import functions as F
 
 from tfspark import export, tfrecord
-from tfspark._driver.spark_backend import is_connect_session
-from tfspark.session import get_session, master_of
+from tfspark.session import get_session, is_connect_session, master_of
 
 
 def zip_dir(path: str) -> bytes:
