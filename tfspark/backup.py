@@ -20,7 +20,6 @@ import shutil
 from typing import Any, Optional, Tuple, Union
 
 from tfspark import export, fs
-from tfspark._node.private_dir import scratch_dir
 from tfspark.errors import TFSparkError
 
 logger = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ class BackupDir:
         state = self._state()
         if state is None or (state == self._published and not force):
             return False
-        staging = scratch_dir("tfspark-backup-")
+        staging = fs.scratch_dir("tfspark-backup-")
         try:  # publish a snapshot without other workers' scratch folders
             snapshot = os.path.join(staging, "backup")
             shutil.copytree(self.local, snapshot,

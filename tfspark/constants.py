@@ -61,3 +61,7 @@ CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 #: Set (unless the user's env sets it) on a node with GPUs: TF allocates GPU memory as needed,
 #: so nodes sharing a GPU's host do not fight over its memory.
 TF_FORCE_GPU_ALLOW_GROWTH = "TF_FORCE_GPU_ALLOW_GROWTH"
+
+#: Set in a node's process: where tfspark's own temporary folders go there (HDFS mirrors and
+#: downloads), inside the task's private directory, so they go with it however the node ends.
+NODE_SCRATCH_ENV = "TFSPARK_NODE_SCRATCH"

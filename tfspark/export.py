@@ -32,7 +32,6 @@ import shutil
 from typing import Any, Iterator, Optional
 
 from tfspark import fs
-from tfspark._node.private_dir import scratch_dir
 from tfspark.errors import ExportError, FileSystemError, TFSparkError
 
 __all__ = ["ExportError", "export_saved_model", "save_saved_model", "latest_version",
@@ -155,7 +154,7 @@ def save_saved_model(model: Any, path: str, chief: bool = True, ctx: Any = None)
 def _saved_locally(model: Any, target: str) -> Iterator[str]:
     """``model`` saved (a collective op under MWMS: every worker calls it) in a local
     directory that is deleted afterwards."""
-    staging = scratch_dir("tfspark-export-")
+    staging = fs.scratch_dir("tfspark-export-")
     try:
         local_dir = os.path.join(staging, "model")
         try:
@@ -177,7 +176,7 @@ def local_copy(path: str, local_dir: Optional[str] = None) -> str:
     path = _url(path)
     if not is_remote(path):
         return _local_path(path)
-    local_dir = local_dir or scratch_dir("tfspark-download-")
+    local_dir = local_dir or fs.scratch_dir("tfspark-download-")
     target = os.path.join(local_dir, os.path.basename(fs.split_url(path)[2].rstrip("/"))
                           or "download")
     fs.download(path, target, overwrite=True)
@@ -209,7 +208,7 @@ def local_mirror(path: str, ctx: Any = None) -> str:
         local = _local_path(path)
         os.makedirs(local, exist_ok=True)
         return local
-    mirror = os.path.join(scratch_dir("tfspark-mirror-"), "dir")
+    mirror = os.path.join(fs.scratch_dir("tfspark-mirror-"), "dir")
     if fs.exists(path):
         fs.download(path, mirror)
     else:

@@ -53,7 +53,7 @@ def _describe_node(args, ctx):
                  "worker_num": ctx.worker_num, "num_workers": ctx.num_workers,
                  "tf_config": json.loads(os.environ["TF_CONFIG"]),
                  "ctx_tf_config": json.loads(ctx.tf_config), "cluster_spec": ctx.cluster_spec}
-    from tfspark._node.private_dir import scratch_dir  # where HDFS mirrors and downloads go
+    from tfspark.fs import scratch_dir  # where HDFS mirrors and downloads go
     described["scratch"] = scratch_dir("probe-")
     with open(os.path.join(described["scratch"], "file"), "w") as f:
         f.write("left behind?")

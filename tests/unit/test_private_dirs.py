@@ -69,7 +69,8 @@ def test_a_directory_created_in_advance_is_never_used(tmp_path, monkeypatch):
 
 
 def test_scratch_dirs_go_in_the_node_folder_when_there_is_one(tmp_path, monkeypatch):
-    from tfspark._node.private_dir import SCRATCH_ENV, scratch_dir
+    from tfspark.constants import NODE_SCRATCH_ENV as SCRATCH_ENV
+    from tfspark.fs import scratch_dir
     monkeypatch.setenv(SCRATCH_ENV, str(tmp_path / "node" / "tmp"))
     made = scratch_dir("tfspark-mirror-")
     assert os.path.dirname(made) == str(tmp_path / "node" / "tmp")

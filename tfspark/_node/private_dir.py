@@ -13,23 +13,14 @@ import sys
 import tempfile
 from typing import Optional
 
+from tfspark import constants
 from tfspark._node.processes import alive
 
 #: Names of the task directories of :class:`PrivateDir`: ``tfspark-task-<pid>-<random>``.
 PRIVATE_PREFIX = "tfspark-task-"
 
-#: Set in a node's process: where tfspark's own temporary folders go there (HDFS mirrors and
-#: downloads), inside the task's private directory, so they go with it however the node ends.
-SCRATCH_ENV = "TFSPARK_NODE_SCRATCH"
-
-
-def scratch_dir(prefix: str) -> str:
-    """A new temporary folder: in a node's process, under its task's private directory
-    (removed with it); elsewhere in the system's temporary directory (the caller removes it)."""
-    base = os.environ.get(SCRATCH_ENV) or None
-    if base:
-        os.makedirs(base, exist_ok=True)
-    return tempfile.mkdtemp(prefix=prefix, dir=base)
+#: Set in a node's process: see :func:`tfspark.fs.scratch_dir`.
+SCRATCH_ENV = constants.NODE_SCRATCH_ENV
 
 
 #: Removes a task's directory once the task's process is gone (run as a separate process).

@@ -31,7 +31,7 @@ from tfspark.fs.config import (DEFAULT_NAMENODE_HTTP_PORT, DEFAULT_NAMENODE_RPC_
                                default_fs, hadoop_conf, namenode_http_urls, use_hadoop_conf)
 from tfspark.fs.errors import error
 from tfspark.fs.hdfs import HdfsFileSystem
-from tfspark.fs.local import LOCAL, LocalFileSystem
+from tfspark.fs.local import LOCAL, LocalFileSystem, scratch_dir
 from tfspark.fs.paths import SCHEMES, absolute, check_scheme, current_user, join, resolve, split_url
 
 __all__ = ["FileSystemError", "FileStatus", "FileSystem", "LocalFileSystem", "HdfsFileSystem",
@@ -40,7 +40,7 @@ __all__ = ["FileSystemError", "FileStatus", "FileSystem", "LocalFileSystem", "Hd
            "current_user", "default_fs", "hadoop_conf", "namenode_http_urls",
            "use_hadoop_conf", "get_filesystem", "exists", "status", "isdir", "listdir", "glob",
            "mkdirs", "delete", "chmod", "rename", "open", "write", "read_bytes", "upload",
-           "download", "atomic_output", "delegation_tokens", "handed_tokens"]
+           "download", "atomic_output", "delegation_tokens", "handed_tokens", "scratch_dir"]
 
 _cache: Dict[tuple, HdfsFileSystem] = {}
 _cache_lock = threading.Lock()

@@ -94,3 +94,15 @@ def _group_name(gid: int) -> str:
 
 
 LOCAL = LocalFileSystem()
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new local temporary folder: in a TF node's process, under its task's private directory
+    (removed with it, however the node ends); elsewhere in the system's temporary directory
+    (the caller removes it)."""
+    import tempfile
+    from tfspark.constants import NODE_SCRATCH_ENV
+    base = os.environ.get(NODE_SCRATCH_ENV) or None
+    if base:
+        os.makedirs(base, exist_ok=True)
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
