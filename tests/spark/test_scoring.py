@@ -55,12 +55,15 @@ def _features_df(spark, partitions=6):
     return VectorAssembler(inputCols=["a", "b", "c", "d"], outputCol="features").transform(df)
 
 
-def _loads_in_executor_logs(standalone_cluster, app_id):
+def _loads_in_executor_logs(standalone_cluster, app_id, model_dir):
+    """The Python worker processes that loaded a version of ``model_dir`` (other tests of the
+    session's application load models of their own)."""
     loads = []
     for path in glob.glob(os.path.join(standalone_cluster.base_dir, "worker-*", app_id, "*",
                                        "stderr")):
         with open(path, errors="replace") as f:
-            loads += re.findall(r"tfspark: loaded SavedModel .* in process (\d+)", f.read())
+            loads += re.findall(rf"tfspark: loaded SavedModel {re.escape(model_dir)}/\d+ .* "
+                                r"in process (\d+)", f.read())
     return loads
 
 
@@ -89,7 +92,8 @@ def test_predict_matches_local_model_predict_and_loads_once_per_python_worker(
     # A second scoring job in the same application reuses the workers' loaded models.
     renamed = predict(df, export_dir, inputs={"x": "features"}, outputs={"probs": "p"})
     assert renamed.columns == df.columns + ["p"] and renamed.count() == ROWS
-    loads = _loads_in_executor_logs(standalone_cluster, spark.sparkContext.applicationId)
+    loads = _loads_in_executor_logs(standalone_cluster, spark.sparkContext.applicationId,
+                                    str(export_dir))
     assert loads and len(loads) == len(set(loads)), loads  # once per Python worker process
     assert len(loads) < 2 * 6, loads  # fewer loads than the tasks that scored
 
