@@ -360,6 +360,8 @@ class TFCluster:
             attempt.start(dataclasses.replace(self._plan, roles=tuple(roles)), config.hosts,
                           self._stage_data)
             if config.feeds_in_stage:
+                if self._feeds:  # the stage's own rows are delivered before anything follows
+                    feeding.await_stage_feed(attempt)  # (a restart inside shutdown() too)
                 return
             for feed in self._feeds:
                 feeding.deliver(attempt, feed)
@@ -433,7 +435,7 @@ class TFCluster:
             self._feeds.append(feed)
             with self._stopped_on_interrupt():
                 self._start_attempt()
-                self._on_current_attempt(feeding.await_stage_feed)
+                self._on_current_attempt(lambda attempt: None)
             return
         with self._stopped_on_interrupt():
             self._on_current_attempt(lambda attempt: feeding.deliver(attempt, feed))
