@@ -66,6 +66,7 @@ def train(args, ctx):
 
     class Hooks(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            self.first_step = int(model.optimizer.iterations.numpy())
             if (args["grow"] and ctx.num_workers < ctx.full_num_workers and epoch == 3
                     and ctx.worker_num == 0):
                 ask_for_a_worker(args["work"], 2)
@@ -84,7 +85,9 @@ def train(args, ctx):
             with open(log, "a") as out:
                 out.write(json.dumps({"attempt": ctx.attempt, "node": ctx.worker_num,
                                       "workers": ctx.num_workers, "epoch": epoch + 1,
-                                      "rows": rows, "ids": ids}) + "\n")
+                                      "rows": rows, "ids": ids, "steps": int(
+                                          model.optimizer.iterations.numpy()) - self.first_step})
+                          + "\n")
 
     backup = ctx.backup_and_restore(f"file://{args['work']}/{args['log']}-backup")
     model.fit(dataset, epochs=epochs, verbose=0, callbacks=[backup, record, Hooks()])

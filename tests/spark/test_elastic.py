@@ -76,6 +76,9 @@ def test_spark_fed_training_shrinks_to_one_worker_then_grows_back(elastic):
     assert "continuing on 1 of 2 workers: worker:1" in stderr
     workers = every_epoch_trained_each_row_once(result["epochs"])
     assert workers == {1: 2, 2: 1, 3: 1, 4: 2, 5: 2}
+    # batch_policy="global": the global batch (10 rows x 2 workers) is kept on 1 worker, so
+    # every epoch, on 1 worker or 2, takes the same 60 steps
+    assert {r["steps"] for r in result["epochs"]} == {ROWS // 20}
     assert result["history_workers"] == [2, 1, 1, 2, 2]
     resumed = [r for r in result["epochs"] if r["attempt"] == 1]
     assert resumed[0]["epoch"] == 2  # after the last backed-up epoch
