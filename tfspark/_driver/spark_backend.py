@@ -12,6 +12,7 @@ default filesystem, task slots, and running the TF cluster's barrier stage and i
 """
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import socket
@@ -268,7 +269,10 @@ class ConnectBackend(SparkBackend):
 
     def __init__(self, spark: Any):
         self.spark = spark
-        self.master = self._get("spark.master") or "?"
+
+    @functools.cached_property
+    def master(self) -> str:  # asked of the server once, when needed (not by default_fs)
+        return self._get("spark.master") or "?"
 
     def _get(self, key: str) -> Optional[str]:
         try:
