@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 from xml.sax.saxutils import escape
 
 from tfspark._node.processes import alive
+from tfspark.testing import hadoop_security as security
 from tfspark.testing._process import spawn
 
 if TYPE_CHECKING:
@@ -231,6 +232,12 @@ def _file_tail(path: Path, lines: int = 60) -> str:
         return _tail(path.read_text(errors="replace"), lines)
     except OSError as e:
         return f"(cannot read {path}: {e})"
+
+
+def _admin_env(extra: str = "") -> str:
+    """The NodeManager's ``yarn.nodemanager.admin-env``: what every container gets."""
+    return f"MALLOC_ARENA_MAX=$MALLOC_ARENA_MAX,JAVA_HOME={java_home()}" + (
+        f",{extra}" if extra else "")
 
 
 def _write_site(path: Path, props: Dict[str, object]) -> None:
@@ -548,22 +555,9 @@ class HadoopCluster:
         core_site = {
             "fs.defaultFS": self.default_fs,
             "hadoop.tmp.dir": base / "tmp",
-            "hadoop.security.authentication": "kerberos" if self.secure else "simple",
+            "hadoop.security.authentication": "simple",
+            **(security.core_site(self.keytabs) if self.secure else {}),
         }
-        if self.secure:
-            core_site.update({
-                "hadoop.security.authorization": "true",
-                "hadoop.rpc.protection": "authentication",
-                # principal -> user: the realm is krb5.conf's default, so DEFAULT maps
-                # hdfs/localhost@REALM to hdfs and alice@REALM to alice
-                "hadoop.security.auth_to_local": "DEFAULT",
-                # every web endpoint (WebHDFS, JMX, the YARN REST APIs) wants SPNEGO or a
-                # delegation token: no ?user.name=, no anonymous requests
-                "hadoop.http.authentication.type": "kerberos",
-                "hadoop.http.authentication.simple.anonymous.allowed": "false",
-                "hadoop.http.authentication.kerberos.principal": "*",
-                "hadoop.http.authentication.kerberos.keytab": self.keytabs["http"],
-            })
         _write_site(conf / "core-site.xml", core_site)
         if self._nio_chmod:  # the NodeManager's own core-site.xml, first on its classpath
             _write_site(self.nodemanager_conf_dir / "core-site.xml",
@@ -589,7 +583,8 @@ class HadoopCluster:
             "dfs.namenode.safemode.extension": 0,
             "dfs.heartbeat.interval": 1,
             "dfs.datanode.du.reserved": 0,
-            **(self._secure_hdfs_settings() if self.secure else {}),
+            **(security.hdfs_site(self.kdc, self.keytabs, self.token_renew_interval_s,
+                                  self.token_max_lifetime_s) if self.secure else {}),
         })
         if self.yarn:
             self._write_yarn_config()
@@ -623,8 +618,7 @@ class HadoopCluster:
             # containers (Spark's AM and executors) start `$JAVA_HOME/bin/java`
             "yarn.nodemanager.env-whitelist": "JAVA_HOME,PATH,HADOOP_CONF_DIR,YARN_CONF_DIR,"
                                               "LANG,TZ,HADOOP_USER_NAME",
-            "yarn.nodemanager.admin-env": f"MALLOC_ARENA_MAX=$MALLOC_ARENA_MAX,"
-                                          f"JAVA_HOME={java_home()}",
+            "yarn.nodemanager.admin-env": _admin_env(),
             "yarn.nodemanager.disk-health-checker.max-disk-utilization-per-disk-percentage":
                 99.9,
             # `yarn logs -applicationId ...` reads finished applications' logs from HDFS
@@ -633,7 +627,7 @@ class HadoopCluster:
             "yarn.resourcemanager.nodemanagers.heartbeat-interval-ms": 500,
             # a stopping NodeManager waits this long (+ ~1 s) for containers: keep stop() quick
             "yarn.nodemanager.process-kill-wait.ms": 1000,
-            **(self._secure_yarn_settings() if self.secure else {}),
+            **(security.yarn_site(self.kdc, self.keytabs, _admin_env) if self.secure else {}),
         })
         _write_site(conf / "capacity-scheduler.xml", {
             "yarn.scheduler.capacity.root.queues": "default",
@@ -648,17 +642,8 @@ class HadoopCluster:
 
     # -- Kerberos ------------------------------------------------------------------------------
 
-    #: service principals: one per service, as Hadoop's own secure mini clusters do; named
-    #: with ``localhost`` (no ``_HOST``), so clients need no reverse DNS of 127.0.0.1
-    SERVICE_PRINCIPALS = {"hdfs": "hdfs/localhost", "http": "HTTP/localhost",
-                          "yarn": "yarn/localhost"}
-
     def _make_principals(self) -> None:
-        for key, name in self.SERVICE_PRINCIPALS.items():
-            self.keytabs[key] = self.kdc.add_principal(name)
-        # SPNEGO clients ask for HTTP/<the host in the URL>: the web servers take either
-        self.kdc.add_principal("HTTP/127.0.0.1", self.keytabs["http"])
-        self.keytabs[self.user] = self.kdc.add_principal(self.user)
+        self.keytabs = security.make_principals(self.kdc, self.user)
         # the fixture's own ticket, for its readiness checks over SPNEGO and its set-up
         self._fixture_env = dict(self.kinit(self.base_dir / "tmp" / "krb5cc_fixture"),
                                  **self.kdc.env())
@@ -675,54 +660,6 @@ class HadoopCluster:
         if done.returncode != 0:
             raise OSError(f"curl --negotiate {url}: {done.stderr.strip()}")
         return json.loads(done.stdout)
-
-    def _secure_hdfs_settings(self) -> Dict[str, object]:
-        hdfs, http = (self.kdc.principal(self.SERVICE_PRINCIPALS[k]) for k in ("hdfs", "http"))
-        settings: Dict[str, object] = {
-            "dfs.block.access.token.enable": "true",
-            "dfs.namenode.kerberos.principal": hdfs,
-            "dfs.namenode.keytab.file": self.keytabs["hdfs"],
-            "dfs.datanode.kerberos.principal": hdfs,
-            "dfs.datanode.keytab.file": self.keytabs["hdfs"],
-            "dfs.web.authentication.kerberos.principal": http,
-            "dfs.web.authentication.kerberos.keytab": self.keytabs["http"],
-            "dfs.namenode.kerberos.internal.spnego.principal": http,
-            # a DataNode on unprivileged ports without SASL, as Hadoop's own tests run it
-            "ignore.secure.ports.for.testing": "true",
-        }
-        if self.token_renew_interval_s:
-            settings["dfs.namenode.delegation.token.renew-interval"] = \
-                int(self.token_renew_interval_s * 1000)
-        if self.token_max_lifetime_s:
-            settings["dfs.namenode.delegation.token.max-lifetime"] = \
-                int(self.token_max_lifetime_s * 1000)
-        return settings
-
-    def _secure_yarn_settings(self) -> Dict[str, object]:
-        yarn = self.kdc.principal(self.SERVICE_PRINCIPALS["yarn"])
-        http = self.kdc.principal(self.SERVICE_PRINCIPALS["http"])
-        return {
-            "yarn.resourcemanager.webapp.spnego-principal": http,
-            "yarn.resourcemanager.webapp.spnego-keytab-file": self.keytabs["http"],
-            "yarn.nodemanager.webapp.spnego-principal": http,
-            "yarn.nodemanager.webapp.spnego-keytab-file": self.keytabs["http"],
-            "yarn.resourcemanager.principal": yarn,
-            "yarn.resourcemanager.keytab": self.keytabs["yarn"],
-            "yarn.nodemanager.principal": yarn,
-            "yarn.nodemanager.keytab": self.keytabs["yarn"],
-            # containers run as the NodeManager's OS user (no setuid container-executor)
-            "yarn.nodemanager.container-executor.class":
-                "org.apache.hadoop.yarn.server.nodemanager.DefaultContainerExecutor",
-            # every container's JVM finds the realm, as /etc/krb5.conf would on a real host
-            "yarn.nodemanager.admin-env": f"MALLOC_ARENA_MAX=$MALLOC_ARENA_MAX,"
-                                          f"JAVA_HOME={java_home()},JAVA_TOOL_OPTIONS="
-                                          f"{' '.join(self.kdc.java_options())}",
-            # aggregating logs reads them through SecureIOUtils, which under Kerberos needs
-            # libhadoop.so (not on Maven Central) and kills the NodeManager without it; the
-            # containers' logs stay in nm-logs/ (:meth:`container_logs`)
-            "yarn.log-aggregation-enable": "false",
-            "yarn.nodemanager.delete.debug-delay-sec": 600,
-        }
 
     def _write_commands(self) -> None:
         """``bin/hdfs`` and ``bin/yarn``: the Hadoop client commands that the docs'
