@@ -93,3 +93,65 @@ def test_tf_read_training_finishes_on_the_worker_left(elastic):
     assert [a[1] for a in result["attempts"]] == [2, 1]
     workers = every_epoch_trained_each_row_once(result["epochs"])
     assert workers == {1: 2, 2: 1, 3: 1, 4: 1, 5: 1}
+
+
+# ------------------------------------------------------------- ParameterServerStrategy
+PSS_JOB = os.path.join(os.path.dirname(__file__), "pss_elastic_job.py")
+
+
+@pytest.fixture(scope="module")
+def pss_elastic(tmp_path_factory):
+    """pss_elastic_job.py's result: an unkilled run, then one that loses worker:1's Spark worker
+    daemon and executor mid-training (the test kills it when the chief asks, then starts a
+    replacement worker on the same host)."""
+    from tfspark.testing.spark import kill_spark_worker_above, node_process
+    base = tmp_path_factory.mktemp("pss-elastic")
+    work = base / "work"
+    work.mkdir()
+    with StandaloneCluster(str(base / "spark"), num_workers=4, cores_per_worker=1,
+                           memory_per_worker="1g") as cluster:
+        done = threading.Event()
+
+        def kill_on_request():
+            while not done.wait(0.2):
+                if (work / "kill-worker-1").exists() and not (work / "killed").exists():
+                    assert kill_spark_worker_above(node_process("worker", 1))
+                    (work / "killed").touch()
+                    cluster.add_worker()
+
+        threading.Thread(target=kill_on_request, daemon=True).start()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        try:
+            job = subprocess.run([sys.executable, PSS_JOB, cluster.master_url, str(work)],
+                                 capture_output=True, text=True, timeout=900, env=env,
+                                 cwd=os.path.dirname(PSS_JOB))
+        finally:
+            done.set()
+    lines = [line for line in job.stdout.splitlines() if line.startswith("RESULT ")]
+    assert job.returncode == 0 and lines, job.stdout[-3000:] + job.stderr[-6000:]
+    return json.loads(lines[0][len("RESULT "):]), job.stderr
+
+
+def test_pss_trains_on_without_a_lost_worker_and_takes_it_back_on_its_host(pss_elastic):
+    result, stderr = pss_elastic[0]["killed"], pss_elastic[1]
+    chief = result["chief"]
+    assert result["attempts"] == [[0, 2, ["worker:1"]]]  # no restart: ps and chief went on
+    assert chief["epochs"] >= 8  # it goes on until worker:1 trained again after rejoining
+    assert "worker:1's executor on host 127.0.0.1 was lost; training goes on with 1 of 2" in (
+        stderr)
+    assert "worker:1 rejoined the training at 127.0.0.1:" in stderr
+    marks = chief["marks"]
+    print(f"[pss-elastic] rows by worker: at the kill {marks['kill']}, before the rejoin "
+          f"{marks['gone']}, at the rejoin {marks['rejoined']}, at the end {marks['end']}")
+    assert marks["gone"][0] > marks["kill"][0] + 20 * 32  # worker:0 trained on alone
+    assert marks["end"][1] > marks["rejoined"][1]  # worker:1 trained again after rejoining
+    assert 1 in result["history_workers"] and result["history_workers"][-1] == 2
+
+
+def test_pss_loss_after_losing_a_worker_is_that_of_an_unkilled_run(pss_elastic):
+    unkilled, killed = pss_elastic[0]["unkilled"], pss_elastic[0]["killed"]
+    assert unkilled["attempts"] == [[0, 2, []]] and unkilled["chief"]["epochs"] == 8
+    mse, baseline = killed["chief"]["mse"], unkilled["chief"]["mse"]
+    print(f"[pss-elastic] loss on fixed data: killed run {mse:.4f}, unkilled {baseline:.4f}; "
+          f"wall time {killed['secs']:.0f}s vs {unkilled['secs']:.0f}s")
+    assert abs(mse - baseline) <= 0.1 * baseline

@@ -94,3 +94,108 @@ def test_tokens_go_to_running_nodes_only_when_they_change():
     attempt.hand_tokens(["t1"])
     assert channels[0].sent == [{"type": "credentials", "tokens": ["t1"]}]
     assert channels[1].sent == []  # finished: nothing more to tell it
+
+
+# ------------------------------------------------- one job per node: a PSS worker lost for good
+class Backend:
+    """What the attempt asks of Spark here: cancelling a node's job."""
+
+    def __init__(self):
+        self.cancelled: List[str] = []
+
+    def cancel(self, group: str) -> None:
+        self.cancelled.append(group)
+
+
+def pss_attempt(workers=2):
+    """ps:0, chief:0, worker:0.. as one job per node, every node started and introduced."""
+    from tfspark._driver.progress import TrainingProgress as Progress
+    progress = Progress(enabled=False)
+    attempt = Attempt(0, assign_roles(2 + workers, num_ps=1, chief=True), backend=Backend(),
+                      reservation_timeout=60, progress=progress, node_jobs=True)
+    channels = {}
+    for worker_num in attempt.nodes:
+        channels[worker_num] = Channel()
+        attempt._on_message(channels[worker_num], {"type": "hello", "worker_num": worker_num,
+                                                   "host": f"h{worker_num}"})
+    for worker_num in attempt.nodes:
+        attempt._on_message(channels[worker_num], {
+            "type": "address", "worker_num": worker_num, "address": f"h{worker_num}:100{worker_num}",
+            "feed_port": None})
+        attempt._on_message(None, {"type": "started", "worker_num": worker_num})
+    return attempt, channels, progress
+
+
+def test_a_pss_workers_lost_executor_leaves_the_others_training(capsys):
+    attempt, channels, progress = pss_attempt()
+    attempt._on_disconnect(channels[3])  # worker:1
+    assert attempt.failure is None and attempt.nodes[3].lost
+    assert "worker:1's executor on host h3 was lost; training goes on with 1 of 2 workers" in (
+        capsys.readouterr().err)
+    assert progress._size() == " (1 of 2 workers)"
+    finished(attempt, 1, "ok")  # the chief: servers stopped, the lost node's job cancelled
+    assert attempt.failure is None and attempt.backend.cancelled == [
+        f"{attempt.job_group}-node-3"]
+    assert attempt.lost_nodes() == ("worker:1",)
+
+
+def test_losing_the_last_worker_the_chief_or_a_ps_fails_the_attempt():
+    attempt, channels, _ = pss_attempt()
+    attempt._on_disconnect(channels[2])
+    attempt._on_disconnect(channels[3])  # no worker left
+    assert isinstance(attempt.failure, NodeError) and attempt.failure.restartable
+    assert "worker:1" in str(attempt.failure)
+    for lost in (0, 1):  # ps:0, chief:0
+        attempt, channels, _ = pss_attempt()
+        attempt._on_disconnect(channels[lost])
+        assert attempt.failure is not None and attempt.failure.restartable
+
+
+def test_the_barrier_stage_loses_no_node():
+    attempt, channels = attempt_of(4, num_ps=1, chief=True)
+    attempt._on_disconnect(channels[3])
+    assert attempt.failure is not None
+
+
+def rerun(attempt, worker_num, host, port=2000):
+    """Spark runs a lost node's task again on ``host``: its hello and proposed address."""
+    channel = Channel()
+    attempt._on_message(channel, {"type": "hello", "worker_num": worker_num, "host": host})
+    attempt._on_message(channel, {"type": "address", "worker_num": worker_num,
+                                  "address": f"{host}:{port}", "feed_port": None})
+    return channel
+
+
+def test_a_lost_worker_run_again_on_its_host_rejoins_at_its_first_address(capsys):
+    attempt, channels, progress = pss_attempt()
+    attempt._on_disconnect(channels[3])
+    channel = rerun(attempt, 3, "h3")
+    assert channel.sent[-1] == {"type": "peers", "rejoin": True, "nodes": [
+        {"address": f"h{i}:100{i}", "feed_port": None} for i in range(4)]}
+    attempt._on_message(None, {"type": "started", "worker_num": 3})
+    assert not attempt.nodes[3].lost and progress._size() == ""
+    assert "worker:1 rejoined the training at h3:1003 (2 of 2 workers)" in capsys.readouterr().err
+    assert attempt.lost_nodes() == ("worker:1",)
+
+
+def test_a_lost_worker_run_again_elsewhere_or_after_a_feed_is_told_why_it_cannot_rejoin(capsys):
+    attempt, channels, _ = pss_attempt()
+    attempt._on_disconnect(channels[3])
+    channel = rerun(attempt, 3, "other")
+    assert channel.sent[-1]["type"] == "stop"
+    assert "first address (h3:1003)" in channel.sent[-1]["reason"]
+    finished(attempt, 3, "stopped")
+    assert attempt.failure is None and attempt.nodes[3].lost
+    assert "worker:1 does not rejoin the training" in capsys.readouterr().err
+
+    attempt, channels, _ = pss_attempt()
+    attempt.feeds = 1
+    attempt._on_disconnect(channels[2])
+    channel = rerun(attempt, 2, "h2")
+    assert "Spark-fed rows" in channel.sent[-1]["reason"]
+
+
+def test_a_task_run_again_before_its_loss_was_seen_counts_as_the_loss():
+    attempt, channels, _ = pss_attempt()
+    channel = rerun(attempt, 3, "h3")  # the old connection has not dropped yet
+    assert attempt.failure is None and channel.sent[-1]["rejoin"] is True

@@ -1,7 +1,8 @@
 """One attempt at running the TF cluster: its barrier stage, control channel and node states.
 
 An :class:`Attempt` starts the stage (one task per TF node, through a
-:class:`~tfspark._driver.spark_backend.SparkBackend`, classic or Spark Connect), serves the control
+:class:`~tfspark._driver.spark_backend.SparkBackend`, classic or Spark Connect; or one job per
+node, :mod:`~tfspark._driver.node_jobs`, where training survives a lost node), serves the control
 channel the nodes report to, keeps what the driver knows of each node, and records the first
 failure, after which it stops every node. It never restarts anything:
 :class:`tfspark._driver.cluster.TFCluster` decides, from the
@@ -20,13 +21,14 @@ import uuid
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from tfspark import constants
+from tfspark._driver.node_jobs import NodeJobs
 from tfspark._driver.progress import TrainingProgress
 from tfspark._driver.spark_backend import SparkBackend
 from tfspark._feed.arrow_columns import FeedDataError
 from tfspark._feed.protocol import INFERENCE
 from tfspark._feed.spark_tasks import FeedError
 from tfspark._node.spawn import ERROR, OK
-from tfspark._node.task import STOPPED, NodePlan, run_node
+from tfspark._node.task import STOPPED, NodePlan, run_node, run_node_alone
 from tfspark.control import Connection, ControlServer, Message, new_secret
 from tfspark.errors import NodeError, ReservationError, StageError, TFSparkError, raised_in_task
 from tfspark._strategies.base import for_roles
@@ -50,6 +52,8 @@ class NodeState:
         self.message = ""
         self.traceback = ""
         self.restartable = False
+        self.lost = False  # its executor was lost; training goes on without it (see Attempt)
+        self.was_lost = False  # ... and it rejoined
         self.output: Deque[str] = collections.deque(maxlen=constants.OUTPUT_TAIL_LINES)
 
     def error(self, message: str, traceback_text: str = "", restartable: bool = False
@@ -64,7 +68,7 @@ class Attempt:
     def __init__(self, number: int, roles: List[Role], backend: SparkBackend,
                  reservation_timeout: float, progress: TrainingProgress,
                  on_tensorboard: Callable[[str], None] = lambda url: None,
-                 detached: bool = False, profile: Any = None):
+                 detached: bool = False, profile: Any = None, node_jobs: bool = False):
         self.number = number
         self.detached = detached  # no channel: nodes report through the stage's output
         self.profile = profile  # the stage's task resources (stage-level scheduling), if any
@@ -84,6 +88,11 @@ class Attempt:
         self._job_result: Optional[list] = None
         self._job_error: Optional[BaseException] = None
         self._job_done = threading.Event()
+        # one Spark job per node (see tfspark._driver.node_jobs), and those that ended
+        self._node_jobs = NodeJobs(backend, self.job_group, profile, self._on_node_job_end) \
+            if node_jobs else None
+        self._ended_jobs: Dict[int, list] = {}
+        self._introduced = False  # every node was told the others' addresses
         self._feed_groups: set = set()  # job groups/tags of feeding jobs still running
         self.outputs: Any = None  # inference in the stage: the RDD of the nodes' answers
         self._tokens: List[str] = []  # HDFS delegation tokens for the nodes (Kerberos)
@@ -106,6 +115,11 @@ class Attempt:
             self._await_reservation()
 
     def _start_stage(self, plan: NodePlan, data: Any) -> None:
+        if self._node_jobs is not None:
+            labels = [self.nodes[i].role.label for i in sorted(self.nodes)]
+            self._node_jobs.start(sorted(self.nodes), functools.partial(run_node_alone, plan),
+                                  labels, self.number)
+            return
         answers = plan.stage_input is not None and plan.stage_input.mode == INFERENCE
         task = functools.partial(run_node, plan)
         description = (f"tfspark: TF cluster of {len(self.nodes)} nodes "
@@ -131,6 +145,26 @@ class Attempt:
                     self.changed.notify_all()
 
         self.backend.thread(job, "tfspark-cluster-job").start()
+
+    def _on_node_job_end(self, worker_num: int, rows: Optional[list],
+                         error: Optional[BaseException]) -> None:
+        """A node's own job ended: its error fails the attempt as the barrier stage's would,
+        unless the node was lost and training went on without it."""
+        node = self.nodes[worker_num]
+        if error is not None and node.lost:
+            logger.info("tfspark: Spark ended the task of lost node %s: %s", node.role.label,
+                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+        elif error is not None:
+            if self._job_error is None:
+                self._job_error = error
+            self._on_stage_failed(error)
+        with self.changed:
+            self._ended_jobs[worker_num] = rows or []
+            if len(self._ended_jobs) == len(self.nodes):
+                self._job_result = [row for i in sorted(self._ended_jobs)
+                                    for row in self._ended_jobs[i]]
+                self._job_done.set()
+            self.changed.notify_all()
 
     def _on_stage_failed(self, error: BaseException) -> None:
         """The stage failed: unless a node already said why, that is the attempt's failure --
@@ -200,11 +234,17 @@ class Attempt:
             return
         with self.changed:
             if kind == "hello":
+                if node.connection not in (None, connection) and node.status is None:
+                    self._node_gone(node)  # Spark ran its task again before we saw it go
                 node.host, node.connection = message["host"], connection
                 if self._tokens and connection is not None:  # before the peers, on purpose
                     connection.send({"type": "credentials", "tokens": self._tokens})
                 if self.failure is not None and connection is not None:
                     connection.send({"type": "stop", "reason": "the TF cluster has failed"})
+                elif node.lost and self.training_done() and connection is not None:
+                    connection.send({"type": "stop", "reason": "training finished"})
+            elif kind == "address" and node.lost and self._introduced:
+                self._rejoin(node, message["address"])
             elif kind == "address":
                 node.addresses = {"address": message["address"],
                                   "feed_port": message["feed_port"]}
@@ -213,6 +253,8 @@ class Attempt:
                 node.fed = {"rows": message["rows_per_node"],
                             "validation_rows": message["validation_rows_per_node"]}
             elif kind == "started":
+                if node.lost:
+                    self._rejoined(node)
                 node.started = True
                 node.feed_address = message.get("feed_address")
                 if message.get("tensorboard_url"):
@@ -244,6 +286,7 @@ class Attempt:
         if any(n.addresses is None for n in self.nodes.values()):
             return
         peers = [self.nodes[i].addresses for i in sorted(self.nodes)]
+        self._introduced = True
         for node in self.nodes.values():
             try:
                 node.connection.send({"type": "peers", "nodes": peers})
@@ -262,11 +305,81 @@ class Attempt:
         with self.changed:
             for node in self.nodes.values():
                 if node.connection is connection and node.status is None:
-                    self.fail(node.error(
-                        "the driver lost contact with it before it finished (its executor or "
-                        "Python worker died, or was killed; see the executor's log)",
-                        restartable=True))
+                    self._node_gone(node)
             self.changed.notify_all()
+
+    def _node_gone(self, node: NodeState) -> None:
+        """The driver lost ``node`` before it finished: fail the attempt (a restart can cure
+        it), unless training goes on without it (see :meth:`_may_lose`)."""
+        if self._may_lose(node):
+            self._lose(node)
+            return
+        self.fail(node.error(
+            "the driver lost contact with it before it finished (its executor or Python worker "
+            "died, or was killed; see the executor's log)", restartable=True))
+
+    def _may_lose(self, node: NodeState) -> bool:
+        """Whether training goes on without ``node``: it runs as its own Spark job, its
+        strategy trains on without nodes of its kind (PSS workers), and one of them is left."""
+        job_name = node.role.job_name
+        return (self._node_jobs is not None and node.started and self.failure is None
+                and self.strategy.survives_loss(job_name)
+                and any(self._alive(n) for n in self.nodes.values()
+                        if n is not node and n.role.job_name == job_name))
+
+    @staticmethod
+    def _alive(node: NodeState) -> bool:
+        return node.status is None and not node.lost and node.connection is not None
+
+    def _lose(self, node: NodeState) -> None:
+        node.lost, node.connection = True, None
+        left, full = self._show_size()
+        self._notice(f"tfspark: {node.role.label}'s executor on host {node.host} was lost; "
+                     f"training goes on with {left} of {full} workers (the coordinator re-runs "
+                     f"its steps); it rejoins if Spark runs its task again on {node.host}")
+
+    def _rejoin(self, node: NodeState, address: str) -> None:
+        """A lost node's task, run again by Spark, says where it could listen: it rejoins at
+        its first address (the only one TF's coordinator knows it by), or is told to stop."""
+        first = node.addresses["address"]
+        why = None
+        if address.rsplit(":", 1)[0] != first.rsplit(":", 1)[0]:
+            why = (f"Spark ran its task again on another host ({address.rsplit(':', 1)[0]}), "
+                   f"but TF's coordinator takes a lost worker back only at its first address "
+                   f"({first})")
+        elif self.feeds:
+            why = "its share of the Spark-fed rows was lost with its executor"
+        elif self.training_done() or self.failure is not None:
+            why = "training has ended"
+        if why is not None:
+            self._notice(f"tfspark: {node.role.label} does not rejoin the training: {why}; "
+                         "training goes on without it")
+            answer = {"type": "stop", "reason": f"not rejoining: {why}"}
+        else:
+            answer = {"type": "peers", "nodes": [self.nodes[i].addresses
+                                                 for i in sorted(self.nodes)], "rejoin": True}
+        try:
+            node.connection.send(answer)
+        except OSError:
+            pass  # gone again: its disconnection says so
+
+    def _rejoined(self, node: NodeState) -> None:
+        node.lost, node.was_lost = False, True
+        left, full = self._show_size()
+        self._notice(f"tfspark: {node.role.label} rejoined the training at "
+                     f"{node.addresses['address']} ({left} of {full} workers)")
+
+    def _show_size(self) -> Tuple[int, int]:
+        """(training nodes left, all of them); shown by the progress line when fewer."""
+        nodes = [self.nodes[r.worker_num] for r in self.strategy.data_nodes(
+            [n.role for n in self.nodes.values()])]
+        left = sum(1 for n in nodes if not n.lost)
+        self._progress.set_size(left, len(nodes))
+        return left, len(nodes)
+
+    def _notice(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)  # what the user must see
+        logger.info(text)
 
     def _print(self, node: NodeState, stream: str, line: str) -> None:
         node.output.append(line)
@@ -281,6 +394,10 @@ class Attempt:
     def nodes_done(self, job_name: str) -> bool:
         return all(n.status is not None for n in self.nodes.values()
                    if n.role.job_name == job_name)
+
+    def lost_nodes(self) -> Tuple[str, ...]:
+        """The nodes this attempt lost and trained on without (labels; see :meth:`_may_lose`)."""
+        return tuple(n.role.label for n in self.nodes.values() if n.lost or n.was_lost)
 
     @property
     def job_done(self) -> bool:
@@ -300,6 +417,9 @@ class Attempt:
         for job_name in sorted({n.role.job_name for n in self.nodes.values()}):
             if self.strategy.serves_only(job_name):
                 self.stop_nodes(job_name, reason="training finished")
+        if self._node_jobs is not None:  # the tasks Spark holds to run lost nodes again
+            self._node_jobs.cancel(n.role.worker_num for n in self.nodes.values()
+                                   if n.lost and n.connection is None)
 
     def fail(self, error: TFSparkError) -> None:
         """Record the first failure and stop every node."""
@@ -348,7 +468,10 @@ class Attempt:
         grace = 0 if self.detached else constants.NODE_STOP_GRACE_SECS + 5  # detached: no
         #                                                        channel to stop nodes gently
         if self.failure is not None and not self._job_done.wait(grace):
-            self.backend.cancel(self.job_group)
+            if self._node_jobs is not None:
+                self._node_jobs.cancel(self.nodes)
+            else:
+                self.backend.cancel(self.job_group)
             self._job_done.wait(30)
         if self._job_done.is_set() and self._server is not None:
             self._server.stop()

@@ -62,6 +62,7 @@ class ClusterConfig:
     tokens: Optional[NodeTokens] = None  # HDFS delegation tokens for the nodes (Kerberos)
     min_workers: Optional[int] = None  # restart on fewer workers, down to this many: see run()
     slot_wait: float = 30.0  # how long a restart waits for every lost slot to come back
+    node_jobs: bool = False  # each node a Spark job of its own: see _runs_node_jobs()
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ class AttemptSummary:
     number: int  # 0 for the first; ``ctx.attempt`` on its nodes
     cause: Optional[str]  # why it failed, one line; None while it runs or once it succeeded
     restartable: bool  # whether that cause is one a restart can cure
-    workers: int = 0  # the nodes that trained in it (chief + workers): its size
+    workers: int = 0  # the nodes that trained on data in it, at its start (chief + workers;
+    #                   under ParameterServerStrategy, the workers): its size
+    lost: Tuple[str, ...] = ()  # nodes lost while it ran, which training went on without
 
 
 class TFCluster:
@@ -224,7 +227,9 @@ class TFCluster:
             feed_mode == "auto" and _auto_feeds_in_stage(backend, conf, len(roles), detached)))
         cluster = cls(ClusterConfig(backend, tuple(roles), conf, reservation_timeout, max_restarts,
                                     InputMode(input_mode), hosts, detached, in_stage, requests,
-                                    profile, tokens, min_workers, float(slot_wait)), plan)
+                                    profile, tokens, min_workers, float(slot_wait),
+                                    _runs_node_jobs(backend, conf, roles, detached, in_stage)),
+                      plan)
         if in_stage:
             logger.info("tfspark: the TF cluster starts at train(), with the data as its "
                         "stage's input (feed_mode='stage')")
@@ -275,7 +280,8 @@ class TFCluster:
             summaries.append(AttemptSummary(
                 attempt.number, _cause(failure) if failure is not None else None,
                 bool(getattr(failure, "restartable", False)),
-                num_training_nodes([n.role for n in attempt.nodes.values()])))
+                attempt.strategy.size([n.role for n in attempt.nodes.values()]),
+                attempt.lost_nodes()))
         return summaries
 
     @property
@@ -348,10 +354,12 @@ class TFCluster:
             self._stage_data, stage_input = self._stage_input_of(roles)  # dealt over them
             self._plan = dataclasses.replace(self._plan, stage_input=stage_input)
         self._roles = roles
-        self._progress.set_size(num_training_nodes(roles), num_training_nodes(config.roles))
+        strategy = for_roles(roles)
+        self._progress.set_size(strategy.size(roles), strategy.size(config.roles))
         attempt = Attempt(len(self._attempts), self._roles, self._backend,
                           config.reservation_timeout, self._progress, self._on_tensorboard,
-                          detached=config.detached, profile=config.profile)
+                          detached=config.detached, profile=config.profile,
+                          node_jobs=config.node_jobs)
         self._attempts.append(attempt)
         if self._tokens is not None and self._tokens.current:
             attempt.hand_tokens(self._tokens.current)
@@ -561,6 +569,20 @@ def _auto_feeds_in_stage(backend: SparkBackend, conf: Dict[str, str], nodes: int
     logger.info("tfspark: feed_mode='auto' feeds %s: %s", "in the stage" if mode == "stage"
                 else "with a Spark job per train()", why)
     return mode == "stage"
+
+
+def _runs_node_jobs(backend: SparkBackend, conf: Dict[str, str], roles: List[Role],
+                    detached: bool, in_stage: bool) -> bool:
+    """Whether the TF cluster runs as one Spark job per node rather than one barrier stage:
+    where its strategy trains on without a lost node (PSS workers), so that losing that node's
+    executor does not fail the others' tasks (see :mod:`tfspark._driver.node_jobs`). Not for
+    nodes that need the stage itself: detached ones (they meet through ``allGather``), or a
+    stage whose input is the training data (``feed_mode="stage"``). Not where Spark could run
+    a second copy of a node's one-task job (speculation with a duration threshold)."""
+    speculates = (conf.get("spark.speculation", "false").lower() == "true"
+                  and conf.get("spark.speculation.task.duration.threshold"))
+    return (backend.runs_node_jobs and not detached and not in_stage and not speculates
+            and any(for_roles(roles).survives_loss(r.job_name) for r in roles))
 
 
 def _executors_cannot_reach(backend: SparkBackend, hosts: Tuple[str, str],

@@ -141,6 +141,16 @@ class SparkBackend:
         raise PreflightError("this Spark session cannot keep a stage's output as an RDD "
                              "(Spark Connect has no RDDs)")
 
+    #: whether the TF cluster can run as one Spark job per node (see
+    #: :mod:`tfspark._driver.node_jobs`)
+    runs_node_jobs = False
+
+    def run_node_job(self, worker_num: int, task: Callable, group: str, description: str,
+                     profile: Any = None) -> list:
+        """Run ``task`` (a ``mapPartitions`` function) as a one-task job in job group ``group``
+        over one partition holding ``worker_num``; its rows."""
+        raise PreflightError("this Spark session cannot run a TF node as a job of its own")
+
     def preparing(self, group: str) -> bool:
         """True while stages that compute the barrier stage's input (a shuffle) still run in
         ``group``, so the TF nodes' tasks cannot have started yet."""
@@ -231,6 +241,14 @@ class ClassicBackend(SparkBackend):
         stage.count()  # runs the TF cluster
         nodes = stage.filter(lambda row: len(row) == 4).collect()
         return nodes, stage.filter(lambda row: len(row) == 2)
+
+    runs_node_jobs = True
+
+    def run_node_job(self, worker_num: int, task: Callable, group: str, description: str,
+                     profile: Any = None) -> list:
+        self.sc.setJobGroup(group, description, interruptOnCancel=True)
+        node = self.sc.parallelize([worker_num], 1).mapPartitions(task)
+        return _with_profile(node, profile).collect()
 
     def preparing(self, group: str) -> bool:
         tracker = self.sc.statusTracker()

@@ -7,8 +7,9 @@ from typing import Iterator
 
 
 @contextmanager
-def reserved_port(host: str) -> Iterator[int]:
-    """Reserve a free TCP port on ``host`` for as long as the block runs.
+def reserved_port(host: str, port: int = 0) -> Iterator[int]:
+    """Reserve a free TCP port on ``host`` (``port``, else any) for as long as the block runs;
+    OSError if ``port`` is taken.
 
     The socket is bound (with ``SO_REUSEADDR``) but never listens: other processes cannot bind the
     port, while TensorFlow's gRPC server, which also sets ``SO_REUSEADDR``, can. So no other
@@ -18,7 +19,7 @@ def reserved_port(host: str) -> Iterator[int]:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
+        sock.bind((host, port))
         yield sock.getsockname()[1]
     finally:
         sock.close()

@@ -1,4 +1,4 @@
-"""Task side of a TF node: one barrier task of the cluster's Spark stage.
+"""Task side of a TF node: one task of the cluster's barrier stage, or its own Spark job.
 
 The task registers with the driver, starts the node's own Python process (see
 :mod:`tfspark._node.spawn` and :mod:`tfspark._node.process`: the Keras choice in its environment,
@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple
 
@@ -84,7 +84,24 @@ def run_node(plan: NodePlan, partition: Iterator) -> Iterator[Tuple[int, str, by
     task = BarrierTaskContext.get()
     worker_num = task.partitionId()
     executor_address = task.getTaskInfos()[worker_num].address
-    host = executor_address.rsplit(":", 1)[0]
+    yield from _run(plan, worker_num, executor_address.rsplit(":", 1)[0], executor_address,
+                    task, partition)
+
+
+def run_node_alone(plan: NodePlan, partition: Iterator) -> Iterator[Tuple[int, str, bytes, bytes]]:
+    """A node's own one-task Spark job (see :mod:`tfspark._driver.node_jobs`): ``partition``
+    holds its worker_num. Spark may run it again, elsewhere, after its executor was lost. Its
+    host is this machine's address on the route to the driver (a plain task is not told its
+    executor's)."""
+    from pyspark import TaskContext
+
+    worker_num = next(iter(partition))
+    host = route_host(plan.driver_address[0])
+    yield from _run(plan, worker_num, host, host, TaskContext.get(), iter(()))
+
+
+def _run(plan: NodePlan, worker_num: int, host: str, executor_address: str, task: Any,
+         partition: Iterator) -> Iterator[Tuple[int, str, bytes, bytes]]:
     node = _Node(plan, plan.roles[worker_num], host, executor_address)
     try:
         status = node.run(task, partition)
@@ -92,6 +109,15 @@ def run_node(plan: NodePlan, partition: Iterator) -> Iterator[Tuple[int, str, by
         yield status
     finally:
         node.close()
+
+
+def route_host(driver_host: str) -> str:
+    """This machine's address on the route to ``driver_host`` (no packet is sent)."""
+    import socket
+    family = socket.AF_INET6 if ":" in driver_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((driver_host, 9))
+        return probe.getsockname()[0]
 
 
 class DetachedReport:
@@ -170,6 +196,7 @@ class _Node:
         self.stop_requested = threading.Event()
         self.process_ended = threading.Event()
         self.peers: Optional[list] = None  # every node's addresses, from the driver
+        self.rejoining = False  # a lost node's task run again: it takes its first address
         self._peers_known = threading.Event()  # set with them, or when stopped
         self.stop_reason = ""
         self.feeder: Optional["StageFeeder"] = None  # feeding in the stage: see answers()
@@ -208,6 +235,7 @@ class _Node:
         if message["type"] == "credentials":
             self._keep_tokens(message["tokens"])
         elif message["type"] == "peers":
+            self.rejoining = bool(message.get("rejoin"))
             self.peers = message["nodes"]
             self._peers_known.set()
         elif message["type"] == "stop":
@@ -241,10 +269,12 @@ class _Node:
         gpus = assigned_gpus(task)
         # the node's process starts now, importing while the nodes find each other
         with self._workdir() as workdir, self._started_early(workdir, gpus) as process, \
-                reserved_port(self.host) as port, \
+                ExitStack() as ports, reserved_port(self.host) as port, \
                 (reserved_port(self.host) if feeds else nullcontext()) as feed_port:
             gathered = self._meet(task, f"{self.host}:{port}", feed_port)
-            if gathered is None:  # stopped by the driver before the cluster formed
+            if gathered is not None and self.rejoining:
+                port = self._take_first_port(ports, gathered)
+            if gathered is None or port is None:  # stopped before the cluster formed
                 self._send("finished", status=STOPPED, message=self.stop_reason)
                 return self.role.worker_num, STOPPED, b"", b""
             addresses = [item["address"] for item in gathered]
@@ -286,6 +316,18 @@ class _Node:
         if self._ends_by_barrier() and self.role.job_name in self.strategy.finishers:
             task.barrier()  # training is over on this node: see _stop_after_training
         return self.role.worker_num, status, value, self.report.pickled() if self.detached else b""
+
+    def _take_first_port(self, ports: ExitStack, gathered: list) -> Optional[int]:
+        """Rejoining, this node listens where its lost task did (the coordinator knows it by
+        that address): that port, reserved, or None (and why, in stop_reason) if it is taken."""
+        first = gathered[self.role.worker_num]["address"]
+        port = int(first.rsplit(":", 1)[1])
+        try:
+            ports.enter_context(reserved_port(self.host, port))
+        except OSError as e:
+            self.stop_reason = f"cannot rejoin the training at {first}: {e}"
+            return None
+        return port
 
     def _ends_by_barrier(self) -> bool:
         """Detached, with nodes that serve until told to stop (ps, PSS workers, evaluator)."""

@@ -43,6 +43,12 @@ class StrategyBackend:
         on (else the whole cluster restarts from its backup)."""
         return False
 
+    def survives_loss(self, job_name: str) -> bool:
+        """Whether training goes on when a node of ``job_name`` is lost for good (its executor
+        gone), on the others of its job: then each node runs as its own Spark job, so that
+        Spark retries the lost one's task alone (see :mod:`tfspark._driver.node_jobs`)."""
+        return False
+
     def node_env(self) -> Dict[str, str]:
         """Environment every node's process gets."""
         return {}
@@ -51,6 +57,10 @@ class StrategyBackend:
         """The nodes that get a share of the training data, in share order: share ``i`` (fed
         rows, TFRecord files ``j`` with ``j % n == i``) goes to ``data_nodes(roles)[i]``."""
         return [r for r in roles if r.job_name in self.data_roles]
+
+    def size(self, roles: Sequence[Role]) -> int:
+        """How many nodes train on data (``cluster.attempts``/``history``'s ``workers``)."""
+        return len(self.data_nodes(roles))
 
     def data_index(self, roles: Sequence[Role], role: Role) -> Optional[int]:
         """``role``'s share index (see :meth:`data_nodes`), or None if it gets no share."""

@@ -2,8 +2,12 @@
 own); parameter servers and workers only run TF servers. Workers get the data shares (fed rows
 spilled as TFRecord files, staged TFRecord files) that the chief's ``dataset_fn`` reads on them.
 A worker whose process dies restarts alone, in place: TF's ClusterCoordinator waits for it at
-the same address and re-runs the steps it lost (``GRPC_FAIL_FAST=use_caller`` on every node);
-a lost parameter server or chief restarts the cluster from its backup.
+the same address and re-runs the steps it lost (``GRPC_FAIL_FAST=use_caller`` on every node).
+A worker whose executor is lost for good does not stop the others: each node runs as its own
+Spark job (not one barrier stage, where one lost task fails all), training goes on with the
+workers left, and Spark's retry of the lost worker's task rejoins the training if it runs on the
+same host (TF's coordinator knows each worker by its first address). A lost parameter server or
+chief restarts the cluster from its backup.
 
 The strategy itself is built on the chief (TensorFlow is imported here)::
 
@@ -42,6 +46,9 @@ class ParameterServer(StrategyBackend):
 
     def restarts_in_place(self, job_name: str) -> bool:
         return job_name == WORKER
+
+    def survives_loss(self, job_name: str) -> bool:
+        return job_name == WORKER  # TF's ClusterCoordinator re-runs its steps on the others
 
     def node_env(self) -> Dict[str, str]:
         return {"GRPC_FAIL_FAST": "use_caller"}  # the coordinator retries a lost worker's steps

@@ -146,10 +146,18 @@ class StandaloneCluster:
                     and name.endswith(".log"))
         self._spawn_worker(index, host)
         deadline = time.monotonic() + self.start_timeout
-        while self.alive_workers() <= alive:
+        while self._alive_workers_or(alive) <= alive:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker-{index} did not register:\n{self._log_tails()}")
             time.sleep(0.3)
+
+    def _alive_workers_or(self, default: int) -> int:
+        """:meth:`alive_workers`, or ``default`` while the master's web UI does not answer (a
+        busy master resets connections)."""
+        try:
+            return self.alive_workers()
+        except OSError:
+            return default
 
     def alive_workers(self) -> int:
         with urllib.request.urlopen(f"{self.web_url}/json/", timeout=5) as response:
@@ -212,10 +220,12 @@ class StandaloneCluster:
         self.stop()
 
 
-def kill_spark_worker_above(pid: Optional[int] = None) -> None:
+def kill_spark_worker_above(pid: Optional[int] = None) -> bool:
     """SIGKILL the Spark standalone worker daemon that ``pid`` (default: this process) runs
     under, with its executors (its process group): the slot is gone for good, as when a
-    machine is lost. Returns only if there is none (else this process dies with it)."""
+    machine is lost. False if there is none; for this process, returns only then (it dies with
+    its task)."""
+    own = pid is None
     pid = pid or os.getpid()
     while pid > 1:
         with open(f"/proc/{pid}/stat") as f:
@@ -223,6 +233,24 @@ def kill_spark_worker_above(pid: Optional[int] = None) -> None:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             if b"org.apache.spark.deploy.worker.Worker" in f.read():
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
-                time.sleep(60)  # this process dies with its task meanwhile
-                return
+                if own:
+                    time.sleep(60)  # this process dies with its task meanwhile
+                return True
+    return False
+
+
+def node_process(job_name: str, task_index: int) -> Optional[int]:
+    """The pid of a running TF node's process that only serves (a ps, a PSS worker): it runs in
+    its own folder, ``tfspark-<job_name>-<task_index>-*``."""
+    prefix = f"tfspark-{job_name}-{task_index}-"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if os.path.basename(cwd).startswith(prefix):
+            return int(entry)
+    return None
 
