@@ -4,9 +4,9 @@ the test owns; prints one ``RESULT {json}``.
 
     python pss_elastic_job.py spark://127.0.0.1:7077 WORKDIR
 
-The chief asks the test to kill worker:1's daemon by creating ``WORKDIR/kill-worker-1``; the
-test answers ``killed`` and then starts a replacement Spark worker on the same host, where
-Spark runs worker:1's task again. The chief counts, in ``train_step`` (on the parameter
+The chief asks the test to kill worker:1's daemon by creating ``WORKDIR/kill-worker-1`` (saying
+``replace`` in it, or not); the test answers ``killed`` and then, if asked, starts a replacement
+Spark worker on the same host, where Spark runs worker:1's task again. The chief counts, in ``train_step`` (on the parameter
 servers), the rows each worker trained on, before the kill, while worker:1 is gone, and after
 it rejoined; it compares the trained weights' loss on fixed data with an unkilled run's.
 """
@@ -92,10 +92,11 @@ def train(args, ctx):
                 return
             if epoch == KILL_EPOCH:  # killed while this epoch's steps run
                 marks["kill"] = rows()
-                open(os.path.join(work, "kill-worker-1"), "w").close()
+                with open(os.path.join(work, "kill-worker-1"), "w") as request:
+                    request.write(kill)
             elif epoch == KILL_EPOCH + 1:
                 wait_for(lambda: os.path.exists(os.path.join(work, "killed")), 60, "the kill")
-            elif epoch == REJOIN_EPOCH:
+            elif epoch == REJOIN_EPOCH and kill == "replace":
                 marks["gone"] = rows()  # worker:0 alone since the kill
                 wait_for(lambda: listening(ctx.cluster_spec["worker"][1]), 240,
                          "worker:1 to listen again")
@@ -104,7 +105,7 @@ def train(args, ctx):
         def on_epoch_end(self, epoch, logs=None):
             """After EPOCHS, the unkilled run stops; the killed one once worker:1 trained again
             (the coordinator takes it back within seconds), or 120 s after it listened."""
-            if epoch + 1 >= EPOCHS and (not kill or rows()[1] > marks["rejoined"][1]
+            if epoch + 1 >= EPOCHS and (kill != "replace" or rows()[1] > marks["rejoined"][1]
                                          or time.time() - marks["rejoined_at"] > 120):
                 self.model.stop_training = True
 
@@ -119,8 +120,12 @@ def train(args, ctx):
             "mse": float(np.mean((x @ weights + bias - y) ** 2))}
 
 
-def run(sc, work: str, kill: bool) -> dict:
+def run(sc, work: str, kill: str) -> dict:
+    """``kill``: "" (not), "replace" (a replacement Spark worker follows) or "gone"."""
     from tfspark import TFCluster
+    for name in ("kill-worker-1", "killed"):
+        if os.path.exists(os.path.join(work, name)):
+            os.remove(os.path.join(work, name))
     started = time.time()
     cluster = TFCluster.run(sc, train, {"work": work, "kill": kill}, 4, num_ps=1,
                             master_node="chief")
@@ -135,8 +140,9 @@ def main(master: str, work: str) -> None:
     spark = (SparkSession.builder.master(master).appName("tfspark-pss-elastic")
              .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
              .config("spark.executor.memory", "1g").getOrCreate())
-    out = {"unkilled": run(spark.sparkContext, work, kill=False),
-           "killed": run(spark.sparkContext, work, kill=True)}
+    out = {"unkilled": run(spark.sparkContext, work, kill=""),
+           "killed": run(spark.sparkContext, work, kill="replace"),
+           "gone": run(spark.sparkContext, work, kill="gone")}
     print("RESULT " + json.dumps(out), flush=True)
     spark.stop()
 

@@ -101,9 +101,9 @@ PSS_JOB = os.path.join(os.path.dirname(__file__), "pss_elastic_job.py")
 
 @pytest.fixture(scope="module")
 def pss_elastic(tmp_path_factory):
-    """pss_elastic_job.py's result: an unkilled run, then one that loses worker:1's Spark worker
-    daemon and executor mid-training (the test kills it when the chief asks, then starts a
-    replacement worker on the same host)."""
+    """pss_elastic_job.py's result: an unkilled run, then two that lose worker:1's Spark worker
+    daemon and executor mid-training (the test kills it when the chief asks), the first with a
+    replacement worker on the same host, the second without."""
     from tfspark.testing.spark import kill_spark_worker_above, node_process
     base = tmp_path_factory.mktemp("pss-elastic")
     work = base / "work"
@@ -112,12 +112,21 @@ def pss_elastic(tmp_path_factory):
                            memory_per_worker="1g") as cluster:
         done = threading.Event()
 
+        errors = []
+
         def kill_on_request():
             while not done.wait(0.2):
-                if (work / "kill-worker-1").exists() and not (work / "killed").exists():
-                    assert kill_spark_worker_above(node_process("worker", 1))
-                    (work / "killed").touch()
-                    cluster.add_worker()
+                request = work / "kill-worker-1"
+                if request.exists() and not (work / "killed").exists():
+                    try:
+                        pid = node_process("worker", 1)
+                        if not (pid and kill_spark_worker_above(pid)):
+                            errors.append(f"no Spark worker daemon above worker:1 ({pid})")
+                        (work / "killed").touch()
+                        if request.read_text() == "replace":
+                            cluster.add_worker()
+                    except Exception as e:  # noqa: BLE001 - reported below
+                        errors.append(repr(e))
 
         threading.Thread(target=kill_on_request, daemon=True).start()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -128,7 +137,8 @@ def pss_elastic(tmp_path_factory):
         finally:
             done.set()
     lines = [line for line in job.stdout.splitlines() if line.startswith("RESULT ")]
-    assert job.returncode == 0 and lines, job.stdout[-3000:] + job.stderr[-6000:]
+    assert not errors and job.returncode == 0 and lines, (
+        f"{errors}\n" + job.stdout[-3000:] + job.stderr[-6000:])
     return json.loads(lines[0][len("RESULT "):]), job.stderr
 
 
@@ -155,3 +165,16 @@ def test_pss_loss_after_losing_a_worker_is_that_of_an_unkilled_run(pss_elastic):
     print(f"[pss-elastic] loss on fixed data: killed run {mse:.4f}, unkilled {baseline:.4f}; "
           f"wall time {killed['secs']:.0f}s vs {unkilled['secs']:.0f}s")
     assert abs(mse - baseline) <= 0.1 * baseline
+
+
+def test_pss_finishes_without_a_worker_that_never_comes_back(pss_elastic):
+    result, stderr = pss_elastic[0]["gone"], pss_elastic[1]
+    # worker:1's task waits in Spark for a slot that never comes: cancelled at the end
+    assert result["attempts"] == [[0, 2, ["worker:1"]]] and result["chief"]["epochs"] == 8
+    marks = result["chief"]["marks"]
+    assert marks["end"][0] > marks["kill"][0] + 5 * 20 * 32  # worker:0 trained on alone
+    assert result["history_workers"][-1] == 1
+    unkilled = pss_elastic[0]["unkilled"]
+    print(f"[pss-elastic] a worker gone for good: wall time {result['secs']:.0f}s vs "
+          f"{unkilled['secs']:.0f}s unkilled; loss {result['chief']['mse']:.4f}")
+    assert abs(result["chief"]["mse"] - unkilled["chief"]["mse"]) <= 0.1 * unkilled["chief"]["mse"]

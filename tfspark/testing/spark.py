@@ -139,25 +139,21 @@ class StandaloneCluster:
             host, java_delay=java_delay)
 
     def add_worker(self, host: str = "127.0.0.1") -> None:
-        """Start one more worker (e.g. a replacement for one that was lost) and wait until the
-        master counts it."""
-        alive = self.alive_workers()
+        """Start one more worker (e.g. a replacement for one that was lost) and wait until it
+        has registered with the master (its own log says so: the master's count of live
+        workers still includes a killed one until it notices)."""
         index = sum(1 for name in os.listdir(self.base_dir) if name.startswith("worker-")
                     and name.endswith(".log"))
         self._spawn_worker(index, host)
+        log = os.path.join(self.base_dir, f"worker-{index}.log")
         deadline = time.monotonic() + self.start_timeout
-        while self._alive_workers_or(alive) <= alive:
+        while True:
+            with open(log, errors="replace") as f:
+                if "Successfully registered with master" in f.read():
+                    return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker-{index} did not register:\n{self._log_tails()}")
             time.sleep(0.3)
-
-    def _alive_workers_or(self, default: int) -> int:
-        """:meth:`alive_workers`, or ``default`` while the master's web UI does not answer (a
-        busy master resets connections)."""
-        try:
-            return self.alive_workers()
-        except OSError:
-            return default
 
     def alive_workers(self) -> int:
         with urllib.request.urlopen(f"{self.web_url}/json/", timeout=5) as response:
