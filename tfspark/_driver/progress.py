@@ -61,8 +61,9 @@ class TrainingProgress:
     def history(self) -> List[Dict[str, float]]:
         """One dict per finished epoch, in epoch order: ``epoch`` (1-based), the loss and
         metrics Keras logged (``val_*`` too), ``rows`` trained in all and ``rows_per_sec`` (when
-        known), ``secs``, and ``workers``: the training nodes (chief + workers) of the attempt
-        that ran it (fewer than the cluster's after a restart on lost executors).
+        known), ``secs``, and ``workers``: the nodes that trained on data when it ended (chief
+        + workers; under ParameterServerStrategy, the workers), fewer than the cluster's after
+        executors were lost.
         An epoch run again after a restart keeps its latest values."""
         with self._lock:
             return [dict(self._history[e]) for e in sorted(self._history)]
