@@ -4,9 +4,10 @@ the test owns; prints one ``RESULT {json}``.
 
     python pss_elastic_job.py spark://127.0.0.1:7077 WORKDIR
 
-The chief asks the test to kill worker:1's daemon by creating ``WORKDIR/kill-worker-1`` (saying
-``replace`` in it, or not); the test answers ``killed`` and then, if asked, starts a replacement
-Spark worker on the same host, where Spark runs worker:1's task again. The chief counts, in ``train_step`` (on the parameter
+The chief asks the test's :class:`tfspark.testing.spark.NodeKiller` to kill worker:1's daemon
+(``WORKDIR/kill-worker-1``, saying ``replace`` in it or not); it answers ``killed`` and then, if
+asked, starts a replacement Spark worker on the same host, where Spark runs worker:1's task
+again. The chief counts, in ``train_step`` (on the parameter
 servers), the rows each worker trained on, before the kill, while worker:1 is gone, and after
 it rejoined; it compares the trained weights' loss on fixed data with an unkilled run's.
 """
@@ -92,8 +93,9 @@ def train(args, ctx):
                 return
             if epoch == KILL_EPOCH:  # killed while this epoch's steps run
                 marks["kill"] = rows()
-                with open(os.path.join(work, "kill-worker-1"), "w") as request:
+                with open(os.path.join(work, ".request"), "w") as request:
                     request.write(kill)
+                os.replace(os.path.join(work, ".request"), os.path.join(work, "kill-worker-1"))
             elif epoch == KILL_EPOCH + 1:
                 wait_for(lambda: os.path.exists(os.path.join(work, "killed")), 60, "the kill")
             elif epoch == REJOIN_EPOCH and kill == "replace":

@@ -104,38 +104,18 @@ def pss_elastic(tmp_path_factory):
     """pss_elastic_job.py's result: an unkilled run, then two that lose worker:1's Spark worker
     daemon and executor mid-training (the test kills it when the chief asks), the first with a
     replacement worker on the same host, the second without."""
-    from tfspark.testing.spark import kill_spark_worker_above, node_process
+    from tfspark.testing.spark import NodeKiller
     base = tmp_path_factory.mktemp("pss-elastic")
     work = base / "work"
     work.mkdir()
     with StandaloneCluster(str(base / "spark"), num_workers=4, cores_per_worker=1,
-                           memory_per_worker="1g") as cluster:
-        done = threading.Event()
-
-        errors = []
-
-        def kill_on_request():
-            while not done.wait(0.2):
-                request = work / "kill-worker-1"
-                if request.exists() and not (work / "killed").exists():
-                    try:
-                        pid = node_process("worker", 1)
-                        if not (pid and kill_spark_worker_above(pid)):
-                            errors.append(f"no Spark worker daemon above worker:1 ({pid})")
-                        (work / "killed").touch()
-                        if request.read_text() == "replace":
-                            cluster.add_worker()
-                    except Exception as e:  # noqa: BLE001 - reported below
-                        errors.append(repr(e))
-
-        threading.Thread(target=kill_on_request, daemon=True).start()
+                           memory_per_worker="1g") as cluster, \
+            NodeKiller(cluster, str(work)) as killer:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        try:
-            job = subprocess.run([sys.executable, PSS_JOB, cluster.master_url, str(work)],
-                                 capture_output=True, text=True, timeout=900, env=env,
-                                 cwd=os.path.dirname(PSS_JOB))
-        finally:
-            done.set()
+        job = subprocess.run([sys.executable, PSS_JOB, cluster.master_url, str(work)],
+                             capture_output=True, text=True, timeout=900, env=env,
+                             cwd=os.path.dirname(PSS_JOB))
+    errors = killer.errors
     lines = [line for line in job.stdout.splitlines() if line.startswith("RESULT ")]
     assert not errors and job.returncode == 0 and lines, (
         f"{errors}\n" + job.stdout[-3000:] + job.stderr[-6000:])
@@ -168,7 +148,7 @@ def test_pss_loss_after_losing_a_worker_is_that_of_an_unkilled_run(pss_elastic):
 
 
 def test_pss_finishes_without_a_worker_that_never_comes_back(pss_elastic):
-    result, stderr = pss_elastic[0]["gone"], pss_elastic[1]
+    result = pss_elastic[0]["gone"]
     # worker:1's task waits in Spark for a slot that never comes: cancelled at the end
     assert result["attempts"] == [[0, 2, ["worker:1"]]] and result["chief"]["epochs"] == 8
     marks = result["chief"]["marks"]

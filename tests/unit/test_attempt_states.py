@@ -199,3 +199,11 @@ def test_a_task_run_again_before_its_loss_was_seen_counts_as_the_loss():
     attempt, channels, _ = pss_attempt()
     channel = rerun(attempt, 3, "h3")  # the old connection has not dropped yet
     assert attempt.failure is None and channel.sent[-1]["rejoin"] is True
+
+
+def test_a_finished_nodes_task_run_again_is_told_to_stop_not_introduced():
+    attempt, channels, _ = pss_attempt()
+    finished(attempt, 2, "stopped")  # worker:0 ended (its executor is then lost, say)
+    channel = rerun(attempt, 2, "h2")
+    assert channel.sent == [{"type": "stop", "reason": "this node has finished"}]
+    assert [sum(m["type"] == "peers" for m in c.sent) for c in channels.values()] == [1] * 4

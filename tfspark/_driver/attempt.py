@@ -241,9 +241,9 @@ class Attempt:
                     connection.send({"type": "credentials", "tokens": self._tokens})
                 if self.failure is not None and connection is not None:
                     connection.send({"type": "stop", "reason": "the TF cluster has failed"})
-                elif node.lost and self.training_done() and connection is not None:
-                    connection.send({"type": "stop", "reason": "training finished"})
-            elif kind == "address" and node.lost and self._introduced:
+                elif node.status is not None and connection is not None:
+                    connection.send({"type": "stop", "reason": "this node has finished"})
+            elif kind == "address" and self._introduced:  # a task Spark ran again
                 self._rejoin(node, message["address"])
             elif kind == "address":
                 node.addresses = {"address": message["address"],
@@ -343,6 +343,8 @@ class Attempt:
         its first address (the only one TF's coordinator knows it by), or is told to stop."""
         first = node.addresses["address"]
         why = None
+        if self.failure is not None or not node.lost:
+            return  # told to stop at its hello
         if address.rsplit(":", 1)[0] != first.rsplit(":", 1)[0]:
             why = (f"Spark ran its task again on another host ({address.rsplit(':', 1)[0]}), "
                    f"but TF's coordinator takes a lost worker back only at its first address "

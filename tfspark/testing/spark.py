@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import Dict, List, Optional
@@ -250,3 +251,49 @@ def node_process(job_name: str, task_index: int) -> Optional[int]:
             return int(entry)
     return None
 
+
+
+class NodeKiller:
+    """Kills a serving TF node's Spark worker daemon, with its executor, when the job asks: the
+    job (its chief, say) creates ``<folder>/kill-<job_name>-<task_index>``, saying ``replace``
+    in it to get a replacement Spark worker on the same host afterwards; answered by
+    ``<folder>/killed`` (the job removes both before asking again). For tests and benchmarks of
+    executors lost for good; ``errors`` holds what went wrong."""
+
+    def __init__(self, cluster: StandaloneCluster, folder: str):
+        self.cluster = cluster
+        self.folder = folder
+        self.errors: List[str] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="tfspark-node-killer",
+                                        daemon=True)
+
+    def __enter__(self) -> "NodeKiller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join(30)
+
+    def _serve(self) -> None:
+        answer = os.path.join(self.folder, "killed")
+        while not self._done.wait(0.2):
+            for name in os.listdir(self.folder):
+                if not name.startswith("kill-") or os.path.exists(answer):
+                    continue
+                try:
+                    self._kill(name, answer)
+                except Exception as e:  # noqa: BLE001 - reported through errors
+                    self.errors.append(f"{name}: {e!r}")
+
+    def _kill(self, request: str, answer: str) -> None:
+        job_name, task_index = request[len("kill-"):].rsplit("-", 1)
+        pid = node_process(job_name, int(task_index))
+        if not (pid and kill_spark_worker_above(pid)):
+            self.errors.append(f"{request}: no Spark worker daemon above its process ({pid})")
+        with open(os.path.join(self.folder, request)) as f:
+            replace = f.read().strip() == "replace"
+        open(answer, "w").close()
+        if replace:
+            self.cluster.add_worker()
