@@ -92,12 +92,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
-    from tfspark.testing.spark import NodeKiller, StandaloneCluster
+    from tfspark.testing.spark import NodeKiller, StandaloneCluster, kill_spark_worker_above
     base = tempfile.mkdtemp(prefix="tfspark-pss-loss-")
     runs = {}
     with StandaloneCluster(os.path.join(base, "spark"), num_workers=4, cores_per_worker=1,
                            memory_per_worker="1g") as cluster, \
-            NodeKiller(cluster, base) as killer:
+            NodeKiller(base, kill_spark_worker_above) as killer:
         for name, kill in (("unkilled", "0"), ("killed", "1")):
             done = subprocess.run([sys.executable, __file__, "--_driver", cluster.master_url,
                                    base, str(args.epochs), str(args.steps), kill],

@@ -104,13 +104,13 @@ def pss_elastic(tmp_path_factory):
     """pss_elastic_job.py's result: an unkilled run, then two that lose worker:1's Spark worker
     daemon and executor mid-training (the test kills it when the chief asks), the first with a
     replacement worker on the same host, the second without."""
-    from tfspark.testing.spark import NodeKiller
+    from tfspark.testing.spark import NodeKiller, kill_spark_worker_above
     base = tmp_path_factory.mktemp("pss-elastic")
     work = base / "work"
     work.mkdir()
     with StandaloneCluster(str(base / "spark"), num_workers=4, cores_per_worker=1,
                            memory_per_worker="1g") as cluster, \
-            NodeKiller(cluster, str(work)) as killer:
+            NodeKiller(str(work), kill_spark_worker_above, cluster.add_worker) as killer:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         job = subprocess.run([sys.executable, PSS_JOB, cluster.master_url, str(work)],
                              capture_output=True, text=True, timeout=900, env=env,

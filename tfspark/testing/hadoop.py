@@ -40,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 from xml.sax.saxutils import escape
 
 from tfspark._node.processes import alive
@@ -671,7 +671,8 @@ class HadoopCluster:
             "hdfs": {"dfs": ("org.apache.hadoop.fs.FsShell", True)},
             "yarn": {"logs": ("org.apache.hadoop.yarn.client.cli.LogsCLI", True),
                      "application": ("org.apache.hadoop.yarn.client.cli.ApplicationCLI",
-                                     False)},
+                                     False),
+                     "rmadmin": ("org.apache.hadoop.yarn.client.cli.RMAdminCLI", True)},
         }
         self.bin_dir.mkdir(parents=True, exist_ok=True)
         for name, subcommands in commands.items():
@@ -775,6 +776,31 @@ class HadoopCluster:
             if done.returncode != 0:
                 raise HadoopClusterError(f"hdfs dfs {' '.join(args)} failed on the secure "
                                          f"cluster:\n{_tail(done.stdout)}")
+
+    def set_node_resource(self, memory_mb: int, vcores: int) -> None:
+        """Change what the NodeManager offers, at once (``yarn rmadmin -updateNodeResource``):
+        e.g. below what runs on it, so that YARN grants no replacement for a container killed
+        -- as if its machine were gone. :meth:`restore_node_resource` undoes it."""
+        done = subprocess.run(
+            [str(self.bin_dir / "yarn"), "rmadmin", "-updateNodeResource",
+             self._running_node()["id"], str(memory_mb), str(vcores)],
+            env=dict(os.environ, **self.env()), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise HadoopClusterError(f"yarn rmadmin -updateNodeResource failed: "
+                                     f"{_tail(done.stderr)}")
+
+    def node_usage(self) -> Tuple[int, int]:
+        """(memory MB, vcores) that the NodeManager's containers use now."""
+        node = self._running_node()
+        return int(node["usedMemoryMB"]), int(node["usedVirtualCores"])
+
+    def _running_node(self) -> dict:
+        """The RUNNING NodeManager, as the ResourceManager reports it (its ``id``: NodeID)."""
+        nodes = self._http_json(f"{self.rm_web_url}/ws/v1/cluster/nodes")["nodes"]["node"]
+        return next(n for n in nodes if n.get("state") == "RUNNING")
+
+    def restore_node_resource(self) -> None:
+        self.set_node_resource(self.nm_memory_mb, self.nm_vcores)
 
     def _rm_up(self) -> bool:
         return self._http_json(f"{self.rm_web_url}/ws/v1/cluster/info")["clusterInfo"]["state"] \

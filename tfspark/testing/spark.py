@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from tfspark.testing._process import spawn
 
@@ -222,13 +222,23 @@ def kill_spark_worker_above(pid: Optional[int] = None) -> bool:
     under, with its executors (its process group): the slot is gone for good, as when a
     machine is lost. False if there is none; for this process, returns only then (it dies with
     its task)."""
+    return _kill_group_above(pid, b"org.apache.spark.deploy.worker.Worker")
+
+
+def kill_executor_above(pid: Optional[int] = None) -> bool:
+    """SIGKILL the Spark executor that ``pid`` (default: this process) runs under, with its
+    Python workers (its process group: on YARN, the container). False if there is none."""
+    return _kill_group_above(pid, b"CoarseGrainedExecutorBackend")
+
+
+def _kill_group_above(pid: Optional[int], marker: bytes) -> bool:
     own = pid is None
     pid = pid or os.getpid()
     while pid > 1:
         with open(f"/proc/{pid}/stat") as f:
             pid = int(f.read().rsplit(")", 1)[1].split()[1])
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"org.apache.spark.deploy.worker.Worker" in f.read():
+            if marker in f.read():
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
                 if own:
                     time.sleep(60)  # this process dies with its task meanwhile
@@ -237,32 +247,35 @@ def kill_spark_worker_above(pid: Optional[int] = None) -> bool:
 
 
 def node_process(job_name: str, task_index: int) -> Optional[int]:
-    """The pid of a running TF node's process that only serves (a ps, a PSS worker): it runs in
-    its own folder, ``tfspark-<job_name>-<task_index>-*``."""
-    prefix = f"tfspark-{job_name}-{task_index}-"
+    """The pid of a running TF node's process (``python -m tfspark._node.process <folder>``,
+    its folder named ``tfspark-<job_name>-<task_index>-*``)."""
+    marker = f"/tfspark-{job_name}-{task_index}-".encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
         except OSError:
             continue
-        if os.path.basename(cwd).startswith(prefix):
+        if b"tfspark._node.process" in cmdline and marker in cmdline:
             return int(entry)
     return None
 
 
-
 class NodeKiller:
-    """Kills a serving TF node's Spark worker daemon, with its executor, when the job asks: the
-    job (its chief, say) creates ``<folder>/kill-<job_name>-<task_index>``, saying ``replace``
-    in it to get a replacement Spark worker on the same host afterwards; answered by
-    ``<folder>/killed`` (the job removes both before asking again). For tests and benchmarks of
-    executors lost for good; ``errors`` holds what went wrong."""
+    """Kills a TF node's executor for good when the job asks: the job (its chief, say) creates
+    ``<folder>/kill-<job_name>-<task_index>``, saying ``replace`` in it to get a replacement
+    afterwards; answered by ``<folder>/killed`` (the job removes both before asking again).
+    ``kill(pid)`` kills what runs the node's process (e.g. :func:`kill_spark_worker_above`),
+    ``replace()`` brings a slot back. For tests and benchmarks of executors lost for good;
+    ``errors`` holds what went wrong."""
 
-    def __init__(self, cluster: StandaloneCluster, folder: str):
-        self.cluster = cluster
+    def __init__(self, folder: str, kill: Callable[[int], bool],
+                 replace: Optional[Callable[[], None]] = None):
         self.folder = folder
+        self.kill = kill
+        self.replace = replace
         self.errors: List[str] = []
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="tfspark-node-killer",
@@ -290,10 +303,10 @@ class NodeKiller:
     def _kill(self, request: str, answer: str) -> None:
         job_name, task_index = request[len("kill-"):].rsplit("-", 1)
         pid = node_process(job_name, int(task_index))
-        if not (pid and kill_spark_worker_above(pid)):
-            self.errors.append(f"{request}: no Spark worker daemon above its process ({pid})")
+        if not (pid and self.kill(pid)):
+            self.errors.append(f"{request}: nothing to kill above its process ({pid})")
         with open(os.path.join(self.folder, request)) as f:
             replace = f.read().strip() == "replace"
         open(answer, "w").close()
-        if replace:
-            self.cluster.add_worker()
+        if replace and self.replace is not None:
+            self.replace()
