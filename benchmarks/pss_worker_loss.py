@@ -2,7 +2,7 @@
 job (ps, chief, 2 workers) run unkilled, then with worker:1's Spark worker daemon SIGKILLed with
 its executor at the start of epoch 2 and no replacement, so the chief trains on with worker:0.
 
-    .venv/bin/python benchmarks/pss_worker_loss.py [--epochs 6] [--steps 100]
+    .venv/bin/python benchmarks/pss_worker_loss.py [--epochs 6] [--steps 600]
 
 Starts its own standalone cluster (4 workers x 1 core, loopback). Prints each run's fit time,
 how much longer the epoch of the kill took than the same epoch unkilled (the coordinator finding
@@ -90,7 +90,7 @@ def epoch_secs(ends: list) -> list:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
     from tfspark.testing.spark import NodeKiller, StandaloneCluster, kill_spark_worker_above
     base = tempfile.mkdtemp(prefix="tfspark-pss-loss-")
