@@ -61,6 +61,6 @@ def test_pss_on_yarn_trains_on_without_a_worker_whose_container_is_gone(yarn_ela
 def test_mwms_on_yarn_restarts_on_the_workers_yarn_still_grants(yarn_elastic):
     result, output = yarn_elastic[0]["mwms"], yarn_elastic[1]
     assert [a[0] for a in result["attempts"]] == [3, 2]
-    assert "continuing on 2 of 3 workers: worker:2" in output
+    assert "continuing on 2 of 3 workers: worker:2's executor on host" in output
     workers, epochs = {r["workers"] for r in result["results"]}, result["results"][0]["epochs"]
     assert workers == {2} and epochs == [2, 3, 4, 5]  # after the backed-up epoch 1

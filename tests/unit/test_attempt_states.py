@@ -207,3 +207,11 @@ def test_a_finished_nodes_task_run_again_is_told_to_stop_not_introduced():
     channel = rerun(attempt, 2, "h2")
     assert channel.sent == [{"type": "stop", "reason": "this node has finished"}]
     assert [sum(m["type"] == "peers" for m in c.sent) for c in channels.values()] == [1] * 4
+
+
+def test_the_node_whose_connection_dropped_is_named_not_those_stopped_after():
+    attempt, channels = attempt_of(3)
+    attempt._on_disconnect(channels[2])
+    attempt._on_disconnect(channels[0])  # the failed stage's end kills the others' tasks
+    assert attempt.lost_contact() == ["worker:2's executor on host h2"]
+    assert "worker:2" in str(attempt.failure)

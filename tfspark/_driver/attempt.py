@@ -54,6 +54,7 @@ class NodeState:
         self.restartable = False
         self.lost = False  # its executor was lost; training goes on without it (see Attempt)
         self.was_lost = False  # ... and it rejoined
+        self.contact_lost = False  # the driver lost its connection while the attempt ran
         self.output: Deque[str] = collections.deque(maxlen=constants.OUTPUT_TAIL_LINES)
 
     def error(self, message: str, traceback_text: str = "", restartable: bool = False
@@ -311,6 +312,8 @@ class Attempt:
     def _node_gone(self, node: NodeState) -> None:
         """The driver lost ``node`` before it finished: fail the attempt (a restart can cure
         it), unless training goes on without it (see :meth:`_may_lose`)."""
+        if self.failure is None:  # not one that a failed barrier stage's end took down
+            node.contact_lost = True
         if self._may_lose(node):
             self._lose(node)
             return
@@ -396,6 +399,13 @@ class Attempt:
     def nodes_done(self, job_name: str) -> bool:
         return all(n.status is not None for n in self.nodes.values()
                    if n.role.job_name == job_name)
+
+    def lost_contact(self) -> List[str]:
+        """What the driver lost: "<node>'s executor on host <host>" for each node whose
+        connection dropped while the attempt ran (its executor or Python worker gone); not the
+        nodes stopped after it failed (a failed barrier stage kills every task)."""
+        return [f"{n.role.label}'s executor on host {n.host}" for n in self.nodes.values()
+                if n.contact_lost]
 
     def lost_nodes(self) -> Tuple[str, ...]:
         """The nodes this attempt lost and trained on without (labels; see :meth:`_may_lose`)."""

@@ -328,7 +328,10 @@ class TFCluster:
             slots = (self._backend.slots(config.profile) if config.profile is not None
                      else self._backend.slots())
             fewer = with_fewer_workers(full, (slots or 0) - int(feeding))
-            lost = _cause(self._attempts[-1].failure)
+            last = self._attempts[-1]
+            gone = last.lost_contact()
+            lost = (" and ".join(gone) + (" was lost" if len(gone) == 1 else " were lost")
+                    if gone else _cause(last.failure))
             if fewer is None or num_training_nodes(fewer) < config.min_workers:
                 raise preflight.PreflightError(
                     f"{short}. The TF cluster lost a node ({lost}) and cannot continue on fewer "
