@@ -48,9 +48,8 @@ def train(args, ctx):
             if epoch == 0:
                 ends.append(time.time())
             if args["kill"] and epoch == KILL_EPOCH:
-                request = os.path.join(args["work"], ".request")
-                open(request, "w").close()
-                os.replace(request, os.path.join(args["work"], "kill-worker-1"))
+                from tfspark.testing.spark import request_kill
+                request_kill(args["work"], "worker", 1)
                 ends.append(("kill", time.time()))
 
         def on_epoch_end(self, epoch, logs=None):

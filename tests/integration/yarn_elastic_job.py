@@ -13,7 +13,6 @@ runs on it and kills the node's executor container when the job asks
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -24,22 +23,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 EPOCHS, STEPS = 5, 20
 
 
-def ask_to_kill(work: str, label: str) -> None:
-    request = os.path.join(work, ".request")
-    open(request, "w").close()
-    os.replace(request, os.path.join(work, f"kill-{label}"))
-
-
-def wait_for_the_kill(work: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(os.path.join(work, "killed")):
-        if time.monotonic() > deadline:
-            raise TimeoutError("no kill")
-        time.sleep(0.2)
-
-
 def pss(args, ctx):
     import tensorflow as tf
+    from tfspark.testing.spark import await_kill, request_kill
     strategy = ctx.parameter_server_strategy()
 
     def dataset_fn(input_context):
@@ -54,9 +40,9 @@ def pss(args, ctx):
     class Kill(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 1:
-                ask_to_kill(args["work"], "worker-1")
+                request_kill(args["work"], "worker", 1)
             elif epoch == 2:
-                wait_for_the_kill(args["work"])
+                await_kill(args["work"])
 
     history = model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=EPOCHS,
                         steps_per_epoch=STEPS, verbose=0, callbacks=[Kill()])
@@ -65,6 +51,7 @@ def pss(args, ctx):
 
 def mwms(args, ctx):
     import tensorflow as tf
+    from tfspark.testing.spark import request_kill
     strategy = ctx.multi_worker_mirrored_strategy()
     rows = tf.data.Dataset.range(240).shard(ctx.num_workers, ctx.worker_num)
     data = rows.map(lambda i: (tf.fill([4], tf.cast(i % 7, tf.float32)), tf.cast(i % 3,
@@ -80,7 +67,7 @@ def mwms(args, ctx):
     class Kill(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             if ctx.attempt == 0 and epoch == 1 and ctx.worker_num == 2:
-                ask_to_kill(args["work"], "worker-2")
+                request_kill(args["work"], "worker", 2)
                 time.sleep(120)  # its executor, and this process with it, are killed
 
         def on_epoch_end(self, epoch, logs=None):
@@ -93,9 +80,6 @@ def mwms(args, ctx):
 
 def run(sc, work: str, main_fun, num_executors: int, **kwargs) -> dict:
     from tfspark import TFCluster
-    for name in os.listdir(work):
-        if name.startswith("kill-") or name == "killed":
-            os.remove(os.path.join(work, name))
     started = time.time()
     cluster = TFCluster.run(sc, main_fun, {"work": work}, num_executors, **kwargs)
     results = cluster.shutdown(timeout=600)

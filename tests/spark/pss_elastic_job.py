@@ -14,7 +14,6 @@ it rejoined; it compares the trained weights' loss on fixed data with an unkille
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import time
@@ -47,6 +46,7 @@ def listening(address: str) -> bool:
 def train(args, ctx):
     import numpy as np
     import tensorflow as tf
+    from tfspark.testing.spark import await_kill, request_kill
 
     strategy = ctx.parameter_server_strategy()
     true_weights = np.array([[1.0], [-2.0], [3.0], [0.5]], np.float32)
@@ -93,11 +93,9 @@ def train(args, ctx):
                 return
             if epoch == KILL_EPOCH:  # killed while this epoch's steps run
                 marks["kill"] = rows()
-                with open(os.path.join(work, ".request"), "w") as request:
-                    request.write(kill)
-                os.replace(os.path.join(work, ".request"), os.path.join(work, "kill-worker-1"))
+                request_kill(work, "worker", 1, replace=kill == "replace")
             elif epoch == KILL_EPOCH + 1:
-                wait_for(lambda: os.path.exists(os.path.join(work, "killed")), 60, "the kill")
+                await_kill(work)
             elif epoch == REJOIN_EPOCH and kill == "replace":
                 marks["gone"] = rows()  # worker:0 alone since the kill
                 wait_for(lambda: listening(ctx.cluster_spec["worker"][1]), 240,
@@ -125,9 +123,6 @@ def train(args, ctx):
 def run(sc, work: str, kill: str) -> dict:
     """``kill``: "" (not), "replace" (a replacement Spark worker follows) or "gone"."""
     from tfspark import TFCluster
-    for name in ("kill-worker-1", "killed"):
-        if os.path.exists(os.path.join(work, name)):
-            os.remove(os.path.join(work, name))
     started = time.time()
     cluster = TFCluster.run(sc, train, {"work": work, "kill": kill}, 4, num_ps=1,
                             master_node="chief")

@@ -263,10 +263,31 @@ def node_process(job_name: str, task_index: int) -> Optional[int]:
     return None
 
 
+def request_kill(folder: str, job_name: str, task_index: int, replace: bool = False) -> None:
+    """Ask the :class:`NodeKiller` watching ``folder`` to kill that node's executor (from the
+    job: a callback of its chief, say); it answers with ``<folder>/killed``."""
+    for name in os.listdir(folder):
+        if name.startswith("kill-") or name == "killed":
+            os.remove(os.path.join(folder, name))  # an earlier request and its answer
+    draft = os.path.join(folder, ".request")
+    with open(draft, "w") as f:
+        f.write("replace" if replace else "")
+    os.replace(draft, os.path.join(folder, f"kill-{job_name}-{task_index}"))
+
+
+def await_kill(folder: str, timeout: float = 120) -> None:
+    """Until the :class:`NodeKiller` has answered :func:`request_kill`."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(os.path.join(folder, "killed")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer to a kill request in {folder} after {timeout:g}s")
+        time.sleep(0.2)
+
+
 class NodeKiller:
-    """Kills a TF node's executor for good when the job asks: the job (its chief, say) creates
+    """Kills a TF node's executor for good when the job asks (:func:`request_kill`: a file
     ``<folder>/kill-<job_name>-<task_index>``, saying ``replace`` in it to get a replacement
-    afterwards; answered by ``<folder>/killed`` (the job removes both before asking again).
+    afterwards); answers with ``<folder>/killed`` (:func:`await_kill`).
     ``kill(pid)`` kills what runs the node's process (e.g. :func:`kill_spark_worker_above`),
     ``replace()`` brings a slot back. For tests and benchmarks of executors lost for good;
     ``errors`` holds what went wrong."""
