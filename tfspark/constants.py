@@ -65,3 +65,7 @@ TF_FORCE_GPU_ALLOW_GROWTH = "TF_FORCE_GPU_ALLOW_GROWTH"
 #: Set in a node's process: where tfspark's own temporary folders go there (HDFS mirrors and
 #: downloads), inside the task's private directory, so they go with it however the node ends.
 NODE_SCRATCH_ENV = "TFSPARK_NODE_SCRATCH"
+
+#: How long a rejoining ParameterServerStrategy worker waits for its share of the Spark-fed rows,
+#: sent again, before its TF server starts (the driver stops it sooner if the re-feed fails).
+REFEED_TIMEOUT_SECS = 600.0

@@ -114,14 +114,20 @@ def pss_elastic(tmp_path_factory):
                            memory_per_worker="1g") as cluster, \
             NodeKiller(str(work), kill_spark_worker_above, cluster.add_worker) as killer:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        job = subprocess.run([sys.executable, PSS_JOB, cluster.master_url, str(work)],
-                             capture_output=True, text=True, timeout=900, env=env,
-                             cwd=os.path.dirname(PSS_JOB))
-    errors = killer.errors
-    lines = [line for line in job.stdout.splitlines() if line.startswith("RESULT ")]
-    assert not errors and job.returncode == 0 and lines, (
-        f"{errors}\n" + job.stdout[-3000:] + job.stderr[-6000:])
-    return json.loads(lines[0][len("RESULT "):]), job.stderr
+        result, output = {}, ""
+        for part in ("read", "fed"):
+            if part == "fed":  # after "gone": 3 slots; the fed run needs 4 + 1 to feed
+                cluster.add_worker()
+                cluster.add_worker()
+            job = subprocess.run([sys.executable, PSS_JOB, cluster.master_url, str(work), part],
+                                 capture_output=True, text=True, timeout=900, env=env,
+                                 cwd=os.path.dirname(PSS_JOB))
+            lines = [line for line in job.stdout.splitlines() if line.startswith("RESULT ")]
+            assert not killer.errors and job.returncode == 0 and lines, (
+                f"{killer.errors}\n" + job.stdout[-3000:] + job.stderr[-6000:])
+            result.update(json.loads(lines[0][len("RESULT "):]))
+            output += job.stderr
+    return result, output
 
 
 def test_pss_trains_on_without_a_lost_worker_and_takes_it_back_on_its_host(pss_elastic):
@@ -160,3 +166,14 @@ def test_pss_finishes_without_a_worker_that_never_comes_back(pss_elastic):
     print(f"[pss-elastic] a worker gone for good: wall time {result['secs']:.0f}s vs "
           f"{unkilled['secs']:.0f}s unkilled; loss {result['chief']['mse']:.4f}")
     assert abs(result["chief"]["mse"] - unkilled["chief"]["mse"]) <= 0.1 * unkilled["chief"]["mse"]
+
+
+def test_a_spark_fed_pss_worker_rejoins_with_its_share_of_the_rows_sent_again(pss_elastic):
+    result, stderr = pss_elastic[0]["fed"], pss_elastic[1]
+    assert result["attempts"] == [[0, 2, ["worker:1"]]] and result["chief"]["epochs"] >= 8
+    assert "worker:1 rejoined the training at 127.0.0.1:" in stderr
+    assert "worker:1 does not rejoin" not in stderr
+    marks = result["chief"]["marks"]
+    print(f"[pss-elastic] Spark-fed rows by worker: at the kill {marks['kill']}, at the rejoin "
+          f"{marks['rejoined']}, at the end {marks['end']}")
+    assert marks["end"][1] > marks["rejoined"][1]  # worker:1 trained on its fed rows again

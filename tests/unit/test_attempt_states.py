@@ -170,7 +170,7 @@ def test_a_lost_worker_run_again_on_its_host_rejoins_at_its_first_address(capsys
     attempt, channels, progress = pss_attempt()
     attempt._on_disconnect(channels[3])
     channel = rerun(attempt, 3, "h3")
-    assert channel.sent[-1] == {"type": "peers", "rejoin": True, "nodes": [
+    assert channel.sent[-1] == {"type": "peers", "rejoin": True, "feeds": [], "nodes": [
         {"address": f"h{i}:100{i}", "feed_port": None} for i in range(4)]}
     attempt._on_message(None, {"type": "started", "worker_num": 3})
     assert not attempt.nodes[3].lost and progress._size() == ""
@@ -215,3 +215,32 @@ def test_the_node_whose_connection_dropped_is_named_not_those_stopped_after():
     attempt._on_disconnect(channels[0])  # the failed stage's end kills the others' tasks
     assert attempt.lost_contact() == ["worker:2's executor on host h2"]
     assert "worker:2" in str(attempt.failure)
+
+
+def test_a_rejoining_spark_fed_worker_is_told_its_feeds_and_sent_them_again():
+    sent_again = []
+    attempt, channels, _ = pss_attempt()
+    attempt._refeed = lambda attempt, node: sent_again.append(node.role.label)
+    attempt.backend.thread = lambda target, name: __import__("threading").Thread(target=target)
+    attempt.feeds, attempt.delivered_feeds = 1, [1, -1]  # a train() with validation rows
+    attempt._on_disconnect(channels[3])
+    channel = rerun(attempt, 3, "h3")
+    assert channel.sent[-1]["rejoin"] is True and channel.sent[-1]["feeds"] == [1, -1]
+    attempt._on_message(channel, {"type": "started", "worker_num": 3,
+                                  "feed_address": ["h3", 4000]})
+    import time
+    deadline = time.monotonic() + 5
+    while not sent_again and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent_again == ["worker:1"] and attempt.nodes[3].feed_address == ["h3", 4000]
+
+
+def test_a_rejoiner_whose_feed_failed_is_stopped_and_training_goes_on():
+    attempt, channels, _ = pss_attempt()
+    attempt._on_disconnect(channels[3])
+    channel = rerun(attempt, 3, "h3")
+    attempt._on_message(channel, {"type": "started", "worker_num": 3})
+    attempt.drop_rejoiner(attempt.nodes[3], "the feed job failed")
+    assert channel.sent[-1] == {"type": "stop", "reason": "not rejoining: the feed job failed"}
+    finished(attempt, 3, "stopped")
+    assert attempt.failure is None and attempt.nodes[3].lost

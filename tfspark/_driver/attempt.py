@@ -69,7 +69,8 @@ class Attempt:
     def __init__(self, number: int, roles: List[Role], backend: SparkBackend,
                  reservation_timeout: float, progress: TrainingProgress,
                  on_tensorboard: Callable[[str], None] = lambda url: None,
-                 detached: bool = False, profile: Any = None, node_jobs: bool = False):
+                 detached: bool = False, profile: Any = None, node_jobs: bool = False,
+                 refeed: Optional[Callable[["Attempt", NodeState], None]] = None):
         self.number = number
         self.detached = detached  # no channel: nodes report through the stage's output
         self.profile = profile  # the stage's task resources (stage-level scheduling), if any
@@ -94,6 +95,8 @@ class Attempt:
             if node_jobs else None
         self._ended_jobs: Dict[int, list] = {}
         self._introduced = False  # every node was told the others' addresses
+        self.delivered_feeds: List[int] = []  # ids of the feeds every training node holds
+        self._refeed = refeed  # sends a rejoining node its share of the delivered feeds
         self._feed_groups: set = set()  # job groups/tags of feeding jobs still running
         self.outputs: Any = None  # inference in the stage: the RDD of the nodes' answers
         self._tokens: List[str] = []  # HDFS delegation tokens for the nodes (Kerberos)
@@ -254,10 +257,10 @@ class Attempt:
                 node.fed = {"rows": message["rows_per_node"],
                             "validation_rows": message["validation_rows_per_node"]}
             elif kind == "started":
-                if node.lost:
-                    self._rejoined(node)
                 node.started = True
                 node.feed_address = message.get("feed_address")
+                if node.lost:
+                    self._rejoined(node)
                 if message.get("tensorboard_url"):
                     self._on_tensorboard(message["tensorboard_url"])
             elif kind == "finished":
@@ -352,7 +355,7 @@ class Attempt:
             why = (f"Spark ran its task again on another host ({address.rsplit(':', 1)[0]}), "
                    f"but TF's coordinator takes a lost worker back only at its first address "
                    f"({first})")
-        elif self.feeds:
+        elif self.feeds and self._refeed is None:
             why = "its share of the Spark-fed rows was lost with its executor"
         elif self.training_done() or self.failure is not None:
             why = "training has ended"
@@ -362,17 +365,35 @@ class Attempt:
             answer = {"type": "stop", "reason": f"not rejoining: {why}"}
         else:
             answer = {"type": "peers", "nodes": [self.nodes[i].addresses
-                                                 for i in sorted(self.nodes)], "rejoin": True}
+                                                 for i in sorted(self.nodes)], "rejoin": True,
+                      "feeds": list(self.delivered_feeds)}
         try:
             node.connection.send(answer)
         except OSError:
             pass  # gone again: its disconnection says so
 
     def _rejoined(self, node: NodeState) -> None:
+        """A lost node runs again at its first address; with Spark-fed rows, it is sent its
+        share of them again (its TF server starts once it holds them)."""
+        if self.delivered_feeds and self._refeed is not None:
+            self.backend.thread(lambda: self._refeed(self, node), "tfspark-refeed").start()
         node.lost, node.was_lost = False, True
         left, full = self._show_size()
         self._notice(f"tfspark: {node.role.label} rejoined the training at "
                      f"{node.addresses['address']} ({left} of {full} workers)")
+
+    def drop_rejoiner(self, node: NodeState, why: str) -> None:
+        """A rejoining node could not be given its data: stop it; training goes on without it."""
+        with self.changed:
+            if node.status is not None or node.connection is None:
+                return
+            node.lost = True
+            self._notice(f"tfspark: {node.role.label} does not rejoin the training: {why}; "
+                         "training goes on without it")
+            try:
+                node.connection.send({"type": "stop", "reason": f"not rejoining: {why}"})
+            except OSError:
+                pass
 
     def _show_size(self) -> Tuple[int, int]:
         """(training nodes left, all of them); shown by the progress line when fewer."""

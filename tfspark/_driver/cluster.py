@@ -362,7 +362,8 @@ class TFCluster:
         attempt = Attempt(len(self._attempts), self._roles, self._backend,
                           config.reservation_timeout, self._progress, self._on_tensorboard,
                           detached=config.detached, profile=config.profile,
-                          node_jobs=config.node_jobs)
+                          node_jobs=config.node_jobs,
+                          refeed=lambda attempt, node: feeding.refeed(attempt, self._feeds, node))
         self._attempts.append(attempt)
         if self._tokens is not None and self._tokens.current:
             attempt.hand_tokens(self._tokens.current)

@@ -82,7 +82,9 @@ def deliver(attempt: Attempt, feed: Feed) -> None:
 
 
 def _feed_rows(attempt: Attempt, plan: spark_tasks.FeedPlan, data: Any, num_epochs: int,
-               has_validation: bool) -> None:
+               has_validation: bool, listeners: Optional[List[Any]] = None) -> None:
+    """Run the feeding job for ``plan``, then tell ``listeners`` (default: every node with a
+    feed receiver) that the feed is complete."""
     if spark_tasks.is_dataframe(data):
         rows = [(r.node, r.rows, r.schema) for r in attempt.run_feed_job(
             lambda: spark_tasks.vectors_as_arrays(data).mapInArrow(
@@ -96,7 +98,7 @@ def _feed_rows(attempt: Attempt, plan: spark_tasks.FeedPlan, data: Any, num_epoc
     rows_per_node = [sum(count for node, count, _ in rows if node == i)
                      for i in range(len(plan.addresses))]
     logger.info("tfspark: feed %d delivered rows per node %s", plan.feed_id, rows_per_node)
-    listeners = attempt.feed_nodes(listening=True)
+    listeners = attempt.feed_nodes(listening=True) if listeners is None else listeners
     spark_tasks.tell_nodes(dataclasses.replace(
         plan, addresses=tuple(tuple(n.feed_address) for n in listeners),
         labels=tuple(n.role.label for n in listeners)),
@@ -104,6 +106,30 @@ def _feed_rows(attempt: Attempt, plan: spark_tasks.FeedPlan, data: Any, num_epoc
          "num_epochs": num_epochs, "schema": next((s for *_, s in rows if s), b""),
          "has_validation": has_validation},
         failure=lambda: attempt.failure)
+    if plan.to_node is None:
+        attempt.delivered_feeds.append(plan.feed_id)
+
+
+def refeed(attempt: Attempt, feeds: List[Feed], node: Any) -> None:
+    """Send a rejoining node (a PSS worker run again after its executor was lost) its share of
+    every feed its lost task held, under the same feed ids; stop it if that fails."""
+    trainers = attempt.feed_nodes(listening=False)
+    try:
+        for feed_id in list(attempt.delivered_feeds):
+            feed = feeds[abs(feed_id) - 1]
+            plan = spark_tasks.FeedPlan(
+                feed_id=feed_id, addresses=tuple(tuple(n.feed_address) for n in trainers),
+                labels=tuple(n.role.label for n in trainers), secret=attempt.secret, mode=TRAIN,
+                timeout=float(feed.feed_timeout), to_node=trainers.index(node))
+            data, epochs = (feed.data, feed.num_epochs) if feed_id > 0 else (feed.validation, 1)
+            _feed_rows(attempt, plan, data, num_epochs=epochs,
+                       has_validation=feed_id > 0 and feed.validation is not None,
+                       listeners=[node])
+        logger.info("tfspark: %s got its share of feeds %s again", node.role.label,
+                    attempt.delivered_feeds)
+    except Exception as e:  # noqa: BLE001 - the rejoin fails, not the training
+        attempt.drop_rejoiner(node, f"sending it its share of the Spark-fed rows again failed: "
+                                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
 def feed_plan(attempt: Attempt, mode: str, feed_timeout: float) -> spark_tasks.FeedPlan:

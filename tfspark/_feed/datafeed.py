@@ -194,6 +194,13 @@ def start(node_index: int, host: str, port: int, secret: bytes, spill_dir: str,
     FeedReceiver(_feed, host, port, secret, spill_dir, spill_format)
 
 
+def await_feeds(feed_ids, timeout: float) -> None:
+    """Until this node holds every feed of ``feed_ids`` (a PSS worker rejoining the training is
+    sent its share again before its TF server starts: see tfspark._driver.attempt)."""
+    for feed_id in feed_ids:
+        _feed.wait_for_feed(feed_id, timeout)
+
+
 def get_data_feed(train_mode: Optional[bool] = True, shuffle: bool = True,
                   seed: Optional[int] = None) -> DataFeed:
     """This process's feed (see :meth:`tfspark._node.context.NodeContext.get_data_feed`)."""

@@ -38,6 +38,7 @@ class FeedPlan:
     mode: str  # feed.TRAIN or feed.INFERENCE
     timeout: float
     chunk_rows: int = 4096
+    to_node: Optional[int] = None  # only the rows dealt to this node (a rejoining node's share)
 
 
 def connect(plan: FeedPlan, node: int,
@@ -132,6 +133,8 @@ def _deal(plan: FeedPlan, partition: int, batches: Iterator[pa.RecordBatch],
     offset, schema = 0, b""
     for batch in _slices(batches, plan.chunk_rows):
         schema = schema or batch.schema.serialize().to_pybytes()
+        if only is not None and plan.to_node not in (None, only):
+            continue
         if only is not None:
             if only not in streams:
                 streams[only] = _Stream(plan, only, partition, batch.schema, failure)
@@ -140,7 +143,9 @@ def _deal(plan: FeedPlan, partition: int, batches: Iterator[pa.RecordBatch],
             continue
         start = 0
         for node, count in enumerate(shares_of_chunk(partition + offset, batch.num_rows, n)):
-            if count:
+            if count and plan.to_node not in (None, node):
+                start += count
+            elif count:
                 if node not in streams:
                     streams[node] = _Stream(plan, node, partition, batch.schema, failure)
                 streams[node].write(batch.slice(start, count))

@@ -68,6 +68,7 @@ class NodeContext:
     gpus: Tuple[str, ...] = ()
     full_num_workers: int = 0  # 0: num_workers
     batch_policy: str = "global"
+    awaits_feeds: Tuple[int, ...] = ()  # a rejoining PSS worker: feeds sent again, before it serves
 
     def per_worker_batch(self, batch_size: int) -> int:
         """The per-worker batch to use for ``batch_size``, the full cluster's per-worker batch.

@@ -155,6 +155,7 @@ def _run(workdir: str) -> int:
         if ctx.runs_server_only:  # in its own folder: see pss.FEED_DIR
             datafeed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret, FEED_DIR,
                            spill_format=strategy.serving_spill_format)
+            datafeed.await_feeds(ctx.awaits_feeds, constants.REFEED_TIMEOUT_SECS)
         else:
             datafeed.start(ctx.shard_index, ctx.host, ctx.feed_port, ctx.secret,
                            os.path.join(workdir, "spill"), spill_root=FEED_DIR,

@@ -197,6 +197,7 @@ class _Node:
         self.process_ended = threading.Event()
         self.peers: Optional[list] = None  # every node's addresses, from the driver
         self.rejoining = False  # a lost node's task run again: it takes its first address
+        self.refeeds: Tuple[int, ...] = ()  # ... and is sent these feeds again before it serves
         self._peers_known = threading.Event()  # set with them, or when stopped
         self.stop_reason = ""
         self.feeder: Optional["StageFeeder"] = None  # feeding in the stage: see answers()
@@ -236,6 +237,7 @@ class _Node:
             self._keep_tokens(message["tokens"])
         elif message["type"] == "peers":
             self.rejoining = bool(message.get("rejoin"))
+            self.refeeds = tuple(message.get("feeds", ()))
             self.peers = message["nodes"]
             self._peers_known.set()
         elif message["type"] == "stop":
@@ -295,7 +297,7 @@ class _Node:
                 attempt=self.plan.attempt, gpus=gpus,
                 full_num_workers=(self.plan.full_training_nodes
                                   or num_training_nodes(self.plan.roles)),
-                batch_policy=self.plan.batch_policy)
+                batch_policy=self.plan.batch_policy, awaits_feeds=self.refeeds)
             with self._tensorboard(ctx) as tensorboard_url:
                 self._send("started", address=f"{self.host}:{port}", cluster_spec=spec,
                            tensorboard_url=tensorboard_url,

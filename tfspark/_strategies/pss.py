@@ -6,7 +6,8 @@ the same address and re-runs the steps it lost (``GRPC_FAIL_FAST=use_caller`` on
 A worker whose executor is lost for good does not stop the others: each node runs as its own
 Spark job (not one barrier stage, where one lost task fails all), training goes on with the
 workers left, and Spark's retry of the lost worker's task rejoins the training if it runs on the
-same host (TF's coordinator knows each worker by its first address). A lost parameter server or
+same host (TF's coordinator knows each worker by its first address), Spark-fed rows sent to it
+again first. A lost parameter server or
 chief restarts the cluster from its backup.
 
 The strategy itself is built on the chief (TensorFlow is imported here)::
