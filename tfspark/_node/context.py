@@ -29,7 +29,8 @@ class NodeContext:
         ParameterServerStrategy the workers do. ``shard_index`` is None on other nodes.
     cluster_spec : the TF cluster spec, ``{"worker": ["host:port", ...], ...}`` (no evaluator).
     tf_config : the JSON string that is set in ``TF_CONFIG``.
-    executor_id : the Spark executor this node runs in.
+    executor_id : the Spark executor this node runs in (its host under
+        ParameterServerStrategy, whose nodes run as jobs of their own and are not told it).
     host, port : this node's TF server address (the port was reserved for it).
     default_fs : the cluster's default filesystem (``fs.defaultFS``), e.g. ``hdfs://nn:8020``.
     working_dir : the driver's working directory; relative local paths resolve against it.
@@ -43,6 +44,8 @@ class NodeContext:
     full_num_workers : ``num_workers`` of the full cluster: more than ``num_workers`` while it
         runs on fewer after losing executors (``TFCluster.run(min_workers=...)``).
     batch_policy : how batches follow a smaller cluster (see :meth:`per_worker_batch`).
+    awaits_feeds : a ParameterServerStrategy worker rejoining the training after its executor
+        was lost: the feeds it is sent again, which it holds before its TF server starts.
     """
 
     job_name: str
