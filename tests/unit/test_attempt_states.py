@@ -213,7 +213,7 @@ def test_the_node_whose_connection_dropped_is_named_not_those_stopped_after():
     attempt, channels = attempt_of(3)
     attempt._on_disconnect(channels[2])
     attempt._on_disconnect(channels[0])  # the failed stage's end kills the others' tasks
-    assert attempt.lost_contact() == ["worker:2's executor on host h2"]
+    assert attempt.lost_contact() == "worker:2's executor on host h2 was lost"
     assert "worker:2" in str(attempt.failure)
 
 
@@ -222,7 +222,8 @@ def test_a_rejoining_spark_fed_worker_is_told_its_feeds_and_sent_them_again():
     attempt, channels, _ = pss_attempt()
     attempt._refeed = lambda attempt, node: sent_again.append(node.role.label)
     attempt.backend.thread = lambda target, name: __import__("threading").Thread(target=target)
-    attempt.feeds, attempt.delivered_feeds = 1, [1, -1]  # a train() with validation rows
+    attempt.feeds = 1  # a train() with validation rows, delivered as feeds 1 and -1
+    attempt.delivered_feeds = {1: "train rows", -1: "validation rows"}
     attempt._on_disconnect(channels[3])
     channel = rerun(attempt, 3, "h3")
     assert channel.sent[-1]["rejoin"] is True and channel.sent[-1]["feeds"] == [1, -1]

@@ -95,7 +95,8 @@ class Attempt:
             if node_jobs else None
         self._ended_jobs: Dict[int, list] = {}
         self._introduced = False  # every node was told the others' addresses
-        self.delivered_feeds: List[int] = []  # ids of the feeds every training node holds
+        # the feeds every training node holds, by feed id (what feeding.refeed sends again)
+        self.delivered_feeds: Dict[int, Any] = {}
         self._refeed = refeed  # sends a rejoining node its share of the delivered feeds
         self._feed_groups: set = set()  # job groups/tags of feeding jobs still running
         self.outputs: Any = None  # inference in the stage: the RDD of the nodes' answers
@@ -347,28 +348,36 @@ class Attempt:
     def _rejoin(self, node: NodeState, address: str) -> None:
         """A lost node's task, run again by Spark, says where it could listen: it rejoins at
         its first address (the only one TF's coordinator knows it by), or is told to stop."""
-        first = node.addresses["address"]
-        why = None
         if self.failure is not None or not node.lost:
             return  # told to stop at its hello
+        first = node.addresses["address"]
+        why = None
         if address.rsplit(":", 1)[0] != first.rsplit(":", 1)[0]:
             why = (f"Spark ran its task again on another host ({address.rsplit(':', 1)[0]}), "
                    f"but TF's coordinator takes a lost worker back only at its first address "
                    f"({first})")
         elif self.feeds and self._refeed is None:
             why = "its share of the Spark-fed rows was lost with its executor"
-        elif self.training_done() or self.failure is not None:
+        elif self.training_done():
             why = "training has ended"
         if why is not None:
-            self._notice(f"tfspark: {node.role.label} does not rejoin the training: {why}; "
-                         "training goes on without it")
-            answer = {"type": "stop", "reason": f"not rejoining: {why}"}
-        else:
-            answer = {"type": "peers", "nodes": [self.nodes[i].addresses
-                                                 for i in sorted(self.nodes)], "rejoin": True,
-                      "feeds": list(self.delivered_feeds)}
+            self._refuse(node, why)
+            return
+        self._send(node, {"type": "peers", "nodes": [self.nodes[i].addresses
+                                                     for i in sorted(self.nodes)],
+                          "rejoin": True, "feeds": list(self.delivered_feeds)})
+
+    def _refuse(self, node: NodeState, why: str) -> None:
+        """Tell a lost node's task, run again, that it does not rejoin (and the user why)."""
+        node.lost = True
+        self._notice(f"tfspark: {node.role.label} does not rejoin the training: {why}; "
+                     "training goes on without it")
+        self._send(node, {"type": "stop", "reason": f"not rejoining: {why}"})
+
+    @staticmethod
+    def _send(node: NodeState, message: Message) -> None:
         try:
-            node.connection.send(answer)
+            node.connection.send(message)
         except OSError:
             pass  # gone again: its disconnection says so
 
@@ -385,15 +394,8 @@ class Attempt:
     def drop_rejoiner(self, node: NodeState, why: str) -> None:
         """A rejoining node could not be given its data: stop it; training goes on without it."""
         with self.changed:
-            if node.status is not None or node.connection is None:
-                return
-            node.lost = True
-            self._notice(f"tfspark: {node.role.label} does not rejoin the training: {why}; "
-                         "training goes on without it")
-            try:
-                node.connection.send({"type": "stop", "reason": f"not rejoining: {why}"})
-            except OSError:
-                pass
+            if node.status is None and node.connection is not None:
+                self._refuse(node, why)
 
     def _show_size(self) -> Tuple[int, int]:
         """(training nodes left, all of them); shown by the progress line when fewer."""
@@ -421,12 +423,15 @@ class Attempt:
         return all(n.status is not None for n in self.nodes.values()
                    if n.role.job_name == job_name)
 
-    def lost_contact(self) -> List[str]:
-        """What the driver lost: "<node>'s executor on host <host>" for each node whose
-        connection dropped while the attempt ran (its executor or Python worker gone); not the
-        nodes stopped after it failed (a failed barrier stage kills every task)."""
-        return [f"{n.role.label}'s executor on host {n.host}" for n in self.nodes.values()
+    def lost_contact(self) -> Optional[str]:
+        """What the driver lost, e.g. "worker:1's executor on host H was lost": the nodes whose
+        connection dropped while the attempt ran (their executor or Python worker gone), not
+        those stopped after it failed (a failed barrier stage kills every task); else None."""
+        gone = [f"{n.role.label}'s executor on host {n.host}" for n in self.nodes.values()
                 if n.contact_lost]
+        if not gone:
+            return None
+        return " and ".join(gone) + (" was lost" if len(gone) == 1 else " were lost")
 
     def lost_nodes(self) -> Tuple[str, ...]:
         """The nodes this attempt lost and trained on without (labels; see :meth:`_may_lose`)."""

@@ -329,9 +329,7 @@ class TFCluster:
                      else self._backend.slots())
             fewer = with_fewer_workers(full, (slots or 0) - int(feeding))
             last = self._attempts[-1]
-            gone = last.lost_contact()
-            lost = (" and ".join(gone) + (" was lost" if len(gone) == 1 else " were lost")
-                    if gone else _cause(last.failure))
+            lost = last.lost_contact() or _cause(last.failure)
             if fewer is None or num_training_nodes(fewer) < config.min_workers:
                 raise preflight.PreflightError(
                     f"{short}. The TF cluster lost a node ({lost}) and cannot continue on fewer "
@@ -363,7 +361,7 @@ class TFCluster:
                           config.reservation_timeout, self._progress, self._on_tensorboard,
                           detached=config.detached, profile=config.profile,
                           node_jobs=config.node_jobs,
-                          refeed=lambda attempt, node: feeding.refeed(attempt, self._feeds, node))
+                          refeed=feeding.refeed)
         self._attempts.append(attempt)
         if self._tokens is not None and self._tokens.current:
             attempt.hand_tokens(self._tokens.current)

@@ -44,6 +44,16 @@ class Feed:
     validation: Any = None  # rows for model.fit's validation_data (feed.validation_dataset)
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """A feed every training node of an attempt holds: how to send one node its share again."""
+
+    plan: spark_tasks.FeedPlan
+    data: Any
+    num_epochs: int
+    has_validation: bool
+
+
 def check_data(backend: SparkBackend, data: Any, feed_timeout: Any, nodes: int,
                in_stage: bool) -> float:
     """What ``train()``/``inference()`` were given can be fed (and a job mode feed has a task
@@ -107,26 +117,22 @@ def _feed_rows(attempt: Attempt, plan: spark_tasks.FeedPlan, data: Any, num_epoc
          "has_validation": has_validation},
         failure=lambda: attempt.failure)
     if plan.to_node is None:
-        attempt.delivered_feeds.append(plan.feed_id)
+        attempt.delivered_feeds[plan.feed_id] = Delivered(plan, data, num_epochs, has_validation)
 
 
-def refeed(attempt: Attempt, feeds: List[Feed], node: Any) -> None:
+def refeed(attempt: Attempt, node: Any) -> None:
     """Send a rejoining node (a PSS worker run again after its executor was lost) its share of
     every feed its lost task held, under the same feed ids; stop it if that fails."""
     trainers = attempt.feed_nodes(listening=False)
     try:
-        for feed_id in list(attempt.delivered_feeds):
-            feed = feeds[abs(feed_id) - 1]
-            plan = spark_tasks.FeedPlan(
-                feed_id=feed_id, addresses=tuple(tuple(n.feed_address) for n in trainers),
-                labels=tuple(n.role.label for n in trainers), secret=attempt.secret, mode=TRAIN,
-                timeout=float(feed.feed_timeout), to_node=trainers.index(node))
-            data, epochs = (feed.data, feed.num_epochs) if feed_id > 0 else (feed.validation, 1)
-            _feed_rows(attempt, plan, data, num_epochs=epochs,
-                       has_validation=feed_id > 0 and feed.validation is not None,
+        for feed in list(attempt.delivered_feeds.values()):
+            plan = dataclasses.replace(
+                feed.plan, addresses=tuple(tuple(n.feed_address) for n in trainers),
+                to_node=trainers.index(node))
+            _feed_rows(attempt, plan, feed.data, feed.num_epochs, feed.has_validation,
                        listeners=[node])
         logger.info("tfspark: %s got its share of feeds %s again", node.role.label,
-                    attempt.delivered_feeds)
+                    list(attempt.delivered_feeds))
     except Exception as e:  # noqa: BLE001 - the rejoin fails, not the training
         attempt.drop_rejoiner(node, f"sending it its share of the Spark-fed rows again failed: "
                                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
