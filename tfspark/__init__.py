@@ -23,6 +23,7 @@ _EXPORTS = {
     "TFSparkError": "errors", "PreflightError": "errors", "ReservationError": "errors",
     "NodeError": "errors", "FileSystemError": "errors",
     "PredictError": "scoring", "predict": "scoring",
+    "StreamingTraining": "_driver.streaming",
 }
 
 #: the modules users import (``tfspark.data``, ``from tfspark import export``)
@@ -31,7 +32,8 @@ PUBLIC_MODULES = ("backup", "compat", "constants", "control", "data", "errors", 
                   "tfrecord")
 
 __all__ = ["TFCluster", "InputMode", "NodeContext", "TFSparkError", "PreflightError",
-           "ReservationError", "NodeError", "FileSystemError", "PredictError", "predict"]
+           "ReservationError", "NodeError", "FileSystemError", "PredictError", "predict",
+           "StreamingTraining"]
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -32,7 +32,7 @@ from tfspark._node.task import STOPPED, NodePlan, run_node, run_node_alone
 from tfspark.control import Connection, ControlServer, Message, new_secret
 from tfspark.errors import NodeError, ReservationError, StageError, TFSparkError, raised_in_task
 from tfspark._strategies.base import for_roles
-from tfspark.roles import TRAINING_ROLES, Role
+from tfspark.roles import TRAINING_ROLES, Role, is_chief
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class Attempt:
         # the feeds every training node holds, by feed id (what feeding.refeed sends again)
         self.delivered_feeds: Dict[int, Any] = {}
         self._refeed = refeed  # sends a rejoining node its share of the delivered feeds
+        #: streaming micro-batches the chief reported trained (or skipped), by batch id
+        self.stream_acks: Dict[int, Dict[str, Any]] = {}
         self._feed_groups: set = set()  # job groups/tags of feeding jobs still running
         self.outputs: Any = None  # inference in the stage: the RDD of the nodes' answers
         self._tokens: List[str] = []  # HDFS delegation tokens for the nodes (Kerberos)
@@ -235,7 +237,12 @@ class Attempt:
             self._print(node, message["stream"], message["line"])
             return
         if kind == "progress":
-            self._progress.on_event(message["event"])
+            event = message["event"]
+            if event.get("event") == "stream_batch":
+                with self.changed:
+                    self.stream_acks[int(event["batch_id"])] = event
+                    self.changed.notify_all()
+            self._progress.on_event(event)
             return
         with self.changed:
             if kind == "hello":
@@ -440,6 +447,11 @@ class Attempt:
     @property
     def job_done(self) -> bool:
         return self._job_done.is_set()
+
+    def reporting_node(self) -> NodeState:
+        """The node that reports progress and trained micro-batches: the chief, else worker 0."""
+        job_names = {n.role.job_name for n in self.nodes.values()}
+        return next(n for n in self.nodes.values() if is_chief(n.role, job_names))
 
     def feed_nodes(self, listening: bool) -> List[NodeState]:
         """Nodes that receive fed rows, in share order (the strategy's ``data_nodes``), or,

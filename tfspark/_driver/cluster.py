@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from tfspark import constants
-from tfspark._driver import feeding, preflight, standalone
+from tfspark._driver import feeding, preflight, standalone, streaming
 from tfspark._driver.attempt import Attempt
 from tfspark._driver.node_tokens import NodeTokens, hdfs_paths
 from tfspark._driver.progress import TrainingProgress
@@ -94,6 +94,7 @@ class TFCluster:
         self._stage_input_of: Optional[Callable[[List[Role]], Tuple[Any, Any]]] = None
         self._results: Optional[List[Any]] = None
         self._shut_down = False  # shutdown() was called: no more feeds
+        self._stream: Optional[streaming.StreamingTraining] = None  # train_stream's query
         self.tensorboard_url: Optional[str] = None
 
     # ----------------------------------------------------------------------------- starting
@@ -433,6 +434,10 @@ class TFCluster:
         """
         if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
             raise preflight.PreflightError(f"num_epochs must be an int >= 1, got {num_epochs!r}")
+        if getattr(data, "isStreaming", False):
+            raise preflight.PreflightError(
+                "train() takes a static RDD/DataFrame; for a streaming DataFrame use "
+                "cluster.train_stream(df, checkpoint_location=...)")
         timeout = self._check_feed(data, feed_timeout)
         if validation_data is not None:
             self._check_feed(validation_data, feed_timeout)
@@ -450,6 +455,87 @@ class TFCluster:
         with self._stopped_on_interrupt():
             self._on_current_attempt(lambda attempt: feeding.deliver(attempt, feed))
         self._feeds.append(feed)
+
+    def train_stream(self, df: Any, checkpoint_location: str, *,
+                     trigger: Optional[Dict[str, Any]] = None, query_name: Optional[str] = None,
+                     feed_timeout: float = 600, batch_timeout: float = 3600
+                     ) -> streaming.StreamingTraining:
+        """Train on a streaming DataFrame: start a Structured Streaming query whose every
+        micro-batch is fed to the chief and workers and trained exactly once.
+
+        On the nodes, ``main_fun`` loops ``for batch in ctx.micro_batches(model, backup_dir):
+        model.fit(batch.dataset(64), epochs=1)`` (see
+        :meth:`~tfspark.NodeContext.micro_batches`). Each micro-batch's ``foreachBatch`` returns
+        -- and Spark commits it -- only once the chief has trained it and backed it up with its
+        batch id, so a restarted query (same ``checkpoint_location``) or TF cluster neither
+        trains a micro-batch twice nor skips one, and a slow cluster makes the next micro-batch
+        wait (its rows stay in the source). See :mod:`tfspark._driver.streaming`.
+
+        Parameters
+        ----------
+        df : a streaming DataFrame (``spark.readStream...``); columns as :meth:`train` takes.
+        checkpoint_location : the query's checkpoint folder (HDFS, or a path the driver keeps).
+        trigger : ``DataStreamWriter.trigger``'s argument as a dict, e.g. ``{"processingTime":
+            "10 seconds"}`` or ``{"availableNow": True}``; default: as soon as data arrives.
+        query_name : the query's name (Spark UI, ``spark.streams``).
+        feed_timeout : as in :meth:`train`, per micro-batch.
+        batch_timeout : seconds a micro-batch may take to train before the cluster is stopped.
+
+        Returns
+        -------
+        A :class:`~tfspark.StreamingTraining`: ``stop()``, ``awaitTermination()``, ``history``
+        (one entry per micro-batch), ``query`` (Spark's ``StreamingQuery``). The nodes' loops
+        end when the query ends; then call :meth:`shutdown`, which also stops a query still
+        running (after the micro-batch in hand).
+        """
+        if self._backend.connect:
+            raise preflight.PreflightError(
+                "train_stream() needs a classic SparkSession: under Spark Connect, foreachBatch "
+                "runs in a Python process of the server, away from this TF cluster")
+        streaming.check_options(df, checkpoint_location, trigger, batch_timeout)
+        timeout = self._check_feed(df, feed_timeout)
+        if self._config.feeds_in_stage:
+            raise preflight.PreflightError(
+                "train_stream() feeds each micro-batch with a Spark job beside the TF nodes: "
+                "start the cluster with feed_mode='job' (it needs a task slot beyond the TF "
+                "nodes', e.g. spark.executor.cores=2)")
+        if self._stream is not None:
+            raise preflight.PreflightError("this TF cluster already trains on a streaming query "
+                                           "(one per cluster)")
+        options = streaming.StreamOptions(checkpoint_location, trigger, query_name, timeout,
+                                          float(batch_timeout))
+        trainer = streaming.MicroBatchTrainer(options, self._on_stream_attempt)
+        writer = df.writeStream.foreachBatch(trainer).option("checkpointLocation",
+                                                            checkpoint_location)
+        if trigger is not None:
+            writer = writer.trigger(**trigger)
+        if query_name is not None:
+            writer = writer.queryName(query_name)
+        self._progress.streaming = True
+        query = writer.start()
+        self._stream = streaming.StreamingTraining(query, self._end_stream,
+                                                   self._unrecoverable_failure)
+        self._progress.on_stream_batch = self._stream.on_batch
+        logger.info("tfspark: streaming query %s trains the TF cluster", query.id)
+        return self._stream
+
+    def _on_stream_attempt(self, step: Callable[[Attempt], T]) -> T:
+        with self._stopped_on_interrupt():
+            return self._on_current_attempt(step)
+
+    def _end_stream(self, error: Optional[str]) -> None:
+        """The streaming query ended: tell the nodes of the running attempt."""
+        attempt = self._attempts[-1] if self._attempts else None
+        if attempt is not None and attempt.failure is None:
+            feeding.tell_stream_end(attempt, error)
+
+    def _unrecoverable_failure(self) -> Optional[TFSparkError]:
+        """The running attempt's failure when no restart can cure it (then the query stops)."""
+        attempt = self._attempts[-1] if self._attempts else None
+        failure = attempt.failure if attempt is not None else None
+        if failure is None or may_restart(failure, len(self._attempts), self._config.max_restarts):
+            return None
+        return failure
 
     def inference(self, data: Any, feed_timeout: float = 600) -> Any:
         """Feed ``data`` to the nodes for inference; an RDD with one result per input row.
@@ -523,6 +609,8 @@ class TFCluster:
         """
         if self._results is not None:
             return self._results
+        if self._stream is not None:
+            self._stream.stop()  # the micro-batch in hand is trained first
         self._shut_down = True
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._stopped_on_interrupt():

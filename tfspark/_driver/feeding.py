@@ -21,7 +21,7 @@ import functools
 import logging
 import pickle
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from tfspark._driver.attempt import Attempt
 from tfspark._driver.spark_backend import SparkBackend
@@ -91,10 +91,26 @@ def deliver(attempt: Attempt, feed: Feed) -> None:
                    feed.validation, num_epochs=1, has_validation=False)
 
 
+def deliver_micro_batch(attempt: Attempt, feed: Feed, feed_id: int,
+                        stream: Dict[str, Any]) -> List[int]:
+    """Feed a streaming query's micro-batch (:mod:`tfspark._driver.streaming`) as feed
+    ``feed_id``, its end message carrying ``stream`` (batch id, when sent); rows per node. An
+    empty micro-batch is not announced: the nodes never see it."""
+    plan = dataclasses.replace(feed_plan(attempt, TRAIN, feed.feed_timeout), feed_id=feed_id)
+    return _feed_rows(attempt, plan, feed.data, num_epochs=1, has_validation=False,
+                      stream=stream)
+
+
+def discard_micro_batch(attempt: Attempt, feed_id: int) -> None:
+    """A micro-batch is trained: the nodes delete its spilled rows."""
+    tell_training_nodes(attempt, {"type": "discard", "feed_id": feed_id})
+
+
 def _feed_rows(attempt: Attempt, plan: spark_tasks.FeedPlan, data: Any, num_epochs: int,
-               has_validation: bool, listeners: Optional[List[Any]] = None) -> None:
+               has_validation: bool, listeners: Optional[List[Any]] = None,
+               stream: Optional[Dict[str, Any]] = None) -> List[int]:
     """Run the feeding job for ``plan``, then tell ``listeners`` (default: every node with a
-    feed receiver) that the feed is complete."""
+    feed receiver) that the feed is complete; rows per node."""
     if spark_tasks.is_dataframe(data):
         rows = [(r.node, r.rows, r.schema) for r in attempt.run_feed_job(
             lambda: spark_tasks.vectors_as_arrays(data).mapInArrow(
@@ -108,16 +124,19 @@ def _feed_rows(attempt: Attempt, plan: spark_tasks.FeedPlan, data: Any, num_epoc
     rows_per_node = [sum(count for node, count, _ in rows if node == i)
                      for i in range(len(plan.addresses))]
     logger.info("tfspark: feed %d delivered rows per node %s", plan.feed_id, rows_per_node)
+    if stream is not None and not any(rows_per_node):
+        return rows_per_node
     listeners = attempt.feed_nodes(listening=True) if listeners is None else listeners
     spark_tasks.tell_nodes(dataclasses.replace(
         plan, addresses=tuple(tuple(n.feed_address) for n in listeners),
         labels=tuple(n.role.label for n in listeners)),
         {"type": "end", "feed_id": plan.feed_id, "rows_per_node": rows_per_node,
          "num_epochs": num_epochs, "schema": next((s for *_, s in rows if s), b""),
-         "has_validation": has_validation},
+         "has_validation": has_validation, "stream": stream},
         failure=lambda: attempt.failure)
-    if plan.to_node is None:
+    if plan.to_node is None and stream is None:  # micro-batches are deleted once trained
         attempt.delivered_feeds[plan.feed_id] = Delivered(plan, data, num_epochs, has_validation)
+    return rows_per_node
 
 
 def refeed(attempt: Attempt, node: Any) -> None:
@@ -160,6 +179,18 @@ def inference_results(plan: spark_tasks.FeedPlan, data: Any) -> Any:
 
 def tell_feeds_done(attempt: Attempt) -> None:
     """Tell the training nodes that no more data will come (ends next_batch loops)."""
+    tell_training_nodes(attempt, {"type": "done"})
+
+
+def tell_stream_end(attempt: Attempt, error: Optional[str]) -> None:
+    """Tell the training nodes the streaming query ended (their ctx.micro_batches loop ends;
+    with the query's ``error``, it raises that)."""
+    tell_training_nodes(attempt, {"type": "stream_end", "error": error})
+
+
+def tell_training_nodes(attempt: Attempt, message: Dict[str, Any]) -> None:
+    """Send ``message`` to every running training node's feed receiver, skipping nodes that
+    have finished or failed meanwhile (their receiver is gone)."""
     trainers = [n for n in attempt.nodes.values()
                 if n.role.job_name in TRAINING_ROLES and n.status is None and n.feed_address]
     plan = spark_tasks.FeedPlan(0, tuple(tuple(n.feed_address) for n in trainers),
@@ -176,7 +207,7 @@ def tell_feeds_done(attempt: Attempt) -> None:
         try:
             spark_tasks.tell_nodes(dataclasses.replace(
                 plan, addresses=plan.addresses[node:node + 1],
-                labels=plan.labels[node:node + 1]), {"type": "done"}, failure=ended)
+                labels=plan.labels[node:node + 1]), message, failure=ended)
         except (OSError, TFSparkError):
             pass  # that node has finished already
 

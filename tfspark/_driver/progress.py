@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, TextIO
+from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO
 
 from tfspark import constants
 
@@ -41,6 +41,12 @@ class TrainingProgress:
         self._fit_start: Optional[float] = None
         self._workers: Optional[int] = None  # training nodes of the running attempt
         self._full_workers: Optional[int] = None  # ... of the full cluster
+        #: training on a streaming query: one fit per micro-batch, shown per micro-batch
+        self.streaming = False
+        self.on_stream_batch: Callable[[Dict[str, Any], Dict[str, float]], None] = \
+            lambda event, logs: None
+        self._stream = {"batches": 0, "rows": 0, "secs": 0.0, "last_line": None}
+        self._last_logs: Dict[str, float] = {}
 
     def set_size(self, workers: int, full_workers: int) -> None:
         """The running attempt trains on ``workers`` of the cluster's ``full_workers`` nodes:
@@ -74,9 +80,15 @@ class TrainingProgress:
         with self._lock:
             if kind == "train_begin":
                 self._fit_start = time.monotonic()
+            elif kind == "stream_batch":
+                self.on_stream_batch(event, dict(self._last_logs))
+                if event.get("trained"):
+                    self._show_stream(event)
             elif kind == "step":
-                if self.enabled:
+                if self.enabled and not self.streaming:
                     self._show_step(event)
+            elif kind == "epoch_end" and self.streaming:  # a micro-batch's fit
+                self._last_logs = dict(event.get("logs") or {})
             elif kind == "epoch_end":
                 self._record(event)
                 if self.enabled:
@@ -97,6 +109,27 @@ class TrainingProgress:
         if self._workers is not None:
             entry["workers"] = self._workers
         self._history[entry["epoch"]] = entry
+
+    def _show_stream(self, event: Dict[str, Any]) -> None:
+        """A line for the first micro-batch, then at most one per ``line_secs``: micro-batches
+        and rows so far, their rate, the last fit's loss and metrics, the newest version."""
+        stream = self._stream
+        stream["batches"] += 1
+        stream["rows"] += int(event.get("rows") or 0)
+        stream["secs"] += float(event.get("secs") or 0.0)
+        now = time.monotonic()
+        if not self.enabled or (stream["last_line"] is not None
+                                and now - stream["last_line"] < self._line_secs):
+            return
+        stream["last_line"] = now
+        parts = [f"{name} {value:.4f}" for name, value in self._last_logs.items()]
+        if stream["secs"]:
+            parts.append(f"{stream['rows'] / stream['secs']:.0f} rows/s")
+        if event.get("version"):
+            parts.append(f"model version {event['version']}")
+        self._print(f"tfspark: micro-batch {event['batch_id']}{self._size()}: "
+                    f"{stream['batches']} micro-batches, {stream['rows']} rows trained"
+                    + "".join(f" - {p}" for p in parts))
 
     def _show_step(self, event: Dict[str, Any]) -> None:
         mode = _display_mode(self.out)

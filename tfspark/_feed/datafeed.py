@@ -88,9 +88,14 @@ class DataFeed(FeedState):
         it is marked as this node's own share, so MultiWorkerMirroredStrategy neither shards it
         nor splits its batches (:mod:`tfspark._feed.shares`). Each iteration is one epoch.
         """
+        return self.dataset_of(self._next_train_feed(timeout), batch_size, label,
+                               shuffle=shuffle, seed=seed)
+
+    def dataset_of(self, feed: TrainFeed, batch_size: int, label: Optional[str] = None, *,
+                   shuffle: Optional[bool] = None, seed: Optional[int] = None):
+        """:meth:`dataset` of a given feed (a streaming micro-batch's too)."""
         check_batch_size(batch_size)
         batch_size = self.batch_for(batch_size)
-        feed = self._next_train_feed(timeout)
         self._serving(feed, steps_per_epoch(feed.rows_per_node, batch_size))
         return share_dataset(self, feed, batch_size, label,
                              self.shuffle if shuffle is None else shuffle, seed)
@@ -140,8 +145,14 @@ class DataFeed(FeedState):
         MultiWorkerMirroredStrategy for that). tfspark says so once when there are several
         workers.
         """
+        return self.dataset_fn_of(self._next_train_feed(timeout), batch_size, label,
+                                  shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer)
+
+    def dataset_fn_of(self, feed: TrainFeed, batch_size: int, label: Optional[str] = None, *,
+                      shuffle: Optional[bool] = None, seed: Optional[int] = None,
+                      shuffle_buffer: int = 8192):
+        """:meth:`dataset_fn` of a given feed (a streaming micro-batch's too)."""
         check_batch_size(batch_size)
-        feed = self._next_train_feed(timeout)
         self._serving(feed, -(-sum(feed.rows_per_node) // batch_size))
         return pss_dataset_fn(self, feed, self.spill_root, batch_size, label,
                               self.shuffle if shuffle is None else shuffle, seed, shuffle_buffer)
@@ -201,11 +212,18 @@ def await_feeds(feed_ids, timeout: float) -> None:
         _feed.wait_for_feed(feed_id, timeout)
 
 
+def current_feed() -> DataFeed:
+    """This process's feed, as it is set."""
+    if _feed is None:
+        raise FeedDataError("ctx.get_data_feed() and ctx.micro_batches() need TFCluster.run(..., "
+                            "input_mode=InputMode.SPARK) and are available on the chief and "
+                            "workers only")
+    return _feed
+
+
 def get_data_feed(train_mode: Optional[bool] = True, shuffle: bool = True,
                   seed: Optional[int] = None) -> DataFeed:
     """This process's feed (see :meth:`tfspark._node.context.NodeContext.get_data_feed`)."""
-    if _feed is None:
-        raise FeedDataError("ctx.get_data_feed() needs TFCluster.run(..., input_mode="
-                            "InputMode.SPARK) and is available on the chief and workers only")
-    _feed.train_mode, _feed.shuffle, _feed.seed = train_mode, shuffle, seed
-    return _feed
+    feed = current_feed()
+    feed.train_mode, feed.shuffle, feed.seed = train_mode, shuffle, seed
+    return feed

@@ -25,6 +25,8 @@ def share_dataset(state: FeedState, feed: TrainFeed, batch_size: int, label: Opt
 
     mine = state.rows_of_this_node(feed)
     steps = steps_per_epoch(feed.rows_per_node, batch_size)
+    if mine == 0:
+        return _empty_share(feed, steps, label)
     sizes = batch_sizes(mine, steps, batch_size)
     rows = state.spilled(feed, mine, laid_out=shuffle)
     seed, epochs, current = state.seed_for(seed), itertools.count(), {}
@@ -52,6 +54,23 @@ def share_dataset(state: FeedState, feed: TrainFeed, batch_size: int, label: Opt
     structure = _structurer(structure_of(rows.schema), list(signature), label)
     return shares.node_share(
         dataset.map(structure, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
+
+
+def _empty_share(feed: TrainFeed, steps: int, label: Optional[str]):
+    """``steps`` empty batches shaped like ``feed``'s rows: this node's part of a streaming
+    micro-batch with fewer rows than training nodes (every worker takes the same steps)."""
+    import tensorflow as tf
+
+    if feed.schema is None:
+        raise FeedDataError(f"feed {feed.feed_id} carried no rows")
+    empty = {f.name: spill.empty_column(f, 0) for f in feed.schema}
+    signature = {f.name: tf.TensorSpec((None,) + row_shape(f), _tf_dtype(tf, f))
+                 for f in feed.schema}
+    dataset = tf.data.Dataset.from_tensors(
+        {name: tf.constant(empty[name], dtype=signature[name].dtype) for name in signature}
+    ).repeat(steps)
+    structure = _structurer(structure_of(feed.schema), list(signature), label)
+    return shares.node_share(dataset.map(structure))
 
 
 def pss_dataset_fn(state: FeedState, feed: TrainFeed, spill_root: str, batch_size: int,

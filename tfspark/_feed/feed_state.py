@@ -31,6 +31,7 @@ class TrainFeed:
     num_epochs: int = 1
     schema: Optional[pa.Schema] = None
     has_validation: bool = False  # validation rows follow as feed -feed_id
+    stream: Optional[Dict[str, Any]] = None  # a streaming query's micro-batch: its batch id...
 
     def paths(self) -> List[str]:
         """The spilled files in partition order (the order the data had in Spark)."""
@@ -57,6 +58,8 @@ class FeedState:
         self._changed = threading.Condition()
         self._feeds: Dict[int, TrainFeed] = {}
         self._inference: Deque[InferencePartition] = deque()
+        self._stream: Deque[TrainFeed] = deque()  # micro-batches not yet taken, in order
+        self._stream_end: Optional[Dict[str, Any]] = None  # the query ended (and why)
         self._driver_done = False  # the driver will feed no more data
         self._terminated = False  # this node wants no more data
 
@@ -76,14 +79,24 @@ class FeedState:
             self._changed.notify_all()
 
     def end_feed(self, feed_id: int, rows_per_node: List[int], num_epochs: int,
-                 schema: bytes = b"", has_validation: bool = False) -> None:
-        """Feed ``feed_id`` is complete (a negative id: the validation rows of feed -id)."""
+                 schema: bytes = b"", has_validation: bool = False,
+                 stream: Optional[Dict[str, Any]] = None) -> None:
+        """Feed ``feed_id`` is complete (a negative id: the validation rows of feed -id;
+        with ``stream``: a streaming query's micro-batch, served by :meth:`next_micro_batch`)."""
         with self._changed:
             feed = self._feeds.setdefault(feed_id, TrainFeed(feed_id))
             feed.ended, feed.rows_per_node, feed.num_epochs = True, rows_per_node, num_epochs
-            feed.has_validation = has_validation
+            feed.has_validation, feed.stream = has_validation, stream
             if schema:
                 feed.schema = pa.ipc.read_schema(pa.py_buffer(schema))
+            if stream is not None:
+                self._stream.append(feed)
+            self._changed.notify_all()
+
+    def end_stream(self, why: Dict[str, Any]) -> None:
+        """The streaming query has ended: no micro-batch follows those received."""
+        with self._changed:
+            self._stream_end = why
             self._changed.notify_all()
 
     def add_inference_partition(self, path: Optional[str], rows: int) -> InferencePartition:
@@ -111,8 +124,11 @@ class FeedState:
             return ready() and not self._terminated
 
     def rows_of_this_node(self, feed: TrainFeed) -> int:
+        """This node's share of ``feed``; refused when empty, but for a streaming micro-batch of
+        fewer rows than nodes (the node then takes empty batches, as TF has it for uneven
+        shards)."""
         mine = feed.rows_per_node[self.node_index] if feed.rows_per_node else 0
-        if mine == 0:
+        if mine == 0 and feed.stream is None:  # a micro-batch smaller than the cluster may
             raise FeedDataError(
                 f"training node {self.node_index} received no rows from feed {feed.feed_id} "
                 f"(rows per node: {feed.rows_per_node}); feed more rows or partitions than "
@@ -131,6 +147,28 @@ class FeedState:
             raise FeedDataError(f"feed {feed.feed_id}: {rows.num_rows} rows are spilled on this "
                                 f"node, but the driver counted {expected} delivered to it")
         return rows
+
+    def next_micro_batch(self, timeout: Optional[float]) -> Optional[TrainFeed]:
+        """The next micro-batch of the streaming query, in order; None once the query has
+        ended (or the driver's shutdown() ended the feeds) and every micro-batch was taken."""
+        with self._changed:
+            ready = self._changed.wait_for(
+                lambda: self._stream or self._stream_end is not None or self._driver_done
+                or self._terminated, timeout)
+            if not ready:
+                raise FeedDataError(f"no micro-batch arrived within {timeout}s and the "
+                                    "streaming query has not ended")
+            return self._stream.popleft() if self._stream and not self._terminated else None
+
+    @property
+    def stream_end(self) -> Optional[Dict[str, Any]]:
+        """How the streaming query ended (``{"error": ...}`` if it failed); None while it runs."""
+        return self._stream_end
+
+    def forget(self, feed_id: int) -> None:
+        """Drop feed ``feed_id`` (a trained micro-batch; the receiver deletes its files)."""
+        with self._changed:
+            self._feeds.pop(feed_id, None)
 
     def wait_for_feed(self, feed_id: int, timeout: Optional[float]) -> TrainFeed:
         with self._changed:

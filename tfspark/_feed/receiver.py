@@ -10,6 +10,7 @@ complete. It then hands the file to the node's :class:`~tfspark._feed.feed_state
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
@@ -49,9 +50,17 @@ class FeedReceiver:
             elif kind == "end":
                 self.feed.end_feed(header["feed_id"], header["rows_per_node"],
                                    header["num_epochs"], header.get("schema", b""),
-                                   has_validation=bool(header.get("has_validation")))
+                                   has_validation=bool(header.get("has_validation")),
+                                   stream=header.get("stream"))
                 if header.get("last"):  # the stage's own feed: no other comes
                     self.feed.driver_done()
+                connection.send({"ok": True})
+            elif kind == "stream_end":
+                self.feed.end_stream({"error": header.get("error")})
+                connection.send({"ok": True})
+            elif kind == "discard":  # a trained micro-batch: its rows are no longer needed
+                self.feed.forget(header["feed_id"])
+                shutil.rmtree(self._folder(TRAIN, header["feed_id"]), ignore_errors=True)
                 connection.send({"ok": True})
             elif kind == "done":
                 self.feed.driver_done()
@@ -75,7 +84,7 @@ class FeedReceiver:
         reader = pa.ipc.open_stream(connection.makefile("rb"))
         if self.feed.discarding:
             return None, sum(batch.num_rows for batch in reader)
-        folder = os.path.join(self.spill_dir, f"{header['mode']}-{header['feed_id']}")
+        folder = self._folder(header["mode"], header["feed_id"])
         os.makedirs(folder, exist_ok=True)
         final = os.path.join(folder, f"part-{header['partition']:06d}.{self.spill_format}")
         if self.spill_format == "tfrecord":  # for PSS workers, whose dataset_fn is a graph
@@ -88,6 +97,9 @@ class FeedReceiver:
                 rows += batch.num_rows
         os.replace(partial, final)
         return final, rows
+
+    def _folder(self, mode: str, feed_id: int) -> str:
+        return os.path.join(self.spill_dir, f"{mode}-{feed_id}")
 
     def _spill_tfrecords(self, reader, final: str) -> Tuple[str, int]:
         """Spill as TFRecord files of at most ``_PSS_FILE_ROWS`` rows (``final`` gets a part

@@ -117,7 +117,7 @@ class SpilledRows:
     def take(self, indices: np.ndarray) -> Dict[str, np.ndarray]:
         """Rows ``indices`` (any order) as ``{column: new array of shape (len, *row_shape)}``."""
         n = len(indices)
-        out = {f.name: _empty(f, n) for f in self.schema}
+        out = {f.name: empty_column(f, n) for f in self.schema}
         run = _is_run(indices)
         for name, whole in self._whole.items():
             if run:
@@ -200,7 +200,7 @@ def _column_views(batch: pa.RecordBatch) -> Dict[str, object]:
     return views
 
 
-def _empty(field: pa.Field, rows: int) -> np.ndarray:
+def empty_column(field: pa.Field, rows: int) -> np.ndarray:
     if pa.types.is_string(field.type) or pa.types.is_binary(field.type):
         return np.empty(rows, dtype=object)
     value_type = field.type.value_type if pa.types.is_fixed_size_list(field.type) else field.type

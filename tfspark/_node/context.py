@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from tfspark.errors import TFSparkError
 from tfspark._strategies.base import for_job_names
@@ -159,6 +159,40 @@ class NodeContext:
         """
         from tfspark._feed.datafeed import get_data_feed
         return get_data_feed(train_mode, shuffle, seed)
+
+    def micro_batches(self, model: Any, backup_dir: str, *, export_dir: Optional[str] = None,
+                      export_every_batches: Optional[int] = None,
+                      export_every_secs: Optional[float] = None,
+                      timeout: Optional[float] = None):
+        """The micro-batches of the streaming query ``cluster.train_stream`` runs, each trained
+        exactly once (see :mod:`tfspark._feed.micro_batches`)::
+
+            for batch in ctx.micro_batches(model, args.backup_dir, export_dir=args.export_dir):
+                model.fit(batch.dataset(64, label="label"), epochs=1)
+
+        Parameters
+        ----------
+        model : the model being trained (a tf.keras model, or a ``tf.Module``); it and its
+            optimizer are restored from ``backup_dir`` before the first micro-batch, and saved
+            there with the id of each micro-batch once its loop body has run.
+        backup_dir : where the backup lives (HDFS, or a path every node shares); keep it for
+            as long as the query's ``checkpoint_location``: the two together make a restarted
+            query skip the micro-batches already trained and train the rest.
+        export_dir : publish SavedModel versions here (:func:`tfspark.export.export_saved_model`)
+            every ``export_every_batches`` micro-batches (1 if neither is given) or every
+            ``export_every_secs`` seconds, after the micro-batch's backup.
+        timeout : seconds to wait for the next micro-batch before raising (``None``: as long
+            as the query runs).
+
+        The loop ends when the query stops (``query.stop()``, ``cluster.shutdown()``, a
+        ``Trigger.AvailableNow`` query that has read everything); if the query failed, with a
+        ``TFSparkError`` carrying its error.
+        """
+        from tfspark._feed.datafeed import current_feed
+        from tfspark._feed.micro_batches import MicroBatches
+        return MicroBatches(self, current_feed(), model, backup_dir, export_dir=export_dir,
+                            export_every_batches=export_every_batches,
+                            export_every_secs=export_every_secs, timeout=timeout)
 
     def absolute_path(self, path: str) -> str:
         """Resolve ``path`` for use on this node.

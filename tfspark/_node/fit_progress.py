@@ -36,9 +36,22 @@ STEP_EVENT_SECS = 0.5
 _KERAS_MODULES = ("tf_keras", "keras")
 
 
+_reporter: Optional["_Reporter"] = None
+
+
+def report(event: Dict[str, Any]) -> bool:
+    """Send ``event`` to the driver from the reporting node (e.g. a trained micro-batch: see
+    :mod:`tfspark._feed.micro_batches`); False on a node that does not report."""
+    if _reporter is None:
+        return False
+    _reporter.send(event)
+    return True
+
+
 def install() -> None:
     """Wrap ``Model.fit`` of whichever Keras gets imported (see the module docstring)."""
-    reporter = _Reporter.from_environment()
+    global _reporter
+    reporter = _reporter = _Reporter.from_environment()
     quiet = os.environ.get(QUIET_FIT) == "1"
     if reporter is None and not quiet:
         return

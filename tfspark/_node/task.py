@@ -161,9 +161,10 @@ def node_environment(plan: NodePlan, role: Role, gpus: Tuple[str, ...]) -> Dict[
     env[constants.TF_USE_LEGACY_KERAS] = constants.DEFAULT_LEGACY_KERAS
     if not plan.verbose:
         env.setdefault(constants.TF_CPP_MIN_LOG_LEVEL, constants.QUIET_TF_CPP_LOG_LEVEL)
-    if plan.progress and role.job_name in TRAINING_ROLES:
-        env[fit_progress.QUIET_FIT] = "1"
+    if role.job_name in TRAINING_ROLES:  # history, and streaming acks, either way
         env[fit_progress.NUM_WORKERS] = str(num_training_nodes(plan.roles))
+        if plan.progress:
+            env[fit_progress.QUIET_FIT] = "1"
     if gpus:  # exactly the GPUs Spark gave this task, and only the memory TF needs
         env[constants.CUDA_VISIBLE_DEVICES] = ",".join(gpus)
         env.setdefault(constants.TF_FORCE_GPU_ALLOW_GROWTH, "true")
@@ -405,8 +406,7 @@ class _Node:
         env[NODE_TOKEN_FILE_ENV] = self.token_file  # exists once the driver sent tokens
         return spawn(workdir, env, self._send, label=self.role.label, verbose=self.plan.verbose,
                      echo=self.plan.echo_output, serves=serves,
-                     reports_progress=(self.plan.progress and not serves
-                                       and is_chief(self.role, job_names)))
+                     reports_progress=not serves and is_chief(self.role, job_names))
 
     def _run_process(self, ctx: NodeContext, workdir: str, process: NodeProcess
                      ) -> Tuple[str, Dict[str, Any], bytes]:
