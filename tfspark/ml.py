@@ -295,15 +295,23 @@ class TFModel(Model, _SharedParams, DefaultParamsReadable, DefaultParamsWritable
 
     modelPath = Param(Params._dummy(), "modelPath", "the SavedModel version (local or HDFS)",
                       typeConverter=TypeConverters.toString)
+    followVersions = Param(Params._dummy(), "followVersions",
+                           "modelPath is an export directory: score each task with its newest "
+                           "version (streaming: picked up at the next micro-batch)",
+                           typeConverter=TypeConverters.toBoolean)
+    versionCol = Param(Params._dummy(), "versionCol",
+                       "column for the number of the version that scored each row (default "
+                       "with followVersions: model_version)", typeConverter=None)
 
     def __init__(self, *, modelPath: Optional[str] = None,
                  inputMapping: Optional[Dict[str, str]] = None,
                  outputMapping: Optional[Dict[str, str]] = None,
-                 signature: str = "serving_default", batchSize: int = 1024):
+                 signature: str = "serving_default", batchSize: int = 1024,
+                 followVersions: bool = False, versionCol: Optional[str] = None):
         super().__init__()
-        self._setDefault(batchSize=1024)
+        self._setDefault(batchSize=1024, followVersions=False, versionCol=None)
         self._set(inputMapping=inputMapping, outputMapping=outputMapping, signature=signature,
-                  batchSize=batchSize)
+                  batchSize=batchSize, followVersions=followVersions, versionCol=versionCol)
         if modelPath is not None:
             self._set(modelPath=modelPath)
         self.history: List[Dict[str, float]] = []  # the training epochs, when fit made it
@@ -324,7 +332,9 @@ class TFModel(Model, _SharedParams, DefaultParamsReadable, DefaultParamsWritable
                        signature=self.getOrDefault(self.signature),
                        inputs=self.getOrDefault(self.inputMapping),
                        outputs=self.getOrDefault(self.outputMapping),
-                       batch_size=self.getOrDefault(self.batchSize))
+                       batch_size=self.getOrDefault(self.batchSize),
+                       follow_versions=self.getOrDefault(self.followVersions),
+                       version_column=self.getOrDefault(self.versionCol))
 
 
 def _check_count(stage: Params, name: str, least: int) -> None:

@@ -62,11 +62,17 @@ class _Plan:
     hadoop_conf_dir: Optional[str]
     canceller: Optional[worker_errors.StageCanceller] = None  # ends the job at a data error
     tokens: fs.credentials.HandedTokens = fs.credentials.NO_TOKENS  # to load the model (Kerberos)
+    follow: Optional[str] = None  # an export dir whose newest version each task scores with
+
+
+#: The output that is no model output: the number of the version that scored the row.
+VERSION_OUTPUT = TensorSpec("__tfspark_version", "int64", (None,))
 
 
 def predict(df: Any, model: str, *, signature: str = "serving_default",
             inputs: Optional[Mapping[str, str]] = None,
-            outputs: Optional[Mapping[str, str]] = None, batch_size: int = 1024) -> Any:
+            outputs: Optional[Mapping[str, str]] = None, batch_size: int = 1024,
+            follow_versions: bool = False, version_column: Optional[str] = None) -> Any:
     """``df`` with the SavedModel's outputs for each row added as columns.
 
     Parameters
@@ -81,6 +87,15 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
     outputs : ``{signature output: column}``: only these outputs, under these names. By
         default every output, under its own name.
     batch_size : rows per call of the model.
+    follow_versions : ``model`` is an export directory that training publishes new versions to
+        (``ctx.micro_batches(..., export_dir=...)``, :func:`tfspark.export.export_saved_model`):
+        every task scores with the newest version when it starts, so a streaming query picks up
+        a new version at its next micro-batch, without a restart; each Python worker keeps only
+        the version it last loaded. The versions must share the signature's inputs and outputs.
+    version_column : add a column with the number of the version that scored each row
+        (default with ``follow_versions``: ``"model_version"``).
+
+    Works on streaming DataFrames as on static ones.
 
     Raises
     ------
@@ -99,14 +114,21 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PredictError(f"batch_size must be an int >= 1, got {batch_size!r}")
     path = resolve_model(model)
+    follow = _followed_dir(model, path) if follow_versions else None
+    if follow_versions and version_column is None:
+        version_column = "model_version"
     sig = read_signature(path, signature)
     columns = _input_columns(df, sig, dict(inputs or {}))
     named = _output_columns(df, sig, outputs)
+    if version_column is not None:
+        _version_number(path)  # a numbered version, or say why not
+        named = _output_columns(df, Signature(sig.name, (), (VERSION_OUTPUT,)),
+                                {VERSION_OUTPUT.name: version_column}) + named
     backend = backend_for(df.sparkSession)
     plan = _Plan(path, signature, sig.inputs, tuple(columns[s.name] for s in sig.inputs), named,
                  batch_size, os.environ.get("HADOOP_CONF_DIR"),
                  worker_errors.stage_canceller(backend),
-                 fs.handed_tokens([path], backend.task_callback_hosts()))
+                 fs.handed_tokens([path], backend.task_callback_hosts()), follow)
     struct = _struct_type(named)
     with warnings.catch_warnings():  # "prefer type hints": a callable object has none to give
         warnings.simplefilter("ignore", UserWarning)
@@ -130,6 +152,23 @@ def resolve_model(model: str) -> str:
     except TFSparkError as e:
         raise PredictError(f"{url} is neither a SavedModel (no saved_model.pb) nor an export "
                            f"directory: {e}") from None
+
+
+def _followed_dir(model: str, path: str) -> str:
+    """The export directory ``follow_versions`` watches: ``model`` itself, not a version."""
+    url = fs.absolute(str(model))
+    if path.rstrip("/") == url.rstrip("/"):
+        raise PredictError(f"follow_versions=True needs an export directory of numbered "
+                           f"versions, but {url} is one SavedModel")
+    return url
+
+
+def _version_number(path: str) -> int:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if not name.isdigit():
+        raise PredictError(f"version_column needs a numbered SavedModel version (an export "
+                           f"directory's), but {path} is not one")
+    return int(name)
 
 
 def read_signature(path: str, name: str = "serving_default") -> Signature:
@@ -266,6 +305,29 @@ def _size(dims: Shape) -> Optional[int]:
 # ------------------------------------------------------------------------------------ worker
 _models: Dict[Tuple[str, str], Any] = {}
 _models_lock = threading.Lock()
+_newest: Dict[str, Tuple[Any, str]] = {}  # export dir -> (task that looked, newest version)
+
+
+def newest_version(export_dir: str, tokens: fs.credentials.HandedTokens = fs.credentials.NO_TOKENS
+                   ) -> str:
+    """The newest version under ``export_dir``, looked up once per task (so a version
+    published before a task starts is the one it scores with)."""
+    from pyspark import TaskContext
+
+    from tfspark import export
+    task = TaskContext.get()
+    key = task.taskAttemptId() if task is not None else None
+    with _models_lock:
+        seen = _newest.get(export_dir)
+        if key is not None and seen is not None and seen[0] == key:
+            return seen[1]
+    with tokens.used():
+        path = export.latest_version(export_dir)
+    with _models_lock:
+        _newest[export_dir] = (key, path)
+        for old in [k for k in _models if k[0] != path and k[0].startswith(export_dir + "/")]:
+            del _models[old]  # one version per export dir in memory
+    return path
 
 
 def loaded_signature(model: str, signature: str, hadoop_conf_dir: Optional[str] = None,
@@ -326,12 +388,22 @@ class _Scorer:
         except PredictError as e:  # the data's fault: a retry would fail the same way
             worker_errors.cancel_stage(plan.canceller, e)
             raise
-        call = loaded_signature(plan.model, plan.signature, plan.hadoop_conf_dir, plan.tokens)
-        results: Dict[str, List[Any]] = {spec.name: [] for spec, _ in plan.outputs}
+        fs.use_hadoop_conf(plan.hadoop_conf_dir)
+        model = newest_version(plan.follow, plan.tokens) if plan.follow else plan.model
+        call = loaded_signature(model, plan.signature, plan.hadoop_conf_dir, plan.tokens)
+        model_outputs = [spec for spec, _ in plan.outputs if spec != VERSION_OUTPUT]
+        missing = sorted({s.name for s in model_outputs} - set(call.structured_outputs))
+        if missing:
+            raise PredictError(f"SavedModel {model} (signature {plan.signature}) has no "
+                               f"output(s) {missing}, which the query scores with: the versions "
+                               "followed must share one signature")
+        results: Dict[str, List[Any]] = {spec.name: [] for spec in model_outputs}
         for start in range(0, rows, plan.batch_size):
             out = call(**{k: v[start:start + plan.batch_size] for k, v in tensors.items()})
-            for spec, _ in plan.outputs:
+            for spec in model_outputs:
                 results[spec.name].append(out[spec.name].numpy())
+        if len(model_outputs) < len(plan.outputs):
+            results[VERSION_OUTPUT.name] = [np.full(rows, _version_number(model), np.int64)]
         arrays_out = [_to_arrow(np.concatenate(results[spec.name]), spec)
                       for spec, _ in plan.outputs]
         return pa.StructArray.from_arrays(arrays_out, names=[c for _, c in plan.outputs])

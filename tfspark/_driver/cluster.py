@@ -511,12 +511,11 @@ class TFCluster:
             writer = writer.trigger(**trigger)
         if query_name is not None:
             writer = writer.queryName(query_name)
+        self._stream = streaming.StreamingTraining(self._end_stream, self._unrecoverable_failure)
         self._progress.streaming = True
-        query = writer.start()
-        self._stream = streaming.StreamingTraining(query, self._end_stream,
-                                                   self._unrecoverable_failure)
         self._progress.on_stream_batch = self._stream.on_batch
-        logger.info("tfspark: streaming query %s trains the TF cluster", query.id)
+        self._stream.start(writer)
+        logger.info("tfspark: streaming query %s trains the TF cluster", self._stream.query.id)
         return self._stream
 
     def _on_stream_attempt(self, step: Callable[[Attempt], T]) -> T:

@@ -76,15 +76,19 @@ class StreamingTraining:
     ``skipped`` the batch ids Spark replayed that the backup showed trained already.
     """
 
-    def __init__(self, query: Any, end_stream: Callable[[Optional[str]], None],
+    def __init__(self, end_stream: Callable[[Optional[str]], None],
                  node_failure: Callable[[], Optional[TFSparkError]]):
-        self.query = query
+        self.query: Any = None
         self.history: List[Dict[str, Any]] = []
         self.skipped: List[int] = []
         self.version: Optional[str] = None  # the last SavedModel version published
         self._end_stream, self._node_failure = end_stream, node_failure
         self._error: Optional[BaseException] = None  # what stopped the query, if not the user
         self._ended = threading.Event()
+
+    def start(self, writer: Any) -> None:
+        """Start the query (``writer``: its ``DataStreamWriter``) and the watcher."""
+        self.query = writer.start()
         threading.Thread(target=self._watch, name="tfspark-stream-watcher", daemon=True).start()
 
     # ------------------------------------------------------------------- the query's API

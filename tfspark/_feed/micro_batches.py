@@ -120,7 +120,7 @@ class MicroBatches:
         self.exported: Optional[str] = None
         self.batches_trained = 0
         self._iterated = False
-        if restored:
+        if restored and self._backup.chief:
             print(f"tfspark: resumed from the backup at {self._backup.path}: micro-batches up "
                   f"to {self.last_batch_id} are trained", flush=True)
 
