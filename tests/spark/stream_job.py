@@ -72,6 +72,8 @@ def main_fun(args, ctx):
             raise AssertionError(f"{steps} steps on micro-batch {batch.batch_id}, expected "
                                  f"{batch.steps_per_epoch}")
         model.record(batch.batch_id, steps)
+        if batch.batch_id == args.get("fail_at"):
+            raise ValueError(f"main_fun gave up at micro-batch {batch.batch_id}")
         kill = args.get("kill_worker_at")
         if kill is not None and batch.batch_id == kill and ctx.attempt == 0 \
                 and ctx.worker_num == 1:
@@ -82,17 +84,19 @@ def main_fun(args, ctx):
             "worker": ctx.worker_num}
 
 
-def write_parts(folder, parts, start=0):
-    """Parquet files of (x = id, y), one per part size, ids consecutive from ``start``."""
+def write_parts(folder, parts, start=0, first=0):
+    """Parquet files of (x = id, y), one per part size, ids consecutive from ``start``, named
+    and dated in order from part number ``first`` (the file source reads them in that order)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     os.makedirs(folder, exist_ok=True)
-    for i, size in enumerate(parts):
+    for i, size in enumerate(parts, start=first):
         ids = list(range(start, start + size))
         start += size
         table = pa.table({"x": pa.array(ids, pa.float64()), "y": pa.array([0.0] * size)})
         tmp = os.path.join(folder, f".part-{i:04d}.tmp")
         pq.write_table(table, tmp)
+        os.utime(tmp, (1_700_000_000 + i, 1_700_000_000 + i))
         os.replace(tmp, os.path.join(folder, f"part-{i:04d}.parquet"))
     return start
 
@@ -112,7 +116,7 @@ if __name__ == "__main__":
     trigger = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {"availableNow": True}
     spark = (SparkSession.builder.master(master).appName("stream-job")
              .config("spark.ui.enabled", "false").getOrCreate())
-    cluster = TFCluster.run(spark, main_fun, {"backup": backup}, 2,
+    cluster = TFCluster.run(spark, main_fun, {"backup": backup, "batch_size": 4}, 2,
                             input_mode=InputMode.SPARK, feed_mode="job")
     training = cluster.train_stream(stream_of(spark, folder), checkpoint, trigger=trigger)
     training.awaitTermination()

@@ -131,7 +131,7 @@ class StreamingTraining:
                     self.query.stop()
                     break
         except Exception as e:  # noqa: BLE001 - the query failed: its error ends the stream
-            self._error = e
+            self._error = self._node_failure() or e  # foreachBatch raised the node's error
             error = str(e).splitlines()[0] if str(e) else type(e).__name__
         finally:
             try:
