@@ -171,6 +171,14 @@ def secure_hadoop(tmp_path_factory):
             cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    """A real single-node Kafka broker (KRaft) on 127.0.0.1, from Kafka's Maven Central jars."""
+    from tfspark.testing.kafka import KafkaBroker
+    with KafkaBroker(str(tmp_path_factory.mktemp("kafka"))) as broker:
+        yield broker
+
+
 @pytest.fixture
 def hadoop_env(hadoop_cluster, monkeypatch):
     """HADOOP_CONF_DIR & co. of the shared cluster set for one test."""

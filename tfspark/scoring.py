@@ -122,8 +122,8 @@ def predict(df: Any, model: str, *, signature: str = "serving_default",
     named = _output_columns(df, sig, outputs)
     if version_column is not None:
         _version_number(path)  # a numbered version, or say why not
-        named = _output_columns(df, Signature(sig.name, (), (VERSION_OUTPUT,)),
-                                {VERSION_OUTPUT.name: version_column}) + named
+        named = named + _output_columns(df, Signature(sig.name, (), (VERSION_OUTPUT,)),
+                                        {VERSION_OUTPUT.name: version_column})
     backend = backend_for(df.sparkSession)
     plan = _Plan(path, signature, sig.inputs, tuple(columns[s.name] for s in sig.inputs), named,
                  batch_size, os.environ.get("HADOOP_CONF_DIR"),

@@ -214,3 +214,50 @@ def test_a_driver_killed_mid_stream_resumes_exactly_once_from_its_checkpoint(tmp
     expected = {b: (r, i, math.ceil(math.ceil(r / 2) / 4))
                 for b, (r, i, _) in _expected(parts).items()}
     assert _trained(result["results"]) == expected
+
+
+_MAKE_VERSIONS = """
+import sys, tensorflow as tf
+class Times(tf.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.k = tf.Variable(float(k), dtype=tf.float64)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float64, name="x")])
+    def serve(self, x):
+        return {"pred": x * self.k}
+for k in (1, 2):
+    module = Times(k)
+    tf.saved_model.save(module, f"{sys.argv[1]}/{k}", signatures={"serving_default": module.serve})
+"""
+
+
+def test_streaming_predict_follows_the_newest_version_within_one_micro_batch(spark, tmp_path):
+    """Version 2 (y = 2x) is published while a query scores with version 1 (y = x): the next
+    micro-batch scores with it, and every row says which version scored it."""
+    from tfspark import predict
+    staged, export, source = tmp_path / "staged", tmp_path / "export", tmp_path / "in"
+    subprocess.run([sys.executable, "-c", _MAKE_VERSIONS, str(staged)], check=True,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    export.mkdir()
+    os.rename(staged / "1", export / "1")
+    end = write_parts(str(source), [40])
+    scored_rows = []
+    scored = predict(stream_of(spark, str(source)), str(export), follow_versions=True)
+    query = (scored.writeStream.trigger(processingTime="200 milliseconds")
+             .option("checkpointLocation", str(tmp_path / "ck"))
+             .foreachBatch(lambda df, _: scored_rows.extend(df.collect())).start())
+    try:
+        _await(lambda: len(scored_rows) == 40, 300, "the first part scored")
+        assert {(r.model_version, r.pred == r.x) for r in scored_rows} == {(1, True)}
+        os.rename(staged / "2", export / "2")  # published whole, as tfspark.export does
+        write_parts(str(source), [30], start=end, first=1)
+        _await(lambda: len(scored_rows) == 70, 300, "the second part scored")
+        assert {(r.model_version, r.pred == 2 * r.x) for r in scored_rows[40:]} == {(2, True)}
+    finally:
+        query.stop()
+    from tfspark.ml import TFModel
+    static = TFModel(modelPath=str(export), followVersions=True).transform(
+        spark.createDataFrame([(3.0,)], "x double")).collect()
+    assert [(r.model_version, r.pred) for r in static] == [(2, 6.0)]
+    with pytest.raises(TFSparkError, match="needs an export directory"):
+        predict(spark.range(3), str(export / "1"), follow_versions=True)
