@@ -88,8 +88,10 @@ def test_each_micro_batch_is_trained_once_versions_publish_and_a_replay_is_skipp
     write_parts(str(source), more, start=end, first=len(parts))
     cluster = _run(spark, tmp_path, {})
     training = cluster.train_stream(stream_of(spark, str(source)), checkpoint,
-                                    trigger={"availableNow": True})
-    assert training.awaitTermination(600)
+                                    trigger={"processingTime": "200 milliseconds"})
+    _await(lambda: len(training.history) == 2, 300, "micro-batches 6 and 7")
+    training.stop()  # query.stop(): the nodes' loops end, shutdown() returns what they trained
+    assert not training.isActive
     results = cluster.shutdown()
     assert training.skipped == [5]
     assert [h["batch_id"] for h in training.history] == [6, 7]
@@ -104,36 +106,19 @@ def test_a_worker_killed_mid_stream_restarts_the_cluster_from_the_backup(spark, 
     write_parts(str(source), parts)
     cluster = _run(spark, tmp_path, {"kill_worker_at": 1})  # after fit, before its backup
     training = cluster.train_stream(stream_of(spark, str(source)), str(tmp_path / "ck"),
-                                    trigger={"availableNow": True})
-    assert training.awaitTermination(600)
-    results = cluster.shutdown()
+                                    trigger={"processingTime": "200 milliseconds"})
+    _await(lambda: len(training.history) == 4, 300, "4 micro-batches")
+    results = cluster.shutdown()  # stops the query, still running, first
+    assert not training.isActive
     assert len(cluster.attempts) == 2 and "worker:1" in cluster.attempts[0].cause
     assert _trained(results) == _expected(parts)  # batch 1 once: the killed fit was not kept
     assert [h["batch_id"] for h in training.history] == [0, 1, 2, 3]
 
 
-def test_stopping_from_either_side_and_failures_stop_the_other_side(spark, tmp_path):
+def test_failures_stop_the_other_side(spark, tmp_path):
     source = tmp_path / "in"
-    end = write_parts(str(source), [12, 14])
+    write_parts(str(source), [12, 14])
     trigger = {"processingTime": "200 milliseconds"}
-
-    # query.stop(): the nodes' loops end, shutdown() returns what they trained
-    cluster = _run(spark, tmp_path, {"backup": str(tmp_path / "b1")})
-    training = cluster.train_stream(stream_of(spark, str(source)), str(tmp_path / "c1"),
-                                    trigger=trigger)
-    _await(lambda: len(training.history) == 2, 300, "2 micro-batches")
-    training.stop()
-    assert not training.isActive
-    assert _trained(cluster.shutdown()) == _expected([12, 14])
-
-    # cluster.shutdown() stops a query that is still running, after the batch in hand
-    cluster = _run(spark, tmp_path, {"backup": str(tmp_path / "b2")})
-    training = cluster.train_stream(stream_of(spark, str(source)), str(tmp_path / "c2"),
-                                    trigger=trigger)
-    _await(lambda: len(training.history) == 1, 300, "1 micro-batch")
-    results = cluster.shutdown()
-    assert not training.isActive
-    assert set(_trained(results)) <= {0, 1} and 0 in _trained(results)
 
     # a node's error stops the query, and awaitTermination raises it
     cluster = _run(spark, tmp_path, {"backup": str(tmp_path / "b3"), "fail_at": 1},
@@ -157,7 +142,6 @@ def test_stopping_from_either_side_and_failures_stop_the_other_side(spark, tmp_p
     with pytest.raises(TFSparkError, match="part-0002"):
         cluster.shutdown()
     assert node_process("worker", 0) is None and node_process("worker", 1) is None
-    del end
 
 
 def test_train_stream_refuses_what_it_cannot_stream(spark, tmp_path):
