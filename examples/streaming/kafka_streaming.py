@@ -24,7 +24,6 @@ Spark's Kafka connector on ``spark.jars``.
 """
 import argparse
 import json
-import os
 import tempfile
 import time
 

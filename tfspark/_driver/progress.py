@@ -84,6 +84,9 @@ class TrainingProgress:
                 self.on_stream_batch(event, dict(self._last_logs))
                 if event.get("trained"):
                     self._show_stream(event)
+                else:
+                    self._print(f"tfspark: micro-batch {event['batch_id']}, which Spark "
+                                "replayed, was trained before (the backup holds it): skipped")
             elif kind == "step":
                 if self.enabled and not self.streaming:
                     self._show_step(event)

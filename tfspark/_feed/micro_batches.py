@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from tfspark._feed.datafeed import DataFeed
 from tfspark._feed.feed_state import TrainFeed
@@ -87,7 +87,8 @@ class MicroBatches:
 
     def __init__(self, ctx: Any, feed: DataFeed, model: Any, backup_dir: str, *,
                  export_dir: Optional[str] = None, export_every_batches: Optional[int] = None,
-                 export_every_secs: Optional[float] = None, timeout: Optional[float] = None):
+                 export_every_secs: Optional[float] = None, timeout: Optional[float] = None,
+                 report: Callable[[Dict[str, Any]], Any] = lambda event: None):
         import tensorflow as tf
         from tfspark.backup import BackupDir
 
@@ -99,6 +100,7 @@ class MicroBatches:
         if export_dir and not (export_every_batches or export_every_secs):
             export_every_batches = 1
         self._ctx, self._feed, self._model, self._timeout = ctx, feed, model, timeout
+        self._send = report  # to the driver, from the chief (tfspark._node.fit_progress.report)
         self._export_dir = export_dir
         self._every_batches, self._every_secs = export_every_batches, export_every_secs
         self._backup = BackupDir(backup_dir, ctx)
@@ -172,9 +174,8 @@ class MicroBatches:
                                                          self._ctx) or self.exported
 
     def _report(self, batch: MicroBatch, trained: bool, started: float) -> None:
-        from tfspark._node import fit_progress
         if self._backup.chief:
-            fit_progress.report({
+            self._send({
                 "event": "stream_batch", "batch_id": batch.batch_id, "rows": batch.rows,
                 "trained": trained, "secs": time.monotonic() - started,
                 "version": self.exported})

@@ -190,9 +190,10 @@ class NodeContext:
         """
         from tfspark._feed.datafeed import current_feed
         from tfspark._feed.micro_batches import MicroBatches
+        from tfspark._node.fit_progress import report
         return MicroBatches(self, current_feed(), model, backup_dir, export_dir=export_dir,
                             export_every_batches=export_every_batches,
-                            export_every_secs=export_every_secs, timeout=timeout)
+                            export_every_secs=export_every_secs, timeout=timeout, report=report)
 
     def absolute_path(self, path: str) -> str:
         """Resolve ``path`` for use on this node.
