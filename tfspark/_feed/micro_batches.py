@@ -50,7 +50,8 @@ class MicroBatch:
         self._feed, self._fed = feed, fed
         self.batch_id: int = int(fed.stream["batch_id"])
         self.rows: int = sum(fed.rows_per_node)
-        self.rows_here: int = fed.rows_per_node[feed.node_index] if fed.rows_per_node else 0
+        holds = fed.rows_per_node and feed.node_index is not None  # not a PSS chief
+        self.rows_here: int = fed.rows_per_node[feed.node_index] if holds else 0
         self.steps_per_epoch: Optional[int] = None
 
     def dataset(self, batch_size: int, label: Optional[str] = None, *,
