@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 #: Per-batch-id counters (batch ids below this many).
 SLOTS = 64
@@ -63,7 +64,14 @@ def main_fun(args, ctx):
         model.build((None, 1))
     stream = ctx.micro_batches(model, args["backup"], export_dir=args.get("export"),
                                export_every_batches=args.get("export_every"))
+    held = 0  # micro-batches on this node's disk at once, at most
     for batch in stream:
+        if batch.batch_id == args.get("slow_at"):
+            time.sleep(3)  # a slow cluster: Spark's next micro-batches must wait, not pile up
+        spill = os.path.dirname(os.path.dirname(batch._fed.paths()[0])) if batch.rows_here \
+            else None
+        held = max(held, len([d for d in os.listdir(spill) if d.startswith("train-")])
+                   if spill else 0)
         dataset = batch.dataset(args.get("batch_size", 8), label="y")
         before = int(model.optimizer.iterations.numpy())
         model.fit(dataset, epochs=1, verbose=0)
@@ -81,7 +89,23 @@ def main_fun(args, ctx):
     return {"rows": model.batch_rows.numpy().tolist(), "ids": model.batch_ids.numpy().tolist(),
             "steps": model.batch_steps.numpy().tolist(), "last": stream.last_batch_id,
             "trained": stream.batches_trained, "exported": stream.exported,
-            "worker": ctx.worker_num}
+            "worker": ctx.worker_num, "held": held}
+
+
+def pss_main_fun(args, ctx):
+    """ParameterServerStrategy: the chief trains each micro-batch on the workers' shares."""
+    import tensorflow as tf
+    strategy = ctx.parameter_server_strategy()
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    losses = []
+    for batch in ctx.micro_batches(model, args["backup"], export_dir=args["export"],
+                                   export_every_batches=2):
+        fit = model.fit(tf.keras.utils.experimental.DatasetCreator(batch.dataset_fn(16, "y")),
+                        epochs=1, steps_per_epoch=batch.steps_per_epoch)
+        losses.append((batch.batch_id, fit.history["loss"][-1]))
+    return losses
 
 
 def write_parts(folder, parts, start=0, first=0):

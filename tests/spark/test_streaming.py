@@ -19,7 +19,7 @@ import pytest
 from pyspark import cloudpickle
 
 import stream_job
-from stream_job import main_fun, stream_of, write_parts
+from stream_job import main_fun, pss_main_fun, stream_of, write_parts
 from tfspark import InputMode, NodeError, TFCluster, TFSparkError
 from tfspark.testing.spark import node_process
 
@@ -66,12 +66,15 @@ def test_each_micro_batch_is_trained_once_versions_publish_and_a_replay_is_skipp
     parts = [10, 7, 1, 0, 5000, 25]
     source, checkpoint, export = tmp_path / "in", str(tmp_path / "ck"), tmp_path / "export"
     end = write_parts(str(source), parts)
-    cluster = _run(spark, tmp_path, {"export": str(export), "export_every": 2})
+    cluster = _run(spark, tmp_path, {"export": str(export), "export_every": 2, "slow_at": 1})
     training = cluster.train_stream(stream_of(spark, str(source)), checkpoint,
                                     trigger={"availableNow": True})
     assert training.awaitTermination(600)
     results = cluster.shutdown()
     assert _trained(results) == _expected(parts)
+    # back-pressure: while micro-batch 1 trained slowly, the next ones waited in the source;
+    # a node never held more than the micro-batch in hand
+    assert [r["held"] for r in results] == [1, 1]
     assert [h["batch_id"] for h in training.history] == [0, 1, 2, 4, 5]
     assert [h["rows"] for h in training.history] == [10, 7, 1, 5000, 25]
     # a version after every 2nd trained micro-batch, published whole (no temporary left)
@@ -245,3 +248,52 @@ def test_streaming_predict_follows_the_newest_version_within_one_micro_batch(spa
     assert [(r.model_version, r.pred) for r in static] == [(2, 6.0)]
     with pytest.raises(TFSparkError, match="needs an export directory"):
         predict(spark.range(3), str(export / "1"), follow_versions=True)
+
+
+def test_parameter_server_strategy_trains_each_micro_batch_on_its_workers(spark, tmp_path):
+    """1 ps + chief (coordinator) + 1 worker; the chief fits each micro-batch's dataset_fn."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
+    source, export = tmp_path / "in", tmp_path / "export"
+    source.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        x = rng.normal(size=(400, 4)).astype("float32")
+        y = x @ np.array([1.0, -2.0, 3.0, 0.5], "float32") + 1.0
+        path = source / f"part-{i}.parquet"
+        pq.write_table(pa.table({"x": list(x), "y": y}), str(path))
+        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
+    schema = StructType([StructField("x", ArrayType(FloatType())), StructField("y", FloatType())])
+    stream = spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(str(source))
+    cluster = TFCluster.run(spark, pss_main_fun, {"backup": str(tmp_path / "backup"),
+                                                  "export": str(export)}, 3, num_ps=1,
+                            master_node="chief", input_mode=InputMode.SPARK, feed_mode="job")
+    training = cluster.train_stream(stream, str(tmp_path / "ck"), trigger={"availableNow": True})
+    assert training.awaitTermination(600)
+    losses = cluster.shutdown()[1]
+    assert [b for b, _ in losses] == [0, 1, 2, 3]
+    assert [h["rows"] for h in training.history] == [400] * 4
+    assert losses[-1][1] < losses[0][1] / 4  # the rule is being learned across micro-batches
+    assert sorted(os.listdir(export)) == ["1", "2"]
+
+
+def test_a_pss_worker_without_rows_of_a_feed_takes_empty_batches(tmp_path):
+    """A micro-batch smaller than the cluster leaves a ParameterServerStrategy worker without
+    rows (no spilled file): its dataset_fn yields empty batches, which train nothing, instead of
+    failing the coordinator's steps."""
+    import pyarrow as pa
+    import tensorflow as tf
+
+    from tfspark._feed.arrow_columns import SHAPE_KEY, STRUCTURE_KEY
+    from tfspark._feed.datasets import pss_dataset_fn
+    from tfspark._feed.feed_state import FeedState, TrainFeed
+    schema = pa.schema([pa.field("x", pa.list_(pa.float32(), 4), metadata={SHAPE_KEY: b"[4]"}),
+                        pa.field("y", pa.float32())], metadata={STRUCTURE_KEY: b"columns"})
+    feed = TrainFeed(9, ended=True, rows_per_node=[1, 0], schema=schema,
+                     stream={"batch_id": 0})
+    dataset_fn = pss_dataset_fn(FeedState(1), feed, str(tmp_path), 16, "y", shuffle=True,
+                                seed=1, shuffle_buffer=8)
+    batches = list(dataset_fn(tf.distribute.InputContext()).take(3))
+    assert [(tuple(x.shape), tuple(y.shape)) for x, y in batches] == [((0, 4), (0,))] * 3

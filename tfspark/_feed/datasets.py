@@ -100,12 +100,21 @@ def pss_dataset_fn(state: FeedState, feed: TrainFeed, spill_root: str, batch_siz
         return structure({k: tf.cast(v, casts[k]) for k, v in parsed.items()})
 
     def dataset_fn(input_context):
-        files = tf.data.Dataset.list_files(pattern, shuffle=shuffle, seed=seed)
+        found = tf.io.matching_files(pattern)
+        files = tf.data.Dataset.from_tensor_slices(found)
+        if shuffle:
+            files = files.shuffle(1 << 16, seed=seed, reshuffle_each_iteration=True)
         records = files.interleave(tf.data.TFRecordDataset, cycle_length=8 if shuffle else 1,
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if shuffle:
             records = records.shuffle(shuffle_buffer, seed=seed)
-        return records.repeat().batch(batch_size, drop_remainder=True).map(parse).prefetch(2)
+        rows = records.repeat().batch(batch_size, drop_remainder=True).map(parse)
+        # A worker given no rows of this feed (a streaming micro-batch smaller than the
+        # cluster) takes empty batches, which train nothing, instead of failing its steps.
+        empty = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string)).repeat().map(parse)
+        has_rows = tf.data.Dataset.from_tensors(
+            tf.cast(tf.size(found) == 0, tf.int64)).repeat()
+        return tf.data.experimental.choose_from_datasets([rows, empty], has_rows).prefetch(2)
 
     return dataset_fn
 
