@@ -17,6 +17,10 @@
      (``tensorflow/include``, for custom ops), C/C++ headers, Cython declarations and type
      stubs (``.pyi``; a third of a Jupyter virtualenv's files).
 
+   The archive is kept in ``--cache-dir`` (``~/.cache/tfspark/pack``; ``--no-cache``: not) and
+   reused while no file of the environment has changed (names, sizes, modes, times), so
+   packing again costs a walk over the files, not a gigabyte's compression.
+
    Like any virtualenv, the archive needs the same base Python at the same path on every node
    (``home`` in ``pyvenv.cfg``); for a conda environment use ``conda-pack`` instead.
 2. **Zips Spark's jars** (``$SPARK_HOME/jars``, pip's pyspark by default) into
@@ -38,7 +42,9 @@ import argparse
 import contextlib
 import datetime
 import hashlib
+import json
 import os
+import shutil
 import sys
 import sysconfig
 import tarfile
@@ -63,10 +69,39 @@ def site_packages() -> str:
 
 
 def pack_environment(output: str, with_pyspark: bool = False,
-                     prefix: Optional[str] = None) -> Dict[str, int]:
+                     prefix: Optional[str] = None, cache_dir: Optional[str] = None
+                     ) -> Dict[str, int]:
     """Write the virtualenv at ``prefix`` (default: this one) to ``output`` (.tar.gz), with
-    tfspark as a real package. Returns ``{"files": n, "bytes": uncompressed size}``."""
+    tfspark as a real package. Returns ``{"files": n, "bytes": uncompressed size}``.
+
+    With ``cache_dir``, the archive is kept there under a fingerprint of what goes in (every
+    file's name, size, mode and modification time; bytecode aside, as it follows from the
+    sources): packing an unchanged environment again copies it instead of compressing a
+    gigabyte. Only the newest archive is kept."""
     prefix = os.path.abspath(prefix or sys.prefix)
+    entries = _entries(prefix, with_pyspark)
+    cached = None
+    if cache_dir:
+        cached = os.path.join(cache_dir, f"env-{_fingerprint(entries, with_pyspark)}.tar.gz")
+        if os.path.exists(cached) and os.path.exists(cached + ".json"):
+            _link_or_copy(cached, output)
+            with open(cached + ".json") as f:
+                return json.load(f)
+    counts = {"files": 0, "bytes": 0}
+    partial = f"{output}.partial"
+    with tarfile.open(partial, "w:gz", compresslevel=1) as tar:
+        for path, arcname in entries:
+            tar.add(path, arcname=arcname, recursive=False)
+            counts["files"] += 1
+            counts["bytes"] += os.lstat(path).st_size
+    os.replace(partial, output)
+    if cached:
+        _keep_in_cache(output, cached, counts)
+    return counts
+
+
+def _entries(prefix: str, with_pyspark: bool) -> List[Tuple[str, str]]:
+    """(path, name in the archive) of everything env.tar.gz holds, in order."""
     if not os.path.exists(os.path.join(prefix, "pyvenv.cfg")):
         raise PackError(f"{prefix} is not a virtualenv (no pyvenv.cfg): run this with the "
                         "venv's python; for a conda environment use conda-pack")
@@ -75,20 +110,44 @@ def pack_environment(output: str, with_pyspark: bool = False,
     skip = _skipped(packages, with_pyspark)
     tfspark_source = os.path.dirname(os.path.abspath(__file__))
     bundled = os.path.join(prefix, packages, "tfspark")
-    counts = {"files": 0, "bytes": 0}
-    partial = f"{output}.partial"
-    with tarfile.open(partial, "w:gz", compresslevel=1) as tar:
-        for path, arcname in _walk(prefix, "", skip):
-            tar.add(path, arcname=arcname, recursive=False)
-            counts["files"] += 1
-            counts["bytes"] += os.lstat(path).st_size
-        if os.path.abspath(tfspark_source) != os.path.abspath(bundled):  # editable install
-            for path, arcname in _walk(tfspark_source, os.path.join(packages, "tfspark"), skip):
-                tar.add(path, arcname=arcname, recursive=False)
-                counts["files"] += 1
-                counts["bytes"] += os.lstat(path).st_size
-    os.replace(partial, output)
-    return counts
+    entries = list(_walk(prefix, "", skip))
+    if os.path.abspath(tfspark_source) != os.path.abspath(bundled):  # editable install
+        entries += _walk(tfspark_source, os.path.join(packages, "tfspark"), skip)
+    return entries
+
+
+def _fingerprint(entries: List[Tuple[str, str]], with_pyspark: bool) -> str:
+    digest = hashlib.sha256(f"{sys.version} {with_pyspark}\n".encode())
+    for path, arcname in entries:
+        if "__pycache__" in arcname:
+            continue
+        info = os.lstat(path)
+        digest.update(f"{arcname} {info.st_size} {info.st_mode} {info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem
+        shutil.copyfile(source, target)
+
+
+def _keep_in_cache(archive: str, cached: str, counts: Dict[str, int]) -> None:
+    """Keep ``archive`` as ``cached`` (and only it: older archives go); best effort."""
+    folder = os.path.dirname(cached)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for name in os.listdir(folder):
+            if name.startswith("env-"):
+                os.remove(os.path.join(folder, name))
+        partial = f"{cached}.partial"
+        _link_or_copy(archive, partial)
+        with open(f"{cached}.json", "w") as f:
+            json.dump(counts, f)
+        os.replace(partial, cached)
+    except OSError as e:
+        print(f"tfspark.pack: could not keep the archive in {folder}: {e}", flush=True)
 
 
 def _find_site_packages(prefix: str) -> str:
@@ -242,13 +301,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="keep pip's pyspark (and its jars) in env.tar.gz")
     parser.add_argument("--workdir", default=None,
                         help="where the archives are built (default: a temporary folder)")
+    parser.add_argument("--cache-dir", default=default_cache_dir(),
+                        help="keep the environment's archive here, and reuse it while the "
+                             "environment is unchanged (default %(default)s)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="always pack the environment anew, keep no archive")
     args = parser.parse_args(argv)
 
     target = fs.resolve(args.upload)
     if fs.split_url(target)[0] not in ("hdfs", "webhdfs"):
         raise SystemExit(f"--upload must be on HDFS, got {target} (is HADOOP_CONF_DIR set?)")
     with _build_dir(args.workdir) as workdir:
-        urls = _build_and_upload(workdir, target, args.with_pyspark)
+        urls = _build_and_upload(workdir, target, args.with_pyspark,
+                                 None if args.no_cache else args.cache_dir)
     write_conf(args.conf_file, properties(urls[ENV_ARCHIVE], urls[JARS_ARCHIVE]))
     print(f"wrote {args.conf_file}: spark-submit --properties-file {args.conf_file} ...",
           flush=True)
@@ -267,13 +332,19 @@ def _build_dir(given: Optional[str]) -> Iterator[str]:
         yield workdir
 
 
-def _build_and_upload(workdir: str, target: str, with_pyspark: bool) -> Dict[str, str]:
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tfspark", "pack")
+
+
+def _build_and_upload(workdir: str, target: str, with_pyspark: bool,
+                      cache_dir: Optional[str] = None) -> Dict[str, str]:
     """Pack the environment and Spark's jars in ``workdir`` and upload both to ``target``;
     their URLs by archive name."""
     env_local, jars_local = os.path.join(workdir, ENV_ARCHIVE), os.path.join(workdir, JARS_ARCHIVE)
 
     started = time.monotonic()
-    counts = pack_environment(env_local, with_pyspark=with_pyspark)
+    counts = pack_environment(env_local, with_pyspark=with_pyspark, cache_dir=cache_dir)
     print(f"packed {sys.prefix}: {counts['files']:,} files, {counts['bytes'] / 1e6:,.0f} MB -> "
           f"{env_local} ({os.path.getsize(env_local) / 1e6:,.0f} MB) in "
           f"{time.monotonic() - started:.0f}s", flush=True)

@@ -77,3 +77,23 @@ def test_the_properties_file_points_spark_at_the_shipped_archives(tmp_path):
     assert lines["spark.yarn.archive"].strip() == "hdfs://nn:8020/u/j.zip"
     assert lines["spark.pyspark.python"].strip() == "./env/bin/python"
     assert lines["spark.dynamicAllocation.enabled"].strip() == "false"
+
+
+def test_an_unchanged_environment_is_packed_once_and_reused_from_the_cache(tmp_path):
+    import time
+    _fake_venv(tmp_path / "venv")
+    cache, first, second = tmp_path / "cache", tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"
+    counts = pack.pack_environment(str(first), prefix=str(tmp_path / "venv"), cache_dir=str(cache))
+    assert pack.pack_environment(str(second), prefix=str(tmp_path / "venv"),
+                                 cache_dir=str(cache)) == counts
+    assert second.read_bytes() == first.read_bytes() and len(list(cache.glob("env-*.gz"))) == 1
+    # a changed file is packed anew, and only the new archive is kept
+    module = next((tmp_path / "venv").rglob("x.py"))
+    module.write_text(module.read_text() + "# changed\n")
+    os.utime(module, (time.time() + 5, time.time() + 5))
+    third = tmp_path / "c.tar.gz"
+    pack.pack_environment(str(third), prefix=str(tmp_path / "venv"), cache_dir=str(cache))
+    with tarfile.open(third) as tar:
+        assert b"# changed" in tar.extractfile(next(
+            m for m in tar.getmembers() if m.name.endswith(module.name))).read()
+    assert len(list(cache.glob("env-*.gz"))) == 1
