@@ -103,7 +103,7 @@ PSS_JOB = os.path.join(os.path.dirname(__file__), "pss_elastic_job.py")
 
 @pytest.fixture(scope="module")
 def pss_elastic(tmp_path_factory):
-    """pss_elastic_job.py's result: an unkilled run, then two that lose worker:1's Spark worker
+    """pss_elastic_job.py's result: two runs that lose worker:1's Spark worker
     daemon and executor mid-training (the test kills it when the chief asks), the first with a
     replacement worker on the same host, the second without."""
     from tfspark.testing.spark import NodeKiller, kill_spark_worker_above
@@ -146,13 +146,13 @@ def test_pss_trains_on_without_a_lost_worker_and_takes_it_back_on_its_host(pss_e
     assert 1 in result["history_workers"] and result["history_workers"][-1] == 2
 
 
-def test_pss_loss_after_losing_a_worker_is_that_of_an_unkilled_run(pss_elastic):
-    unkilled, killed = pss_elastic[0]["unkilled"], pss_elastic[0]["killed"]
-    assert unkilled["attempts"] == [[0, 2, []]] and unkilled["chief"]["epochs"] == 8
-    mse, baseline = killed["chief"]["mse"], unkilled["chief"]["mse"]
-    print(f"[pss-elastic] loss on fixed data: killed run {mse:.4f}, unkilled {baseline:.4f}; "
-          f"wall time {killed['secs']:.0f}s vs {unkilled['secs']:.0f}s")
-    assert abs(mse - baseline) <= 0.1 * baseline
+def test_pss_loss_after_losing_a_worker_is_near_the_best_fit(pss_elastic):
+    """Losing a worker costs the model nothing: its loss on held-out rows is within 10 % of the
+    best any linear model does on them (least squares; the rows' noise sets it)."""
+    chief = pss_elastic[0]["killed"]["chief"]
+    print(f"[pss-elastic] loss on held-out data: killed run {chief['mse']:.4f}, best linear "
+          f"fit {chief['best_mse']:.4f}")
+    assert chief["mse"] <= 1.1 * chief["best_mse"]
 
 
 def test_pss_finishes_without_a_worker_that_never_comes_back(pss_elastic):
@@ -162,10 +162,9 @@ def test_pss_finishes_without_a_worker_that_never_comes_back(pss_elastic):
     marks = result["chief"]["marks"]
     assert marks["end"][0] > marks["kill"][0] + 5 * 20 * 32  # worker:0 trained on alone
     assert result["history_workers"][-1] == 1
-    unkilled = pss_elastic[0]["unkilled"]
-    print(f"[pss-elastic] a worker gone for good: wall time {result['secs']:.0f}s vs "
-          f"{unkilled['secs']:.0f}s unkilled; loss {result['chief']['mse']:.4f}")
-    assert abs(result["chief"]["mse"] - unkilled["chief"]["mse"]) <= 0.1 * unkilled["chief"]["mse"]
+    print(f"[pss-elastic] a worker gone for good: wall time {result['secs']:.0f}s; loss "
+          f"{result['chief']['mse']:.4f}, best linear fit {result['chief']['best_mse']:.4f}")
+    assert result["chief"]["mse"] <= 1.1 * result["chief"]["best_mse"]
 
 
 def test_a_spark_fed_pss_worker_rejoins_with_its_share_of_the_rows_sent_again(pss_elastic):
