@@ -203,19 +203,22 @@ def test_a_driver_killed_mid_stream_resumes_exactly_once_from_its_checkpoint(tmp
     assert _trained(result["results"]) == expected
 
 
-_MAKE_VERSIONS = """
-import sys, tensorflow as tf
-class Times(tf.Module):
-    def __init__(self, k):
-        super().__init__()
-        self.k = tf.Variable(float(k), dtype=tf.float64)
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float64, name="x")])
-    def serve(self, x):
-        return {"pred": x * self.k}
-for k in (1, 2):
-    module = Times(k)
-    tf.saved_model.save(module, f"{sys.argv[1]}/{k}", signatures={"serving_default": module.serve})
-"""
+def _save_versions(folder, factors):
+    """SavedModels ``folder/k`` scoring ``pred = x * k`` (a tf.Module, its signature)."""
+    import tensorflow as tf
+
+    class Times(tf.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = tf.Variable(float(k), dtype=tf.float64)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float64, name="x")])
+        def serve(self, x):
+            return {"pred": x * self.k}
+
+    for k in factors:
+        module = Times(k)
+        tf.saved_model.save(module, f"{folder}/{k}", signatures={"serving_default": module.serve})
 
 
 def test_streaming_predict_follows_the_newest_version_within_one_micro_batch(spark, tmp_path):
@@ -223,8 +226,7 @@ def test_streaming_predict_follows_the_newest_version_within_one_micro_batch(spa
     micro-batch scores with it, and every row says which version scored it."""
     from tfspark import predict
     staged, export, source = tmp_path / "staged", tmp_path / "export", tmp_path / "in"
-    subprocess.run([sys.executable, "-c", _MAKE_VERSIONS, str(staged)], check=True,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    _save_versions(staged, (1, 2))
     export.mkdir()
     os.rename(staged / "1", export / "1")
     end = write_parts(str(source), [40])
