@@ -84,3 +84,11 @@ def test_progress_lines_and_history_per_micro_batch():
          "loss": 0.25}]
     assert training.skipped == [5] and training.version == "/m/2"
     assert progress.history == []  # a micro-batch's fit is not an epoch of the job
+
+
+def test_versions_are_due_every_n_micro_batches_or_t_seconds_of_the_drivers_clock():
+    from tfspark._feed.micro_batches import export_due
+    assert [export_due(n, 0.0, 3, None) for n in (1, 2, 3)] == [False, False, True]
+    assert [export_due(1, s, None, 10.0) for s in (0.0, 9.9, 10.0)] == [False, False, True]
+    assert export_due(1, 10.0, 3, 10.0) and export_due(3, 0.0, 3, 10.0)
+    assert not export_due(5, 100.0, None, None)

@@ -147,8 +147,8 @@ class MicroBatches:
                 last_export = sent_at if last_export is None else last_export
                 yield batch
                 since_export += 1
-                export = bool((self._every_batches and since_export >= self._every_batches)
-                              or (self._every_secs and sent_at - last_export >= self._every_secs))
+                export = export_due(since_export, sent_at - last_export, self._every_batches,
+                                    self._every_secs)
                 self._commit(batch, export)
                 if export:
                     since_export, last_export = 0, sent_at
@@ -180,6 +180,15 @@ class MicroBatches:
                 "event": "stream_batch", "batch_id": batch.batch_id, "rows": batch.rows,
                 "trained": trained, "secs": time.monotonic() - started,
                 "version": self.exported})
+
+
+def export_due(batches: int, secs: float, every_batches: Optional[int],
+               every_secs: Optional[float]) -> bool:
+    """Whether a version is due after a micro-batch, ``batches`` micro-batches and ``secs``
+    seconds of the driver's clock (between the micro-batches' sending) after the last export
+    (or the stream's first micro-batch)."""
+    return bool((every_batches and batches >= every_batches)
+                or (every_secs and secs >= every_secs))
 
 
 def _check_every(name: str, value: Any, kind: Any) -> None:
