@@ -227,7 +227,7 @@ def tfrecord_dataset(path: str, features: Dict[str, object], batch_size: Optiona
 
         records = tf.data.Dataset.from_generator(
             generate, output_signature=tf.TensorSpec([None], tf.string)).unbatch()
-    records = node_share(records)
+    records = node_share(records, batch_size)
     if batch_size:
         return records.batch(batch_size).map(lambda r: tf.io.parse_example(r, features))
     return records.map(lambda r: tf.io.parse_single_example(r, features))

@@ -95,6 +95,7 @@ class TFCluster:
         self._results: Optional[List[Any]] = None
         self._shut_down = False  # shutdown() was called: no more feeds
         self._stream: Optional[streaming.StreamingTraining] = None  # train_stream's query
+        self._tracking: Any = None  # the job's MLflow run (tfspark.tracking), if asked for
         self.tensorboard_url: Optional[str] = None
 
     # ----------------------------------------------------------------------------- starting
@@ -108,7 +109,7 @@ class TFCluster:
             max_restarts: int = 2, progress: bool = True, verbose: bool = False,
             feed_mode: str = "auto", resources: Optional[Dict[str, float]] = None,
             min_workers: Optional[int] = None, slot_wait: float = 30.0,
-            batch_policy: str = "global") -> "TFCluster":
+            batch_policy: str = "global", mlflow: Any = None) -> "TFCluster":
         """Start ``main_fun(args, ctx)`` on ``num_executors`` Spark tasks as one TF cluster.
 
         Parameters
@@ -178,6 +179,12 @@ class TFCluster:
         batch_policy : on fewer workers, ``"global"`` keeps the global batch (each worker's
             batch grows) or ``"per_worker"`` keeps each worker's batch (scale the learning rate
             with ``ctx.scaled_learning_rate``); see ``ctx.per_worker_batch``.
+        mlflow : track the job in MLflow (``pip install tfspark[mlflow]``): ``True``, an
+            experiment name, or a dict of ``experiment_name``, ``run_name``, ``run_id``,
+            ``tracking_uri``, ``tags``, ``log_model``. One run per job (the active run if there
+            is one), logged from the driver: the settings and plain ``args`` as params, every
+            epoch's metrics, restarts, and the last exported SavedModel as a pyfunc model
+            (:mod:`tfspark.tracking`).
 
         The positional order of the first eight parameters is TensorFlowOnSpark's.
 
@@ -188,6 +195,7 @@ class TFCluster:
         roles = preflight.check_arguments(num_executors, num_ps, master_node, eval_node,
                                           reservation_timeout, env, input_mode,
                                           tuple(InputMode))
+        tracking_options = _tracking_options(mlflow)
         preflight.check_elastic(min_workers, slot_wait, batch_policy, roles)
         if stage_files and not for_roles(roles).stages_files:
             raise preflight.PreflightError("stage_files is for ParameterServerStrategy workers "
@@ -231,6 +239,9 @@ class TFCluster:
                                     profile, tokens, min_workers, float(slot_wait),
                                     _runs_node_jobs(backend, conf, roles, detached, in_stage)),
                       plan)
+        if tracking_options is not None:
+            cluster._track(tracking_options, args, num_ps, master_node, eval_node, input_mode,
+                           max_restarts, min_workers)
         if in_stage:
             logger.info("tfspark: the TF cluster starts at train(), with the data as its "
                         "stage's input (feed_mode='stage')")
@@ -239,6 +250,30 @@ class TFCluster:
             cluster._start_attempt()
             cluster._on_current_attempt(lambda attempt: None)
         return cluster
+
+    def _track(self, options: Dict[str, Any], args: Any, num_ps: int,
+               master_node: Optional[str], eval_node: bool, input_mode: Any,
+               max_restarts: int, min_workers: Optional[int]) -> None:
+        """Start (or continue) the job's MLflow run and log its settings (tfspark.tracking)."""
+        from tfspark import tracking
+        try:
+            self._tracking = tracking.JobTracking(options)
+        except Exception as e:  # noqa: BLE001 - unreachable server, bad experiment...
+            raise preflight.PreflightError(f"could not start an MLflow run: {e}") from e
+        strategy = for_roles(self._roles)
+        self._tracking.replicas = strategy.size(self._roles) if not num_ps else 1
+        self._tracking.log_params(dict({
+            "num_executors": len(self._roles), "num_ps": num_ps, "master_node": master_node,
+            "eval_node": eval_node, "strategy": strategy.name,
+            "workers": strategy.size(self._roles), "input_mode": InputMode(input_mode).name,
+            "feed_mode": self.feed_mode, "max_restarts": max_restarts,
+            "min_workers": min_workers}, **tracking.plain_args(args)))
+        self._progress.listeners.append(self._tracking.on_event)
+
+    def _end_tracking(self, failure: Optional[BaseException]) -> None:
+        if self._tracking is not None:
+            tracking, self._tracking = self._tracking, None
+            tracking.finish(failure)
 
     def __enter__(self) -> "TFCluster":
         return self
@@ -267,6 +302,7 @@ class TFCluster:
             return
         attempt = self._attempts[-1]
         attempt.fail(TFSparkError(f"the TF cluster was stopped: {reason}"))
+        self._end_tracking(attempt.failure)
         attempt.abort()
         self._progress.close()
         if self._tokens is not None:
@@ -398,6 +434,8 @@ class TFCluster:
                           f"{self._config.max_restarts}): {_cause(attempt.failure)}")
                 print(notice, file=sys.stderr, flush=True)  # progress the user must see
                 logger.info(notice)
+                if self._tracking is not None:
+                    self._tracking.on_restart(len(self._attempts), _cause(attempt.failure))
                 self._start_attempt()
 
     def _raise_unless_restartable(self, failure: TFSparkError) -> None:
@@ -512,6 +550,8 @@ class TFCluster:
         if query_name is not None:
             writer = writer.queryName(query_name)
         self._stream = streaming.StreamingTraining(self._end_stream, self._unrecoverable_failure)
+        if self._tracking is not None:
+            self._tracking.streaming = True
         self._progress.streaming = True
         self._progress.on_stream_batch = self._stream.on_batch
         self._stream.start(writer)
@@ -612,11 +652,16 @@ class TFCluster:
             self._stream.stop()  # the micro-batch in hand is trained first
         self._shut_down = True
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._stopped_on_interrupt():
-            if not self._attempts:  # feed_mode="stage", and train() never called
-                self._start_attempt()
-            self._results = self._on_current_attempt(
-                lambda attempt: self._finish(attempt, deadline, timeout, grace_secs))
+        try:
+            with self._stopped_on_interrupt():
+                if not self._attempts:  # feed_mode="stage", and train() never called
+                    self._start_attempt()
+                self._results = self._on_current_attempt(
+                    lambda attempt: self._finish(attempt, deadline, timeout, grace_secs))
+        except BaseException as e:
+            self._end_tracking(e)
+            raise
+        self._end_tracking(None)
         return self._results
 
     def _finish(self, attempt: Attempt, deadline: Optional[float], timeout: Optional[float],
@@ -640,6 +685,22 @@ class TFCluster:
             if self._tokens is not None:
                 self._tokens.stop()
         return attempt.results()
+
+def _tracking_options(option: Any) -> Optional[Dict[str, Any]]:
+    """``run(mlflow=...)`` checked before any Spark job: MLflow importable, options known."""
+    if option is None or option is False:
+        return None
+    try:
+        from tfspark import tracking
+    except ImportError as e:
+        raise preflight.PreflightError(
+            f"mlflow={option!r} needs MLflow on the driver: pip install 'tfspark[mlflow]' "
+            f"({e})") from None
+    try:
+        return tracking.parse_option(option)
+    except ValueError as e:
+        raise preflight.PreflightError(str(e)) from None
+
 
 #: Spark Connect clients whose executors were found unable to reach them (said once each).
 _UNREACHABLE: Dict[Tuple[int, str], Optional[str]] = {}

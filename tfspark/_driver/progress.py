@@ -46,6 +46,8 @@ class TrainingProgress:
         self.on_stream_batch: Callable[[Dict[str, Any], Dict[str, float]], None] = \
             lambda event, logs: None
         self._stream = {"batches": 0, "rows": 0, "secs": 0.0, "last_line": None}
+        #: also told every event (e.g. MLflow tracking), outside the display's lock
+        self.listeners: List[Callable[[Dict[str, Any]], None]] = []
         self._last_logs: Dict[str, float] = {}
 
     def set_size(self, workers: int, full_workers: int) -> None:
@@ -76,6 +78,11 @@ class TrainingProgress:
 
     # ------------------------------------------------------------------------------- events
     def on_event(self, event: Dict[str, Any]) -> None:
+        self._display(event)
+        for listener in list(self.listeners):
+            listener(event)
+
+    def _display(self, event: Dict[str, Any]) -> None:
         kind = event.get("event")
         with self._lock:
             if kind == "train_begin":

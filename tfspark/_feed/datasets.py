@@ -53,7 +53,7 @@ def share_dataset(state: FeedState, feed: TrainFeed, batch_size: int, label: Opt
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     structure = _structurer(structure_of(rows.schema), list(signature), label)
     return shares.node_share(
-        dataset.map(structure, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
+        dataset.map(structure, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2), batch_size)
 
 
 def _empty_share(feed: TrainFeed, steps: int, label: Optional[str]):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any
+from typing import Any, Optional
 
 from tfspark._strategies import tf_patches
 from tfspark.errors import TFSparkError
@@ -33,14 +33,17 @@ logger = logging.getLogger(__name__)
 
 #: The ``tf.data.Options.framework_type`` entry that marks a node's own share.
 NODE_SHARE = "tfspark.node_share"
+#: ... and the entry that records its per-worker batch size, ``tfspark.batch_size=<n>``.
+BATCH_SIZE = "tfspark.batch_size="
 
 _lock = threading.Lock()
 _warn_unmarked = ""  # set when this node takes fed rows outside a marked dataset (next_batch)
 _said: set = set()
 
 
-def node_share(dataset: Any) -> Any:
-    """Mark ``dataset`` as this node's own share (and every dataset derived from it).
+def node_share(dataset: Any, batch_size: Optional[int] = None) -> Any:
+    """Mark ``dataset`` as this node's own share (and every dataset derived from it); with
+    ``batch_size``, record its per-worker batch too (reported to the driver, e.g. to MLflow).
 
     Use it on datasets you build yourself from this node's data, e.g. a
     ``tf.data.Dataset.from_generator`` over ``feed.next_batch``: strategies then neither shard
@@ -54,8 +57,19 @@ def node_share(dataset: Any) -> Any:
     _install_strategy_rule(tf)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    options.framework_type = [NODE_SHARE]
+    options.framework_type = [NODE_SHARE] + ([f"{BATCH_SIZE}{int(batch_size)}"]
+                                             if batch_size else [])
     return dataset.with_options(options)
+
+
+def batch_size_of(dataset: Any) -> Optional[int]:
+    """The per-worker batch :func:`node_share` recorded on ``dataset`` (or its source)."""
+    try:
+        marks = dataset.options().framework_type or []
+    except AttributeError:
+        return None
+    sizes = [int(m[len(BATCH_SIZE):]) for m in marks if m.startswith(BATCH_SIZE)]
+    return sizes[-1] if sizes else None
 
 
 def is_node_share(dataset: Any) -> bool:

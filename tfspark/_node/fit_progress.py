@@ -116,11 +116,13 @@ class _RowCounter:
     def __init__(self):
         self.rows = 0
         self.counting = False
+        self.batch_size: Optional[int] = None  # per worker, when the dataset says
 
     def wrap(self, x: Any) -> Any:
-        from tfspark._feed.shares import is_node_share
+        from tfspark._feed.shares import batch_size_of, is_node_share
         if not is_node_share(x):
             return x
+        self.batch_size = batch_size_of(x)
         import numpy as np
         import tensorflow as tf
 
@@ -159,7 +161,8 @@ def _callback_classes(base: type) -> tuple:
             return (self.counter.rows - self.rows_at_start) * self.reporter.num_workers
 
         def on_train_begin(self, logs=None):
-            self.reporter.send({"event": "train_begin", "epochs": self.params.get("epochs")})
+            self.reporter.send({"event": "train_begin", "epochs": self.params.get("epochs"),
+                                "batch_size": self.counter.batch_size})
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch + 1
