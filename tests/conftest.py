@@ -179,6 +179,48 @@ def kafka_broker(tmp_path_factory):
         yield broker
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` (sqlite backend, local artifact store) on 127.0.0.1; its URL."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from tfspark.testing._process import spawn
+    work = tmp_path_factory.mktemp("mlflow")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(work / "server.log", "w")
+    server = spawn([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+                    "--port", str(port), "--workers", "1",
+                    "--backend-store-uri", f"sqlite:///{work}/mlflow.db",
+                    "--artifacts-destination", str(work / "artifacts")],
+                   stdout=log, stderr=subprocess.STDOUT, cwd=str(work))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: see {work}/server.log")
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
 @pytest.fixture
 def hadoop_env(hadoop_cluster, monkeypatch):
     """HADOOP_CONF_DIR & co. of the shared cluster set for one test."""
