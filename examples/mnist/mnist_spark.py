@@ -192,6 +192,10 @@ def parse_args(argv=None):
     parser.add_argument("--remote", default=None,
                         help="a Spark Connect server (sc://HOST:15002) to run on instead")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for training")
+    parser.add_argument("--mlflow", nargs="?", const=True, default=None, metavar="EXPERIMENT",
+                        help="track the job in MLflow (pip install tfspark[mlflow]): params, "
+                             "each epoch's metrics and the exported model, in one run of "
+                             "EXPERIMENT (default: MLflow's); MLFLOW_TRACKING_URI says where")
     return parser.parse_args(argv)
 
 
@@ -213,7 +217,7 @@ def main(argv=None):
         if args.input_mode == "spark":
             cluster = TFCluster.run(spark, main_fun, args, nodes, tensorboard=tensorboard,
                                     input_mode=InputMode.SPARK, log_dir=args.log_dir,
-                                    max_restarts=args.max_restarts, **roles)
+                                    max_restarts=args.max_restarts, mlflow=args.mlflow, **roles)
             cluster.train(df, num_epochs=args.epochs)
         else:
             count = df.count()
@@ -226,7 +230,7 @@ def main(argv=None):
                 roles["stage_files"] = {"train": args.images_labels}
             cluster = TFCluster.run(spark, main_fun, args, nodes, tensorboard=tensorboard,
                                     input_mode=InputMode.TENSORFLOW, log_dir=args.log_dir,
-                                    max_restarts=args.max_restarts, **roles)
+                                    max_restarts=args.max_restarts, mlflow=args.mlflow, **roles)
         if getattr(cluster, "tensorboard_url", None):
             print(f"TensorBoard: {cluster.tensorboard_url}")
         results = cluster.shutdown(timeout=args.timeout)
