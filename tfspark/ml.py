@@ -46,8 +46,8 @@ def fit_on_cluster(spark: Any, train: Any, validation: Any, train_fn: Callable[[
                    args: Any, *, cluster_size: int, num_ps: int = 0,
                    min_workers: Optional[int] = None,
                    master_node: Optional[str] = None, epochs: int = 1, tensorboard: bool = False,
-                   log_dir: Optional[str] = None, grace_secs: float = 30.0
-                   ) -> List[Dict[str, float]]:
+                   log_dir: Optional[str] = None, grace_secs: float = 30.0,
+                   mlflow: Any = None) -> List[Dict[str, float]]:
     """Run ``train_fn(args, ctx)`` on a TF cluster of ``cluster_size`` nodes whose Spark stage
     takes ``train`` (and the ``validation`` rows) as its own input (``feed_mode="stage"``: no
     task slot beyond the nodes'); return the chief's ``model.fit`` epochs (``cluster.history``).
@@ -57,7 +57,7 @@ def fit_on_cluster(spark: Any, train: Any, validation: Any, train_fn: Callable[[
     cluster = TFCluster.run(spark, train_fn, args, cluster_size, num_ps=num_ps,
                             min_workers=min_workers,
                             tensorboard=tensorboard, log_dir=log_dir, master_node=master_node,
-                            input_mode=InputMode.SPARK, feed_mode="stage")
+                            input_mode=InputMode.SPARK, feed_mode="stage", mlflow=mlflow)
     cluster.train(train, num_epochs=epochs, validation_data=validation)
     cluster.shutdown(grace_secs=grace_secs)
     return cluster.history
@@ -157,6 +157,9 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
                  typeConverter=TypeConverters.toInt)
     trainFn = Param(Params._dummy(), "trainFn", "cloudpickled train_fn and args (base64)",
                     typeConverter=TypeConverters.toString)
+    mlflow = Param(Params._dummy(), "mlflow", "track fit in MLflow: True, an experiment name, "
+                   "or a dict of options (TFCluster.run(mlflow=...); docs/tracking.md)",
+                   typeConverter=None)
 
     def __init__(self, train_fn: Optional[Callable[[Any, Any], Any]] = None, args: Any = None, *,
                  featuresCol: Any = "features", labelCol: Optional[str] = "label",
@@ -167,10 +170,10 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
                  validationFraction: Optional[float] = None, seed: int = 0,
                  inputMapping: Optional[Dict[str, str]] = None,
                  outputMapping: Optional[Dict[str, str]] = None,
-                 signature: str = "serving_default"):
+                 signature: str = "serving_default", mlflow: Any = None):
         super().__init__()
         self._setDefault(featuresCol="features", labelCol="label", clusterSize=2, numPS=0,
-                         minWorkers=None,
+                         minWorkers=None, mlflow=None,
                          masterNode=None, epochs=1, modelDir=None, validationCol=None,
                          validationFraction=None, seed=0)
         if train_fn is not None:
@@ -180,7 +183,7 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
                   batchSize=batchSize,
                   modelDir=modelDir, validationCol=validationCol,
                   validationFraction=validationFraction, seed=seed, inputMapping=inputMapping,
-                  outputMapping=outputMapping, signature=signature)
+                  outputMapping=outputMapping, signature=signature, mlflow=mlflow)
         if exportDir is not None:
             self._set(exportDir=exportDir)
 
@@ -247,7 +250,7 @@ class TFEstimator(Estimator, _SharedParams, DefaultParamsReadable, DefaultParams
                                  num_ps=self.getOrDefault(self.numPS),
                                  min_workers=self.getOrDefault(self.minWorkers),
                                  master_node=self.getOrDefault(self.masterNode),
-                                 epochs=args.epochs)
+                                 epochs=args.epochs, mlflow=self.getOrDefault(self.mlflow))
         after = export.versions(export_dir)
         if after == before:
             raise TFMLError(f"train_fn exported no new model version under {export_dir}: call "

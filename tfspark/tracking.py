@@ -23,6 +23,7 @@ server only the driver can reach works, and so does a local ``mlruns`` folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import numbers
 import os
@@ -225,6 +226,8 @@ def plain_args(args: Any) -> Dict[str, Any]:
     """The user's ``args`` whose values are plain (numbers, strings, booleans), as params."""
     if isinstance(args, argparse.Namespace):
         args = vars(args)
+    elif dataclasses.is_dataclass(args) and not isinstance(args, type):
+        args = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
     if not isinstance(args, dict):
         return {}
     return {f"args.{k}": v for k, v in args.items()
