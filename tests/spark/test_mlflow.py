@@ -124,3 +124,44 @@ def test_tracking_without_mlflow_installed_fails_before_any_spark_job(monkeypatc
     with pytest.raises(PreflightError, match=r"needs MLflow on the driver: pip install "
                                              r"'tfspark\[mlflow\]'"):
         TFCluster.run(None, _fit, {}, 2, mlflow=True)  # no Spark at all: it never got there
+
+
+def test_epochs_trained_again_are_logged_once_micro_batches_by_batch_id_and_an_active_run_is_kept(
+        tmp_path):
+    """JobTracking fed the chief's events directly, on a real sqlite store: an epoch trained
+    again after resuming from an older backup is not logged twice; streaming logs each
+    micro-batch at its batch id; a run the user started stays theirs (not ended)."""
+    import mlflow
+
+    from tfspark.tracking import JobTracking
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as users_run:
+        tracking = JobTracking({"tracking_uri": uri})
+        assert tracking.run_id == users_run.info.run_id and not tracking.started_here
+        for epoch, loss in ((1, 0.9), (2, 0.5)):
+            tracking.on_event({"event": "epoch_end", "epoch": epoch, "logs": {"loss": loss},
+                               "rows": 100, "secs": 1.0})
+        tracking.on_restart(1, "worker:1 failed")
+        for epoch, loss in ((2, 0.45), (3, 0.3)):  # resumed from the backup of epoch 1
+            tracking.on_event({"event": "epoch_end", "epoch": epoch, "logs": {"loss": loss},
+                               "rows": 100, "secs": 1.0})
+        tracking.finish(None)
+        run = mlflow.get_run(users_run.info.run_id)
+        assert run.info.status == "RUNNING"
+    assert _history(run, "loss") == [(1, 0.9), (2, 0.5), (3, 0.3)]
+    assert _history(run, "tfspark_attempt") == [(1, 0), (2, 0), (3, 1)]
+
+    streaming = JobTracking({"tracking_uri": uri, "experiment_name": "stream"})
+    streaming.streaming = True
+    for batch_id, loss in ((4, 0.8), (6, 0.6)):
+        streaming.on_event({"event": "epoch_end", "epoch": 1, "logs": {"loss": loss},
+                            "secs": 1.0})
+        streaming.on_event({"event": "stream_batch", "batch_id": batch_id, "rows": 50,
+                            "trained": True, "secs": 0.5})
+    streaming.on_event({"event": "stream_batch", "batch_id": 6, "rows": 50, "trained": False})
+    streaming.finish(None)
+    run = mlflow.get_run(streaming.run_id)
+    assert run.info.status == "FINISHED"
+    assert _history(run, "loss") == [(4, 0.8), (6, 0.6)]
+    assert _history(run, "rows_per_sec") == [(4, 100.0), (6, 100.0)]
