@@ -59,19 +59,23 @@ def _history(run, key):
         key=lambda m: (m.step, m.timestamp))]
 
 
-def test_one_run_per_job_its_params_epochs_and_a_model_spark_udf_scores_like_predict(
+def test_one_run_per_job_across_a_restart_params_epochs_once_and_a_model_spark_udf_scores(
         spark, mlflow_server, tmp_path):
+    """worker:1 dies mid-epoch 3 of 5: the restarted cluster logs into the same run, each epoch
+    once (the cut one too), with the attempt that trained it; the model it logs scores like
+    tfspark.predict."""
     import mlflow
     mlflow.set_tracking_uri(mlflow_server)
     experiment, export = f"job-{uuid.uuid4().hex[:6]}", str(tmp_path / "export")
     df = _rows(spark)
-    cluster = TFCluster.run(spark, _fit, {"batch": 16, "export": export,
+    cluster = TFCluster.run(spark, _fit, {"batch": 16, "export": export, "kill": True,
                                           "backup": str(tmp_path / "backup")}, 2,
                             input_mode=InputMode.SPARK, feed_mode="job",
                             mlflow={"tracking_uri": mlflow_server,
                                     "experiment_name": experiment})
-    cluster.train(df, num_epochs=3)
+    cluster.train(df, num_epochs=5)
     cluster.shutdown()
+    assert len(cluster.attempts) == 2
     run = _only_run(experiment)
     assert run.info.status == "FINISHED"
     params = run.data.params
@@ -79,14 +83,17 @@ def test_one_run_per_job_its_params_epochs_and_a_model_spark_udf_scores_like_pre
                                    "feed_mode", "epochs", "batch_size_per_worker",
                                    "batch_size_global", "args.batch", "args.export")} == {
         "num_executors": "2", "strategy": "MultiWorkerMirroredStrategy", "workers": "2",
-        "input_mode": "SPARK", "feed_mode": "job", "epochs": "3",
+        "input_mode": "SPARK", "feed_mode": "job", "epochs": "5",
         "batch_size_per_worker": "16", "batch_size_global": "32", "args.batch": "16",
         "args.export": export}
     history = cluster.history
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
     for key in ("loss", "mae", "rows_per_sec"):  # one value per epoch, as cluster.history
         assert _history(run, key) == [(h["epoch"], pytest.approx(h[key], rel=1e-6))
                                       for h in history]
-    assert [v for _, v in _history(run, "tfspark_attempt")] == [0, 0, 0]
+    assert [v for _, v in _history(run, "tfspark_attempt")] == [0, 0, 1, 1, 1]
+    assert run.data.tags["tfspark.attempts"] == "2"
+    assert "worker:1" in run.data.tags["tfspark.restart_causes"]
     assert run.data.tags["tfspark.model_version"] == f"{export}/1"
 
     udf = mlflow.pyfunc.spark_udf(spark, f"runs:/{run.info.run_id}/model",
@@ -94,26 +101,6 @@ def test_one_run_per_job_its_params_epochs_and_a_model_spark_udf_scores_like_pre
     by_mlflow = [r.p for r in df.withColumn("p", udf("x")).orderBy("y").collect()]
     by_tfspark = predict(df, export, outputs={"dense": "p"}).orderBy("y").collect()
     np.testing.assert_allclose(by_mlflow, [r.p for r in by_tfspark], rtol=1e-6)
-
-
-def test_a_restarted_cluster_keeps_one_run_with_each_epoch_once(spark, mlflow_server,
-                                                                 tmp_path):
-    import mlflow
-    experiment = f"restart-{uuid.uuid4().hex[:6]}"
-    cluster = TFCluster.run(spark, _fit, {"batch": 16, "export": str(tmp_path / "export"),
-                                          "backup": str(tmp_path / "backup"), "kill": True}, 2,
-                            input_mode=InputMode.SPARK, feed_mode="job",
-                            mlflow={"tracking_uri": mlflow_server,
-                                    "experiment_name": experiment})
-    cluster.train(_rows(spark), num_epochs=5)
-    cluster.shutdown()
-    assert len(cluster.attempts) == 2
-    mlflow.set_tracking_uri(mlflow_server)
-    run = _only_run(experiment)
-    assert [s for s, _ in _history(run, "loss")] == [1, 2, 3, 4, 5]  # the cut epoch once
-    assert [v for _, v in _history(run, "tfspark_attempt")] == [0, 0, 1, 1, 1]
-    assert run.data.tags["tfspark.attempts"] == "2"
-    assert "worker:1" in run.data.tags["tfspark.restart_causes"]
 
 
 def test_tracking_without_mlflow_installed_fails_before_any_spark_job(monkeypatch):
