@@ -549,14 +549,15 @@ class TFCluster:
             writer = writer.trigger(**trigger)
         if query_name is not None:
             writer = writer.queryName(query_name)
-        self._stream = streaming.StreamingTraining(self._end_stream, self._unrecoverable_failure)
+        training = streaming.StreamingTraining(self._end_stream, self._unrecoverable_failure)
+        self._progress.streaming = True  # before the query starts: its first batch may be quick
+        self._progress.on_stream_batch = training.on_batch
         if self._tracking is not None:
             self._tracking.streaming = True
-        self._progress.streaming = True
-        self._progress.on_stream_batch = self._stream.on_batch
-        self._stream.start(writer)
-        logger.info("tfspark: streaming query %s trains the TF cluster", self._stream.query.id)
-        return self._stream
+        training.start(writer)  # raises (e.g. a checkpoint of another query) before any batch
+        self._stream = training
+        logger.info("tfspark: streaming query %s trains the TF cluster", training.query.id)
+        return training
 
     def _on_stream_attempt(self, step: Callable[[Attempt], T]) -> T:
         with self._stopped_on_interrupt():
