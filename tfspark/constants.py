@@ -34,6 +34,9 @@ PROGRESS_LINE_SECS_ENV = "TFSPARK_PROGRESS_LINE_SECS"  # the driver's environmen
 
 #: Seconds a node's process gets to exit after SIGTERM before it is killed.
 NODE_STOP_GRACE_SECS = 10.0
+#: When Spark reports a lost executor before the driver saw a node's connection drop, how long
+#: it waits for that drop (which names the node) before failing the attempt with Spark's words.
+LOST_EXECUTOR_REPORT_SECS = 5.0
 
 #: Seconds between checks, in a node's process, that its Spark task is still alive.
 PARENT_WATCH_INTERVAL_SECS = 1.0

@@ -74,7 +74,7 @@ class JobTracking:
                 experiment_id or _default_experiment(), run_name=options.get("run_name"),
                 tags=dict(options.get("tags") or {}))
             self.run_id, self.started_here = run.info.run_id, True
-        self.client.set_tag(self.run_id, "tfspark.attempts", "1")
+        self.client.set_tag(self.run_id, "tfspark_attempts", "1")
         print(f"tfspark: MLflow run {self.run_id} at {mlflow.get_tracking_uri()}", flush=True)
 
     # ------------------------------------------------------------------------- params
@@ -142,8 +142,8 @@ class JobTracking:
         with self._lock:
             self.attempt = attempt
             self.causes.append(cause)
-            self.client.set_tag(self.run_id, "tfspark.attempts", str(attempt + 1))
-            self.client.set_tag(self.run_id, "tfspark.restart_causes",
+            self.client.set_tag(self.run_id, "tfspark_attempts", str(attempt + 1))
+            self.client.set_tag(self.run_id, "tfspark_restart_causes",
                                 " | ".join(self.causes)[:4900])
 
     def finish(self, failed: Optional[BaseException]) -> None:
@@ -156,7 +156,7 @@ class JobTracking:
             print(f"tfspark: logging the model to MLflow failed: {e}", flush=True)
         finally:
             if failed is not None:
-                self.client.set_tag(self.run_id, "tfspark.error",
+                self.client.set_tag(self.run_id, "tfspark_error",
                                     (str(failed).splitlines() or [type(failed).__name__])[0][:4900])
             if self.started_here:
                 self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
@@ -169,7 +169,7 @@ class JobTracking:
                 mlflow.pyfunc.log_model(name="model", python_model=SavedModelPyfunc(),
                                         artifacts={"saved_model": local},
                                         pip_requirements=_requirements())
-        self.client.set_tag(self.run_id, "tfspark.model_version", version)
+        self.client.set_tag(self.run_id, "tfspark_model_version", version)
         print(f"tfspark: logged {version} to MLflow as runs:/{self.run_id}/model", flush=True)
 
 

@@ -92,9 +92,9 @@ def test_one_run_per_job_across_a_restart_params_epochs_once_and_a_model_spark_u
         assert _history(run, key) == [(h["epoch"], pytest.approx(h[key], rel=1e-6))
                                       for h in history]
     assert [v for _, v in _history(run, "tfspark_attempt")] == [0, 0, 1, 1, 1]
-    assert run.data.tags["tfspark.attempts"] == "2"
-    assert "worker:1" in run.data.tags["tfspark.restart_causes"]
-    assert run.data.tags["tfspark.model_version"] == f"{export}/1"
+    assert run.data.tags["tfspark_attempts"] == "2"
+    assert "worker:1" in run.data.tags["tfspark_restart_causes"]
+    assert run.data.tags["tfspark_model_version"] == f"{export}/1"
 
     udf = mlflow.pyfunc.spark_udf(spark, f"runs:/{run.info.run_id}/model",
                                   result_type="array<float>", env_manager="local")

@@ -182,7 +182,12 @@ class Attempt:
         lost = next((line.strip() for line in text.splitlines()
                      if "ExecutorLostFailure" in line), None)
         if lost is not None:
-            self.fail(StageError(f"the TF cluster's Spark stage failed: {lost}", restartable=True))
+            with self.changed:  # Spark may say it first: the lost node's dropped connection
+                self.changed.wait_for(lambda: self.failure is not None,  # names what was lost
+                                      constants.LOST_EXECUTOR_REPORT_SECS)
+            if self.failure is None:
+                self.fail(StageError(f"the TF cluster's Spark stage failed: {lost}",
+                                     restartable=True))
         elif any(n.started for n in self.nodes.values()):
             self.fail(StageError(f"the TF cluster's Spark stage failed: "
                                  f"{spark_error_summary(error)}"))
