@@ -246,9 +246,13 @@ class TFCluster:
             logger.info("tfspark: the TF cluster starts at train(), with the data as its "
                         "stage's input (feed_mode='stage')")
             return cluster
-        with cluster._stopped_on_interrupt():
-            cluster._start_attempt()
-            cluster._on_current_attempt(lambda attempt: None)
+        try:
+            with cluster._stopped_on_interrupt():
+                cluster._start_attempt()
+                cluster._on_current_attempt(lambda attempt: None)
+        except BaseException as e:
+            cluster._end_tracking(e)  # the MLflow run ends FAILED, not left running
+            raise
         return cluster
 
     def _track(self, options: Dict[str, Any], args: Any, num_ps: int,
