@@ -72,11 +72,26 @@ def test_a_training_node_stopped_without_a_failure_fails_the_attempt():
     assert "it was stopped: lost the connection" in str(attempt.failure)
 
 
-def test_a_lost_executor_makes_a_restartable_stage_failure():
+def test_a_lost_executor_makes_a_restartable_stage_failure(monkeypatch):
+    from tfspark import constants
+    monkeypatch.setattr(constants, "LOST_EXECUTOR_REPORT_SECS", 0.05)  # no node says more
     attempt, _ = attempt_of(2)
     attempt._on_stage_failed(Exception("Job aborted.\n  ExecutorLostFailure (executor 1 "
                                        "exited caused by one of the running tasks)"))
     assert isinstance(attempt.failure, StageError) and attempt.failure.restartable
+
+
+def test_a_lost_executor_reported_by_spark_first_is_named_by_its_nodes_dropped_connection():
+    """Spark's ExecutorLostFailure can come before the lost node's connection drop: the
+    attempt waits for the drop, whose failure names the node (the restart notice says it)."""
+    import threading
+    attempt, _ = attempt_of(2)
+    dropped = threading.Timer(0.2, attempt._node_gone, [attempt.nodes[1]])
+    dropped.start()
+    attempt._on_stage_failed(Exception("ExecutorLostFailure (executor 1 exited ...)"))
+    dropped.join()
+    assert attempt.lost_contact() == "worker:1's executor on host h1 was lost"
+    assert "worker:1" in str(attempt.failure)  # the node's failure, not Spark's words
 
 
 def test_a_node_saying_hello_after_a_failure_is_told_to_stop():
