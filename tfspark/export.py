@@ -141,10 +141,10 @@ def export_saved_model(model: Any, export_dir: str, ctx: Any = None) -> Optional
 
 
 def _tell_driver(version: str) -> None:
-    """On a TF node's chief, tell the driver a version was published (MLflow logs the last)."""
-    if os.environ.get("TFSPARK_PROGRESS_FD"):  # tfspark._node.fit_progress.REPORT_FD
-        from tfspark._node import fit_progress
-        fit_progress.report({"event": "exported", "path": version})
+    """On a TF node's chief, tell the driver a version was published (MLflow logs the last);
+    elsewhere nothing."""
+    from tfspark._node import fit_progress
+    fit_progress.report({"event": "exported", "path": version})
 
 
 def save_saved_model(model: Any, path: str, chief: bool = True, ctx: Any = None) -> None:

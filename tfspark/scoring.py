@@ -308,8 +308,8 @@ _models_lock = threading.Lock()
 _newest: Dict[str, Tuple[Any, str]] = {}  # export dir -> (task that looked, newest version)
 
 
-def newest_version(export_dir: str, tokens: fs.credentials.HandedTokens = fs.credentials.NO_TOKENS
-                   ) -> str:
+def newest_version(export_dir: str, hadoop_conf_dir: Optional[str] = None,
+                   tokens: fs.credentials.HandedTokens = fs.credentials.NO_TOKENS) -> str:
     """The newest version under ``export_dir``, looked up once per task (so a version
     published before a task starts is the one it scores with)."""
     from pyspark import TaskContext
@@ -321,6 +321,7 @@ def newest_version(export_dir: str, tokens: fs.credentials.HandedTokens = fs.cre
         seen = _newest.get(export_dir)
         if key is not None and seen is not None and seen[0] == key:
             return seen[1]
+    fs.use_hadoop_conf(hadoop_conf_dir)
     with tokens.used():
         path = export.latest_version(export_dir)
     with _models_lock:
@@ -388,11 +389,12 @@ class _Scorer:
         except PredictError as e:  # the data's fault: a retry would fail the same way
             worker_errors.cancel_stage(plan.canceller, e)
             raise
-        fs.use_hadoop_conf(plan.hadoop_conf_dir)
-        model = newest_version(plan.follow, plan.tokens) if plan.follow else plan.model
+        model = newest_version(plan.follow, plan.hadoop_conf_dir, plan.tokens) \
+            if plan.follow else plan.model
         call = loaded_signature(model, plan.signature, plan.hadoop_conf_dir, plan.tokens)
         model_outputs = [spec for spec, _ in plan.outputs if spec != VERSION_OUTPUT]
-        missing = sorted({s.name for s in model_outputs} - set(call.structured_outputs))
+        missing = sorted({s.name for s in model_outputs} - set(call.structured_outputs)) \
+            if plan.follow else []  # (one read at the driver otherwise)
         if missing:
             raise PredictError(f"SavedModel {model} (signature {plan.signature}) has no "
                                f"output(s) {missing}, which the query scores with: the versions "

@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import numbers
 import os
+import queue
 import tempfile
 import threading
 from typing import Any, Dict, List, Optional
@@ -36,6 +37,9 @@ import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
 logger = logging.getLogger(__name__)
+
+#: How long ``shutdown()`` waits for the queued metrics to be logged.
+FINISH_SECS = 120.0
 
 #: What ``TFCluster.run(mlflow={...})`` takes.
 OPTIONS = ("experiment_name", "run_name", "run_id", "tracking_uri", "log_model", "tags")
@@ -58,7 +62,11 @@ class JobTracking:
         self.streaming = False
         #: per-worker batches in one step: the workers under MWMS, 1 under PSS
         self.replicas = 1
-        self._last_logs: Dict[str, float] = {}
+        # events are logged by a thread of their own: a slow tracking server must not hold up
+        # the chief's channel, whose reader hands them over (with the attempt they came in)
+        self._events: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._logger = threading.Thread(target=self._log_events, name="tfspark-mlflow",
+                                        daemon=True)
         active = mlflow.active_run()
         if options.get("run_id"):
             self.run_id, self.started_here = options["run_id"], False
@@ -75,6 +83,7 @@ class JobTracking:
                 tags=dict(options.get("tags") or {}))
             self.run_id, self.started_here = run.info.run_id, True
         self.client.set_tag(self.run_id, "tfspark_attempts", "1")
+        self._logger.start()
         print(f"tfspark: MLflow run {self.run_id} at {mlflow.get_tracking_uri()}", flush=True)
 
     # ------------------------------------------------------------------------- params
@@ -93,27 +102,35 @@ class JobTracking:
 
     # ------------------------------------------------------------------------- events
     def on_event(self, event: Dict[str, Any]) -> None:
-        """A progress event from the chief (see :mod:`tfspark._driver.progress`)."""
+        """A progress event from the chief (see :mod:`tfspark._driver.progress`): queued."""
+        if event.get("event") != "step":  # steps are not logged
+            self._events.put((self.attempt, event))
+
+    def _log_events(self) -> None:
+        while True:
+            attempt, event = self._events.get()
+            if event is None:
+                return
+            try:
+                with self._lock:
+                    self._log_event(attempt, event)
+            except Exception as e:  # noqa: BLE001 - a side channel: warn, never fail training
+                logger.warning("tfspark: MLflow logging failed: %s", e)
+
+    def _log_event(self, attempt: int, event: Dict[str, Any]) -> None:
         kind = event.get("event")
-        try:
-            with self._lock:
-                if kind == "train_begin":
-                    self._log_batch_size(event.get("batch_size"))
-                    if not self.streaming:
-                        self.log_params({"epochs": event.get("epochs")})
-                elif kind == "epoch_end" and self.streaming:  # a micro-batch's fit
-                    self._last_logs = dict(event.get("logs") or {})
-                elif kind == "epoch_end":
-                    self._log_epoch(event)
-                elif kind == "stream_batch" and event.get("trained"):
-                    self._log_metrics(dict(self._last_logs, rows=event.get("rows"),
-                                           rows_per_sec=_rate(event),
-                                           tfspark_attempt=self.attempt),
-                                      int(event["batch_id"]))
-                elif kind == "exported":
-                    self.exported = event.get("path")
-        except Exception as e:  # noqa: BLE001 - tracking is a side channel: warn, never fail
-            logger.warning("tfspark: MLflow logging failed: %s", e)
+        if kind == "train_begin":
+            self._log_batch_size(event.get("batch_size"))
+            if not self.streaming:
+                self.log_params({"epochs": event.get("epochs")})
+        elif kind == "epoch_end" and not self.streaming:  # (streaming: one per micro-batch)
+            self._log_epoch(event, attempt)
+        elif kind == "stream_batch" and event.get("trained"):
+            self._log_metrics(dict(event.get("logs") or {}, rows=event.get("rows"),
+                                   rows_per_sec=_rate(event), tfspark_attempt=attempt),
+                              int(event["batch_id"]))
+        elif kind == "exported":
+            self.exported = event.get("path")
 
     def _log_batch_size(self, per_worker: Optional[int]) -> None:
         """The chief's dataset said its per-worker batch (tfspark's datasets do)."""
@@ -122,13 +139,13 @@ class JobTracking:
         self.log_params({"batch_size_per_worker": per_worker,
                          "batch_size_global": per_worker * self.replicas})
 
-    def _log_epoch(self, event: Dict[str, Any]) -> None:
+    def _log_epoch(self, event: Dict[str, Any], attempt: int) -> None:
         epoch = int(event["epoch"])
         if epoch <= self._logged_epochs:  # trained again after a restart: logged already
             return
         self._logged_epochs = epoch
         metrics = dict(event.get("logs") or {})
-        metrics.update(rows_per_sec=_rate(event), tfspark_attempt=self.attempt)
+        metrics.update(rows_per_sec=_rate(event), tfspark_attempt=attempt)
         self._log_metrics(metrics, epoch)
 
     def _log_metrics(self, metrics: Dict[str, Any], step: int) -> None:
@@ -147,7 +164,10 @@ class JobTracking:
                                 " | ".join(self.causes)[:4900])
 
     def finish(self, failed: Optional[BaseException]) -> None:
-        """Log the model (after a success) and end the run if the driver started it."""
+        """Log what is queued, the model (after a success), and end the run if the driver
+        started it."""
+        self._events.put((self.attempt, None))
+        self._logger.join(FINISH_SECS)
         try:
             if failed is None and self.exported and self.options.get("log_model", True):
                 self._log_model(self.exported)

@@ -115,7 +115,8 @@ def test_tracking_without_mlflow_installed_fails_before_any_spark_job(monkeypatc
 
 def test_epochs_trained_again_are_logged_once_micro_batches_by_batch_id_and_an_active_run_is_kept(
         tmp_path):
-    """JobTracking fed the chief's events directly, on a real sqlite store: an epoch trained
+    """JobTracking fed the chief's events as the driver's progress hands them on (a
+    micro-batch's with its fit's logs), on a real sqlite store: an epoch trained
     again after resuming from an older backup is not logged twice; streaming logs each
     micro-batch at its batch id; a run the user started stays theirs (not ended)."""
     import mlflow
@@ -145,7 +146,7 @@ def test_epochs_trained_again_are_logged_once_micro_batches_by_batch_id_and_an_a
         streaming.on_event({"event": "epoch_end", "epoch": 1, "logs": {"loss": loss},
                             "secs": 1.0})
         streaming.on_event({"event": "stream_batch", "batch_id": batch_id, "rows": 50,
-                            "trained": True, "secs": 0.5})
+                            "trained": True, "secs": 0.5, "logs": {"loss": loss}})
     streaming.on_event({"event": "stream_batch", "batch_id": 6, "rows": 50, "trained": False})
     streaming.finish(None)
     run = mlflow.get_run(streaming.run_id)

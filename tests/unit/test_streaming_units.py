@@ -64,7 +64,7 @@ def test_progress_lines_and_history_per_micro_batch():
     progress = TrainingProgress(out=out, line_secs=3600)
     progress.streaming = True
     training = StreamingTraining(lambda error: None, lambda: None)
-    progress.on_stream_batch = training.on_batch
+    progress.listeners.append(training.on_event)
     progress.on_event({"event": "epoch_end", "epoch": 1, "logs": {"loss": 0.5}, "secs": 1})
     progress.on_event({"event": "stream_batch", "batch_id": 4, "rows": 100, "trained": True,
                        "secs": 2.0, "version": None})
@@ -77,7 +77,7 @@ def test_progress_lines_and_history_per_micro_batch():
         "tfspark: micro-batch 4: 1 micro-batches, 100 rows trained - loss 0.5000 - 50 rows/s",
         "tfspark: micro-batch 5, which Spark replayed, was trained before (the backup holds "
         "it): skipped"]
-    assert training.history == [
+    assert list(training.history) == [
         {"batch_id": 4, "rows": 100, "secs": 2.0, "rows_per_sec": 50.0, "version": None,
          "loss": 0.5},
         {"batch_id": 5, "rows": 50, "secs": 0.5, "rows_per_sec": 100.0, "version": "/m/2",

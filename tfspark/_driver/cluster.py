@@ -526,7 +526,7 @@ class TFCluster:
         Returns
         -------
         A :class:`~tfspark.StreamingTraining`: ``stop()``, ``awaitTermination()``, ``history``
-        (one entry per micro-batch), ``query`` (Spark's ``StreamingQuery``). The nodes' loops
+        (one entry per micro-batch, the newest 10,000), ``query`` (Spark's ``StreamingQuery``). The nodes' loops
         end when the query ends; then call :meth:`shutdown`, which also stops a query still
         running (after the micro-batch in hand).
         """
@@ -546,19 +546,17 @@ class TFCluster:
                                            "(one per cluster)")
         options = streaming.StreamOptions(checkpoint_location, trigger, query_name, timeout,
                                           float(batch_timeout))
-        trainer = streaming.MicroBatchTrainer(options, self._on_stream_attempt)
-        writer = df.writeStream.foreachBatch(trainer).option("checkpointLocation",
-                                                            checkpoint_location)
-        if trigger is not None:
-            writer = writer.trigger(**trigger)
-        if query_name is not None:
-            writer = writer.queryName(query_name)
         training = streaming.StreamingTraining(self._end_stream, self._unrecoverable_failure)
         self._progress.streaming = True  # before the query starts: its first batch may be quick
-        self._progress.on_stream_batch = training.on_batch
+        self._progress.listeners.append(training.on_event)
         if self._tracking is not None:
             self._tracking.streaming = True
-        training.start(writer)  # raises (e.g. a checkpoint of another query) before any batch
+        try:
+            training.start(df, options, self._on_stream_attempt)  # raises before any batch
+        except BaseException:
+            self._progress.listeners.remove(training.on_event)
+            self._progress.streaming = False
+            raise
         self._stream = training
         logger.info("tfspark: streaming query %s trains the TF cluster", training.query.id)
         return training

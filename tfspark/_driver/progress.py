@@ -43,8 +43,6 @@ class TrainingProgress:
         self._full_workers: Optional[int] = None  # ... of the full cluster
         #: training on a streaming query: one fit per micro-batch, shown per micro-batch
         self.streaming = False
-        self.on_stream_batch: Callable[[Dict[str, Any], Dict[str, float]], None] = \
-            lambda event, logs: None
         self._stream = {"batches": 0, "rows": 0, "secs": 0.0, "last_line": None}
         #: also told every event (e.g. MLflow tracking), outside the display's lock
         self.listeners: List[Callable[[Dict[str, Any]], None]] = []
@@ -78,6 +76,9 @@ class TrainingProgress:
 
     # ------------------------------------------------------------------------------- events
     def on_event(self, event: Dict[str, Any]) -> None:
+        if event.get("event") == "stream_batch":  # with its fit's loss and metrics
+            with self._lock:
+                event = dict(event, logs=dict(self._last_logs))
         self._display(event)
         for listener in list(self.listeners):
             listener(event)
@@ -88,7 +89,6 @@ class TrainingProgress:
             if kind == "train_begin":
                 self._fit_start = time.monotonic()
             elif kind == "stream_batch":
-                self.on_stream_batch(event, dict(self._last_logs))
                 if event.get("trained"):
                     self._show_stream(event)
                 else:
@@ -132,7 +132,7 @@ class TrainingProgress:
                                 and now - stream["last_line"] < self._line_secs):
             return
         stream["last_line"] = now
-        parts = [f"{name} {value:.4f}" for name, value in self._last_logs.items()]
+        parts = [f"{name} {value:.4f}" for name, value in event["logs"].items()]
         if stream["secs"]:
             parts.append(f"{stream['rows'] / stream['secs']:.0f} rows/s")
         if event.get("version"):

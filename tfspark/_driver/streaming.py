@@ -26,7 +26,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from tfspark._driver import feeding
 from tfspark._driver.attempt import Attempt
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Micro-batch feeds have ids of their own (base + Spark's batch id), apart from train()'s.
 STREAM_FEED_BASE = 1 << 40
+#: How many micro-batches ``StreamingTraining.history`` keeps (the newest).
+HISTORY_LENGTH = 10_000
 
 
 @dataclass(frozen=True)
@@ -71,23 +74,32 @@ class StreamingTraining:
 
     ``query`` is Spark's ``StreamingQuery``; ``stop()``, ``awaitTermination()``, ``isActive``,
     ``lastProgress`` and ``status`` act on it. ``awaitTermination`` also raises the error of a TF
-    node that stopped the query. ``history`` has one dict per micro-batch trained (``batch_id``,
-    ``rows``, ``secs``, ``rows_per_sec``, ``version``, and the loss and metrics of its ``fit``);
-    ``skipped`` the batch ids Spark replayed that the backup showed trained already.
+    node that stopped the query. ``history`` has one dict per micro-batch trained, the last
+    :data:`HISTORY_LENGTH` (``batch_id``, ``rows``, ``secs``, ``rows_per_sec``, ``version``, and
+    the loss and metrics of its ``fit``); ``skipped`` the batch ids Spark replayed that the
+    backup showed trained already.
     """
 
     def __init__(self, end_stream: Callable[[Optional[str]], None],
                  node_failure: Callable[[], Optional[TFSparkError]]):
         self.query: Any = None
-        self.history: List[Dict[str, Any]] = []
+        self.history: Deque[Dict[str, Any]] = deque(maxlen=HISTORY_LENGTH)  # a query runs on
         self.skipped: List[int] = []
         self.version: Optional[str] = None  # the last SavedModel version published
         self._end_stream, self._node_failure = end_stream, node_failure
         self._error: Optional[BaseException] = None  # what stopped the query, if not the user
         self._ended = threading.Event()
 
-    def start(self, writer: Any) -> None:
-        """Start the query (``writer``: its ``DataStreamWriter``) and the watcher."""
+    def start(self, df: Any, options: StreamOptions,
+              on_attempt: Callable[[Callable[[Attempt], Any]], Any]) -> None:
+        """Start the ``foreachBatch`` query over ``df`` (each micro-batch trained by
+        :class:`MicroBatchTrainer` on ``on_attempt``'s cluster) and its watcher."""
+        writer = df.writeStream.foreachBatch(MicroBatchTrainer(options, on_attempt)).option(
+            "checkpointLocation", options.checkpoint_location)
+        if options.trigger is not None:
+            writer = writer.trigger(**options.trigger)
+        if options.query_name is not None:
+            writer = writer.queryName(options.query_name)
         self.query = writer.start()
         threading.Thread(target=self._watch, name="tfspark-stream-watcher", daemon=True).start()
 
@@ -139,8 +151,11 @@ class StreamingTraining:
             finally:
                 self._ended.set()
 
-    def on_batch(self, event: Dict[str, Any], logs: Dict[str, float]) -> None:
-        """A micro-batch the chief reported (trained, or skipped as trained before)."""
+    def on_event(self, event: Dict[str, Any]) -> None:
+        """A progress event (see :mod:`tfspark._driver.progress`): keeps the micro-batches the
+        chief reported, trained or skipped as trained before."""
+        if event.get("event") != "stream_batch":
+            return
         if not event.get("trained"):
             self.skipped.append(int(event["batch_id"]))
             return
@@ -148,7 +163,7 @@ class StreamingTraining:
         entry = {"batch_id": int(event["batch_id"]), "rows": int(event["rows"]), "secs": secs,
                  "rows_per_sec": event["rows"] / secs if secs else None,
                  "version": event.get("version")}
-        entry.update(logs)
+        entry.update(event.get("logs") or {})
         self.history.append(entry)
         self.version = event.get("version") or self.version
 
@@ -181,7 +196,7 @@ class MicroBatchTrainer:
                              f"{self.options.batch_timeout}s; the TF cluster was stopped"))
         if attempt.failure is not None:
             raise attempt.failure
-        if batch_id not in attempt.stream_acks:
+        if attempt.stream_acks.pop(batch_id, None) is None:
             raise TFSparkError(
                 f"{chief.role.label} finished without training micro-batch {batch_id}: "
                 "main_fun must loop over ctx.micro_batches(...) until the stream ends")

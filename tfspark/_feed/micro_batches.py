@@ -20,7 +20,6 @@ decides alike: under MultiWorkerMirroredStrategy the export is collective too.
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -30,8 +29,6 @@ from typing import Any, Callable, Dict, Iterator, Optional
 from tfspark._feed.datafeed import DataFeed
 from tfspark._feed.feed_state import TrainFeed
 from tfspark.errors import FeedDataError, TFSparkError
-
-logger = logging.getLogger(__name__)
 
 #: The checkpoint's name for the id of the last micro-batch trained.
 LAST_BATCH = "tfspark_last_batch_id"
