@@ -77,7 +77,7 @@ def test_progress_lines_and_history_per_micro_batch():
         "tfspark: micro-batch 4: 1 micro-batches, 100 rows trained - loss 0.5000 - 50 rows/s",
         "tfspark: micro-batch 5, which Spark replayed, was trained before (the backup holds "
         "it): skipped"]
-    assert list(training.history) == [
+    assert training.history == [
         {"batch_id": 4, "rows": 100, "secs": 2.0, "rows_per_sec": 50.0, "version": None,
          "loss": 0.5},
         {"batch_id": 5, "rows": 50, "secs": 0.5, "rows_per_sec": 100.0, "version": "/m/2",
@@ -92,3 +92,13 @@ def test_versions_are_due_every_n_micro_batches_or_t_seconds_of_the_drivers_cloc
     assert [export_due(1, s, None, 10.0) for s in (0.0, 9.9, 10.0)] == [False, False, True]
     assert export_due(1, 10.0, 3, 10.0) and export_due(3, 0.0, 3, 10.0)
     assert not export_due(5, 100.0, None, None)
+
+
+def test_a_long_running_querys_history_keeps_the_newest_micro_batches(monkeypatch):
+    from tfspark._driver import streaming
+    monkeypatch.setattr(streaming, "HISTORY_LENGTH", 2)
+    training = StreamingTraining(lambda error: None, lambda: None)
+    for batch_id in range(5):
+        training.on_event({"event": "stream_batch", "batch_id": batch_id, "rows": 1,
+                           "trained": True, "secs": 1.0, "logs": {}})
+    assert [h["batch_id"] for h in training.history] == [3, 4]

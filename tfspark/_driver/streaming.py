@@ -26,8 +26,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from tfspark._driver import feeding
 from tfspark._driver.attempt import Attempt
@@ -83,7 +82,7 @@ class StreamingTraining:
     def __init__(self, end_stream: Callable[[Optional[str]], None],
                  node_failure: Callable[[], Optional[TFSparkError]]):
         self.query: Any = None
-        self.history: Deque[Dict[str, Any]] = deque(maxlen=HISTORY_LENGTH)  # a query runs on
+        self.history: List[Dict[str, Any]] = []
         self.skipped: List[int] = []
         self.version: Optional[str] = None  # the last SavedModel version published
         self._end_stream, self._node_failure = end_stream, node_failure
@@ -165,6 +164,7 @@ class StreamingTraining:
                  "version": event.get("version")}
         entry.update(event.get("logs") or {})
         self.history.append(entry)
+        del self.history[:-HISTORY_LENGTH]  # a query runs on: the newest only
         self.version = event.get("version") or self.version
 
 
